@@ -1,0 +1,54 @@
+/* The hubfs command: one binary, a table of subcommands. Installed also as mount.hubfs, the
+ * helper mount(8) runs for fstab entries of type fuse.hubfs. */
+#include "fs.h"
+#include "hub.h"
+#include "loader_cli.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommand;
+
+static const subcommand subcommands[] = {
+    {"mount", fs_mount_command, "mount Hub repos as a read-only filesystem"},
+    {"inspect", loader_cli_inspect, "list the tensors of a model (reads headers only)"},
+    {"load", loader_cli_load, "load a tensor-parallel rank's slices to a device or host memory"},
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "hubfs %s — Hugging Face Hub repos as lazy local files\n\n", hub_version());
+    fprintf(out, "usage: hubfs <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        fprintf(out, "  %-8s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(out, "\nRun `hubfs <command> --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (strcmp(basename(argv[0]), "mount.hubfs") == 0)
+        return fs_mount_command(argc, argv);
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("hubfs %s\n", hub_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (strcmp(argv[1], subcommands[i].name) == 0)
+            return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "hubfs: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
+    return 2;
+}

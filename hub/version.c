@@ -1,0 +1,3 @@
+#include "hub.h"
+
+const char *hub_version(void) { return HUBFS_VERSION; }

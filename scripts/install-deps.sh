@@ -1,0 +1,32 @@
+#!/bin/bash
+# Installs what building and testing hubfs needs, only what is missing: Debian packages via
+# apt-get and Python packages via pip. Safe to run again. Run as root (or with sudo on PATH).
+set -euo pipefail
+
+APT_PACKAGES=(build-essential cmake pkg-config git libfuse3-dev fuse3 libcurl4-openssl-dev
+              libcjson-dev python3 python3-pip clang libclang-rt-dev)
+PIP_PACKAGES=(huggingface_hub safetensors numpy pytest)
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+need_pip=()
+for pkg in "${PIP_PACKAGES[@]}"; do
+  python3 -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$pkg') is None)" 2>/dev/null \
+    || need_pip+=("$pkg")
+done
+if [ ${#need_pip[@]} -gt 0 ]; then
+  echo "install-deps: pip install ${need_pip[*]}"
+  # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told otherwise.
+  python3 -m pip install -q "${need_pip[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${need_pip[@]}"
+fi
