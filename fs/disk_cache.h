@@ -24,7 +24,12 @@ typedef struct disk_cache_config {
     uint64_t max_bytes;          /* cap on the data stored; 0 = no cap */
     uint32_t block_size;         /* every blob's blocks are this size (the last may be shorter) */
     const char *hf_hub_cache;    /* $HF_HUB_CACHE for complete huggingface_hub blobs; NULL = none */
+    int min_free_percent;        /* free space kept on the cache's filesystem by evicting blobs or
+                                  * refusing to store: 0 = the default 5%, negative = no floor */
 } disk_cache_config;
+
+/* The error string of disk_cache_open says what went wrong and what to do. Only one process may
+ * use a cache directory at a time (it is locked). */
 
 int disk_cache_open(const disk_cache_config *config, disk_cache **out, char *error, size_t error_size);
 void disk_cache_close(disk_cache *cache);
@@ -45,7 +50,9 @@ bool disk_cache_read_block(disk_cache *cache, const disk_cache_blob_key *key, ui
 int disk_cache_write_block(disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
                            const void *buf, size_t len);
 
-/* A small prefix of a blob (a safetensors header), stored separately from the blocks. */
+/* A small prefix of a blob (a safetensors header), stored separately from the blocks and
+ * replaced atomically. read_prefix is true when a prefix is stored, verifies and fits in
+ * capacity; when it does not fit, *len_out still tells its length. */
 bool disk_cache_read_prefix(disk_cache *cache, const disk_cache_blob_key *key, void *buf,
                             size_t capacity, size_t *len_out);
 int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, const void *buf,
@@ -55,7 +62,7 @@ int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, c
 uint64_t disk_cache_cached_bytes(disk_cache *cache, const disk_cache_blob_key *key);
 
 typedef struct disk_cache_counters {
-    uint64_t bytes_stored;       /* current size of all data files */
+    uint64_t bytes_stored;       /* current size of all data files (blocks and prefixes) */
     uint64_t block_hits;
     uint64_t block_misses;
     uint64_t evictions;

@@ -31,7 +31,8 @@ static void print_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    if (strcmp(basename(argv[0]), "mount.hubfs") == 0)
+    const char *program = basename(argv[0]);
+    if (strcmp(program, "mount.hubfs") == 0 || strcmp(program, "mount.fuse.hubfs") == 0)
         return fs_mount_command(argc, argv);
     if (argc < 2) {
         print_usage(stderr);

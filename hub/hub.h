@@ -61,7 +61,8 @@ void hub_config_clear(hub_config *cfg);
 
 typedef struct hub_client hub_client;
 
-/* Copies cfg; starts the event-loop thread. */
+/* Copies cfg; starts the event-loop thread. hub_client_free must come after every call and
+ * every hub_file of the client has finished. */
 hub_status hub_client_new(const hub_config *cfg, hub_client **out, hub_error *err);
 void hub_client_free(hub_client *client);
 
@@ -72,7 +73,8 @@ typedef struct hub_repo {
     const char *id;              /* "org/name" */
 } hub_repo;
 
-/* Pins a branch, tag, refs/pr/N or commit to its 40-hex commit SHA (repo info call). */
+/* Pins a branch, tag, refs/pr/N or commit to its 40-hex commit SHA (repo info call). A commit
+ * SHA is checked with the Hub too (it must exist), except offline, where it is returned as is. */
 hub_status hub_resolve_revision(hub_client *client, const hub_repo *repo, const char *revision,
                                 char commit_out[HUB_SHA_HEX_LEN + 1], hub_error *err);
 

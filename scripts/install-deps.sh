@@ -4,8 +4,18 @@
 set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake pkg-config git libfuse3-dev fuse3 libcurl4-openssl-dev
-              libcjson-dev python3 python3-pip clang libclang-rt-dev)
+              libcjson-dev python3 python3-pip clang libclang-rt-dev
+              strace)  # strace: the loader test that inspect reads headers only
+APT_PACKAGES+=(zlib1g-dev)  # crc32 of the persistent cache's blocks
 PIP_PACKAGES=(huggingface_hub safetensors numpy pytest)
+
+# --bench: also what scripts/bench.sh compares hubfs against, and its chart (not needed by tests).
+for arg in "$@"; do
+  case "$arg" in
+    --bench) APT_PACKAGES+=(nginx aria2 rclone httpdirfs fuse3); PIP_PACKAGES+=(matplotlib) ;;
+    *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+  esac
+done
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

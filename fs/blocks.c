@@ -1,0 +1,363 @@
+/* blocks.c — in-memory blocks: a hash table, an LRU list, single-flight loads, the budget. */
+#include "blocks.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define BUCKET_COUNT 4096
+
+typedef enum block_state { BLOCK_LOADING, BLOCK_READY, BLOCK_FAILED } block_state;
+
+struct block {
+    block_source source;
+    uint64_t index;
+    size_t length;
+    uint8_t *data;
+    block_state state;
+    int load_error;
+    int pins;
+    bool unread;                 /* loaded by read-ahead and not read yet */
+    bool in_table;
+    pthread_cond_t loaded;
+    block *hash_next;
+    block *lru_prev, *lru_next;
+};
+
+struct block_cache {
+    pthread_mutex_t lock;
+    pthread_cond_t budget_freed;
+    int budget_waiters;
+    uint64_t budget;
+    uint32_t block_size;
+    block_load_fn load;
+    block_store_hook store_hook;
+    void *store_hook_context;
+    block *buckets[BUCKET_COUNT];
+    block *lru_oldest, *lru_newest;
+    block_cache_counters counters;
+};
+
+static size_t bucket_of(uint64_t source_id, uint64_t index)
+{
+    uint64_t h = source_id * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xBF58476D1CE4E5B9ULL;
+    return (size_t)((h ^ (h >> 29)) % BUCKET_COUNT);
+}
+
+block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size, block_load_fn load)
+{
+    block_cache *cache = calloc(1, sizeof *cache);
+    if (!cache)
+        return NULL;
+    pthread_mutex_init(&cache->lock, NULL);
+    pthread_cond_init(&cache->budget_freed, NULL);
+    cache->budget = memory_budget;
+    cache->block_size = block_size;
+    cache->load = load;
+    cache->counters.memory_budget = memory_budget;
+    return cache;
+}
+
+uint32_t block_cache_block_size(const block_cache *cache) { return cache->block_size; }
+void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void *hook_context)
+{
+    cache->store_hook = hook;
+    cache->store_hook_context = hook_context;
+}
+
+const uint8_t *block_data(const block *blk) { return blk->data; }
+uint64_t block_index(const block *blk) { return blk->index; }
+const block_source *block_source_of(const block *blk) { return &blk->source; }
+size_t block_length(const block *blk) { return blk->length; }
+
+static block *find_block(block_cache *cache, uint64_t source_id, uint64_t index)
+{
+    for (block *b = cache->buckets[bucket_of(source_id, index)]; b; b = b->hash_next)
+        if (b->source.id == source_id && b->index == index)
+            return b;
+    return NULL;
+}
+
+static void unlink_from_table(block_cache *cache, block *blk)
+{
+    if (!blk->in_table)
+        return;
+    block **link = &cache->buckets[bucket_of(blk->source.id, blk->index)];
+    while (*link != blk)
+        link = &(*link)->hash_next;
+    *link = blk->hash_next;
+    blk->in_table = false;
+}
+
+static void lru_unlink(block_cache *cache, block *blk)
+{
+    if (blk->lru_prev) blk->lru_prev->lru_next = blk->lru_next;
+    else cache->lru_oldest = blk->lru_next;
+    if (blk->lru_next) blk->lru_next->lru_prev = blk->lru_prev;
+    else cache->lru_newest = blk->lru_prev;
+    blk->lru_prev = blk->lru_next = NULL;
+}
+
+static void lru_append(block_cache *cache, block *blk)
+{
+    blk->lru_prev = cache->lru_newest;
+    blk->lru_next = NULL;
+    if (cache->lru_newest) cache->lru_newest->lru_next = blk;
+    else cache->lru_oldest = blk;
+    cache->lru_newest = blk;
+}
+
+/* Frees a block no one pins; the lock is held. */
+static void destroy_block(block_cache *cache, block *blk)
+{
+    unlink_from_table(cache, blk);
+    lru_unlink(cache, blk);
+    cache->counters.memory_used -= blk->length;
+    munmap(blk->data, blk->length);
+    pthread_cond_destroy(&blk->loaded);
+    free(blk);
+    if (cache->budget_waiters)
+        pthread_cond_broadcast(&cache->budget_freed);
+}
+
+/* Evicts the least recently used unpinned, loaded block (sparing unread read-ahead blocks when
+ * spare_unread is set). */
+static bool evict_one(block_cache *cache, bool spare_unread)
+{
+    for (block *b = cache->lru_oldest; b; b = b->lru_next) {
+        if (b->pins == 0 && b->state == BLOCK_READY && !(spare_unread && b->unread)) {
+            destroy_block(cache, b);
+            cache->counters.evictions++;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool fits(const block_cache *cache, size_t length)
+{
+    return cache->counters.memory_used + length <= cache->budget;
+}
+
+/* Makes room for a reader's block. Returns true when room was made without dropping the lock;
+ * false when it waited, so the caller must look the block up again. A budget smaller than one
+ * block is exceeded rather than deadlocking: with nothing allocated there is nothing to wait for. */
+static bool reserve_for_reader(block_cache *cache, size_t length)
+{
+    while (!fits(cache, length)) {
+        if (evict_one(cache, false))
+            continue;
+        if (cache->counters.memory_used == 0)
+            return true;
+        cache->budget_waiters++;
+        pthread_cond_wait(&cache->budget_freed, &cache->lock);
+        cache->budget_waiters--;
+        return false;
+    }
+    return true;
+}
+
+static size_t length_of_block(const block_cache *cache, const block_source *source, uint64_t index)
+{
+    uint64_t start = index * cache->block_size;
+    if (start >= source->size)
+        return 0;
+    uint64_t remaining = source->size - start;
+    return remaining < cache->block_size ? (size_t)remaining : cache->block_size;
+}
+
+/* Inserts a new loading block pinned once; NULL when out of memory. The lock is held. */
+static block *insert_loading_block(block_cache *cache, const block_source *source, uint64_t index,
+                                   size_t length)
+{
+    block *blk = calloc(1, sizeof *blk);
+    if (!blk)
+        return NULL;
+    void *data = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED) {
+        free(blk);
+        return NULL;
+    }
+    blk->data = data;
+    blk->source = *source;
+    blk->index = index;
+    blk->length = length;
+    blk->state = BLOCK_LOADING;
+    blk->pins = 1;
+    pthread_cond_init(&blk->loaded, NULL);
+    size_t bucket = bucket_of(source->id, index);
+    blk->hash_next = cache->buckets[bucket];
+    cache->buckets[bucket] = blk;
+    blk->in_table = true;
+    lru_append(cache, blk);
+    cache->counters.memory_used += length;
+    cache->counters.loads_in_flight++;
+    return blk;
+}
+
+/* Records the outcome of a load and wakes the waiters; the lock is held. Returns whether the
+ * store hook must be called (it then holds a pin of its own). */
+static bool finish_load(block_cache *cache, block *blk, int error, bool fetched)
+{
+    cache->counters.loads_in_flight--;
+    if (error) {
+        blk->state = BLOCK_FAILED;
+        blk->load_error = error;
+        unlink_from_table(cache, blk);    /* a later read retries with a fresh block */
+        cache->counters.load_failures++;
+    } else {
+        blk->state = BLOCK_READY;
+    }
+    pthread_cond_broadcast(&blk->loaded);
+    bool store = !error && fetched && cache->store_hook;
+    if (store)
+        blk->pins++;
+    return store;
+}
+
+static void run_store_hook(block_cache *cache, block *blk, bool store)
+{
+    if (store)
+        cache->store_hook(cache->store_hook_context, blk);
+}
+
+static void unpin_locked(block_cache *cache, block *blk)
+{
+    if (--blk->pins > 0)
+        return;
+    if (blk->state == BLOCK_FAILED)
+        destroy_block(cache, blk);
+    else if (cache->budget_waiters)
+        pthread_cond_broadcast(&cache->budget_freed);
+}
+
+static int wait_until_loaded(block_cache *cache, block *blk)
+{
+    while (blk->state == BLOCK_LOADING)
+        pthread_cond_wait(&blk->loaded, &cache->lock);
+    return blk->state == BLOCK_FAILED ? blk->load_error : 0;
+}
+
+int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out)
+{
+    size_t length = length_of_block(cache, source, index);
+    if (length == 0)
+        return EINVAL;
+    pthread_mutex_lock(&cache->lock);
+    block *blk;
+    for (;;) {
+        blk = find_block(cache, source->id, index);
+        if (blk || reserve_for_reader(cache, length))
+            break;
+    }
+    int error = 0;
+    if (blk) {
+        cache->counters.hits++;
+        blk->pins++;
+        lru_unlink(cache, blk);
+        lru_append(cache, blk);
+        error = wait_until_loaded(cache, blk);
+    } else {
+        cache->counters.misses++;
+        blk = insert_loading_block(cache, source, index, length);
+        if (!blk) {
+            pthread_mutex_unlock(&cache->lock);
+            return ENOMEM;
+        }
+        pthread_mutex_unlock(&cache->lock);
+        bool fetched = false;
+        error = cache->load(source->context, index, blk->data, length, &fetched);
+        pthread_mutex_lock(&cache->lock);
+        bool store = finish_load(cache, blk, error, fetched);
+        pthread_mutex_unlock(&cache->lock);
+        run_store_hook(cache, blk, store);
+        pthread_mutex_lock(&cache->lock);
+    }
+    if (error) {
+        unpin_locked(cache, blk);
+        blk = NULL;
+    } else {
+        blk->unread = false;
+    }
+    pthread_mutex_unlock(&cache->lock);
+    *out = blk;
+    return error;
+}
+
+void block_cache_release(block_cache *cache, block *blk)
+{
+    pthread_mutex_lock(&cache->lock);
+    unpin_locked(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+}
+
+block *block_cache_prefetch(block_cache *cache, const block_source *source, uint64_t index)
+{
+    size_t length = length_of_block(cache, source, index);
+    if (length == 0)
+        return NULL;
+    block *blk = NULL;
+    pthread_mutex_lock(&cache->lock);
+    if (!find_block(cache, source->id, index)) {
+        while (!fits(cache, length) && evict_one(cache, true)) {
+        }
+        if (fits(cache, length)) {
+            blk = insert_loading_block(cache, source, index, length);
+            if (blk) {
+                blk->unread = true;
+                cache->counters.prefetches++;
+            }
+        } else {
+            cache->counters.prefetch_skipped++;
+        }
+    }
+    pthread_mutex_unlock(&cache->lock);
+    return blk;
+}
+
+void block_cache_load(block_cache *cache, block *blk)
+{
+    bool fetched = false;
+    int error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
+    pthread_mutex_lock(&cache->lock);
+    bool store = finish_load(cache, blk, error, fetched);
+    unpin_locked(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+    run_store_hook(cache, blk, store);
+}
+
+void block_cache_abandon(block_cache *cache, block *blk)
+{
+    pthread_mutex_lock(&cache->lock);
+    finish_load(cache, blk, ECANCELED, false);
+    unpin_locked(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+}
+
+bool block_cache_contains(block_cache *cache, uint64_t source_id, uint64_t index)
+{
+    pthread_mutex_lock(&cache->lock);
+    block *blk = find_block(cache, source_id, index);
+    bool ready = blk && blk->state == BLOCK_READY;
+    pthread_mutex_unlock(&cache->lock);
+    return ready;
+}
+
+void block_cache_get_counters(block_cache *cache, block_cache_counters *out)
+{
+    pthread_mutex_lock(&cache->lock);
+    *out = cache->counters;
+    pthread_mutex_unlock(&cache->lock);
+}
+
+void block_cache_free(block_cache *cache)
+{
+    if (!cache)
+        return;
+    while (cache->lru_oldest)
+        destroy_block(cache, cache->lru_oldest);
+    pthread_cond_destroy(&cache->budget_freed);
+    pthread_mutex_destroy(&cache->lock);
+    free(cache);
+}

@@ -1,0 +1,87 @@
+/* blocks.h — the in-memory block cache: aligned blocks of remote files, one fetch per block
+ * however many readers want it (single flight), LRU eviction, and one memory budget shared by
+ * every open file and all read-ahead.
+ *
+ * A block is identified by (source id, block index). Its bytes are loaded by the load function
+ * given at creation, outside any lock of the cache. Readers wait on the block's condition
+ * variable while it loads. A block that failed to load is dropped, so a later read retries.
+ *
+ * Budget rules: read-ahead only takes memory that is free or held by blocks already read; a
+ * reader evicts any unpinned block and otherwise waits for pinned blocks to be released. A
+ * reader holds at most one pin while it waits, so readers can't deadlock on the budget.
+ */
+#ifndef HUBFS_BLOCKS_H
+#define HUBFS_BLOCKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct block_cache block_cache;
+typedef struct block block;
+
+/* Where a block's bytes come from: a remote file of a known size. */
+typedef struct block_source {
+    uint64_t id;                 /* unique per remote file */
+    uint64_t size;               /* file size: the last block is shorter */
+    void *context;               /* handed to the load function */
+} block_source;
+
+/* Fills buf (len bytes) with block index of the source; returns 0 or an errno value. Called
+ * without any lock of the cache held. Sets *fetched when the bytes came from the network, so
+ * they should be stored (see block_cache_set_store_hook). */
+typedef int (*block_load_fn)(void *context, uint64_t index, void *buf, size_t len, bool *fetched);
+
+/* Called with a freshly fetched block, pinned once more for the hook: its waiters have already
+ * been woken; the hook stores it (on another thread) and then releases that pin. */
+typedef void (*block_store_hook)(void *hook_context, block *blk);
+
+typedef struct block_cache_counters {
+    uint64_t memory_used;        /* bytes of block buffers allocated */
+    uint64_t memory_budget;
+    uint64_t hits;               /* reads served by a block already present or loading */
+    uint64_t misses;             /* reads that had to load the block */
+    uint64_t loads_in_flight;
+    uint64_t prefetches;         /* read-ahead blocks started */
+    uint64_t prefetch_skipped;   /* read-ahead refused for lack of budget */
+    uint64_t evictions;
+    uint64_t load_failures;
+} block_cache_counters;
+
+block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size, block_load_fn load);
+/* All blocks must have been released. */
+void block_cache_free(block_cache *cache);
+
+uint32_t block_cache_block_size(const block_cache *cache);
+
+void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void *hook_context);
+
+/* Returns in *out the pinned, loaded block index of source: waits while another thread loads
+ * it, or loads it on this thread. Returns 0 or an errno value (EIO when the load failed). */
+int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out);
+
+/* The bytes of a loaded, pinned block. */
+const uint8_t *block_data(const block *blk);
+size_t block_length(const block *blk);
+uint64_t block_index(const block *blk);
+const block_source *block_source_of(const block *blk);
+
+void block_cache_release(block_cache *cache, block *blk);
+
+/* Read-ahead: when block index is absent and the budget allows it without waiting, inserts it
+ * in the loading state, pinned, and returns it: the caller must then call block_cache_load
+ * exactly once (typically on a fetch thread). Returns NULL when present or refused. */
+block *block_cache_prefetch(block_cache *cache, const block_source *source, uint64_t index);
+
+/* Loads a block returned by block_cache_prefetch, wakes its waiters and drops the pin. */
+void block_cache_load(block_cache *cache, block *blk);
+
+/* Gives up a block returned by block_cache_prefetch without loading it (shutdown). */
+void block_cache_abandon(block_cache *cache, block *blk);
+
+/* Whether block index of source is present and loaded (a peek: changes nothing). */
+bool block_cache_contains(block_cache *cache, uint64_t source_id, uint64_t index);
+
+void block_cache_get_counters(block_cache *cache, block_cache_counters *out);
+
+#endif

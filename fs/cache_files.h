@@ -1,0 +1,93 @@
+/* cache_files.h — the on-disk formats of the persistent block cache (private to disk_cache.c).
+ *
+ * A blob is stored under a stem: its etag when that is a sha256/sha1 in lowercase hex, otherwise
+ * "x" + a 128-bit hash of the etag (the index keeps the real etag, so a name clash never mixes
+ * two blobs up); then "-" and the blob size. Files, all 0600 in the cache directory:
+ *
+ *   STEM.data    sparse; block i at offset i * block_size
+ *   STEM.index   a 512-byte header {magic "HUBFSIX1", version, block size, blob size, etag,
+ *                crc32 of the header} then one 8-byte record per block {marker, crc32 of the
+ *                block}; the marker is RECORD_PRESENT only once the block's data is durable
+ *   STEM.prefix  {magic "HUBFSPF1", length, crc32 of length and bytes} then the bytes;
+ *                replaced whole by renaming a temporary file
+ *   .tmp-*       temporary files, removed when the cache opens
+ *
+ * All integers little-endian.
+ */
+#ifndef HUBFS_CACHE_FILES_H
+#define HUBFS_CACHE_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    CACHE_INDEX_HEADER_SIZE = 512,
+    CACHE_RECORD_SIZE = 8,
+    CACHE_MAX_ETAG_LEN = 256,
+    CACHE_STEM_MAX = 64 + 1 + 20 + 1,        /* hex digest, '-', decimal size, NUL */
+    CACHE_NAME_MAX = CACHE_STEM_MAX + 32,    /* a stem with a suffix or a temporary name */
+    CACHE_PREFIX_HEADER_SIZE = 16,
+};
+#define CACHE_MAX_BLOCKS (UINT64_C(1) << 24)          /* 128 MiB of index at most */
+#define CACHE_MAX_PREFIX_LEN (UINT32_C(128) << 20)    /* safetensors headers are <= 100 MB */
+
+/* A block's state in memory; on disk only ABSENT and PRESENT exist. */
+enum cache_block_state { CACHE_BLOCK_ABSENT, CACHE_BLOCK_PRESENT, CACHE_BLOCK_WRITING };
+
+typedef struct cache_record {
+    uint32_t crc;
+    uint8_t state;
+} cache_record;
+
+typedef struct cache_index_header {
+    uint32_t block_size;
+    uint64_t blob_size;
+    char etag[CACHE_MAX_ETAG_LEN + 1];
+} cache_index_header;
+
+/* The stem for (etag, size); etag must be at most CACHE_MAX_ETAG_LEN characters. */
+void cache_blob_stem(const char *etag, uint64_t size, char stem[CACHE_STEM_MAX]);
+
+/* If name is STEM + suffix, copies STEM out and returns true. */
+bool cache_split_name(const char *name, const char *suffix, char stem[CACHE_STEM_MAX]);
+
+/* "STEM.suffix" into name (CACHE_NAME_MAX bytes). */
+void cache_file_name(char *name, const char *stem, const char *suffix);
+
+uint64_t cache_block_count(uint64_t blob_size, uint32_t block_size);
+
+void cache_encode_index_header(const cache_index_header *header, uint8_t out[CACHE_INDEX_HEADER_SIZE]);
+/* False when the bytes are not a valid header of this version. */
+bool cache_decode_index_header(const uint8_t in[CACHE_INDEX_HEADER_SIZE], cache_index_header *header);
+
+/* Writes block index's record to the index file. Returns 0 or an errno value. */
+int cache_write_record(int index_fd, uint64_t block_index, bool present, uint32_t crc);
+
+/* Reads block_count records; a record past the end of a short file is absent.
+ * Returns 0 or an errno value. */
+int cache_read_records(int index_fd, uint64_t block_count, cache_record *records);
+
+/* Creates STEM.index with the header and every record absent, atomically (temporary file and
+ * rename). temp_seq makes the temporary name unique. Returns 0 or an errno value. */
+int cache_create_index(int dir_fd, const char *stem, const cache_index_header *header,
+                       uint64_t block_count, uint64_t temp_seq);
+
+/* Replaces STEM.prefix atomically. Returns 0 or an errno value. */
+int cache_write_prefix(int dir_fd, const char *stem, const void *buf, size_t len, uint64_t temp_seq);
+
+/* Reads STEM.prefix into buf. Returns 0, ENOENT (none), EBADMSG (corrupt), ENOBUFS (longer
+ * than capacity; *len_out says how long) or another errno value. */
+int cache_read_prefix(int dir_fd, const char *stem, void *buf, size_t capacity, size_t *len_out);
+
+/* The size of a prefix file holding len bytes. */
+uint64_t cache_prefix_file_size(size_t len);
+
+/* Whole-buffer pread/pwrite: 0 or an errno value (EIO when the file ends early). */
+int cache_pread_all(int fd, void *buf, size_t len, uint64_t offset);
+int cache_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+
+/* crc32 (zlib's) of a buffer of any length. */
+uint32_t cache_crc32(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,47 @@
+/* context.h — what every part of a mounted filesystem shares: the options, the Hub client, the
+ * caches, the fetch pool, the namespace and the counters. One per mount. */
+#ifndef HUBFS_CONTEXT_H
+#define HUBFS_CONTEXT_H
+
+#include "blocks.h"
+#include "disk_cache.h"
+#include "fetcher.h"
+#include "hub.h"
+#include "options.h"
+#include "readahead.h"
+#include "stats.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct fuse_session;
+typedef struct fs_namespace fs_namespace;
+
+/* One repo pinned at one commit (a directory like /MNT/org/name@rev). Never freed while
+ * mounted: open files keep pointing at it after a refresh replaces it. */
+typedef struct fs_repo {
+    hub_repo hub;                /* hub.id points at id */
+    char *id;                    /* "org/name" */
+    char *revision;              /* as asked, decoded: "main", "refs/pr/1", a SHA */
+    char *display_name;          /* "org/name@rev" or "datasets/org/name@rev": log key */
+    char commit[HUB_SHA_HEX_LEN + 1];
+    repo_stats *stats;           /* shared by every pin of the same name, across refreshes */
+    uint64_t root_ino;
+    pthread_mutex_t tree_lock;   /* held while the tree is listed, once */
+    bool tree_loaded;            /* under the namespace lock */
+} fs_repo;
+
+typedef struct fs_context {
+    fs_options options;
+    hub_client *hub;
+    disk_cache *disk;            /* NULL with --no-disk-cache */
+    char *metadata_dir;          /* per-repo metadata for offline use; NULL without a cache */
+    block_cache *blocks;
+    fetcher *fetch_pool;
+    fs_namespace *names;
+    readahead_config readahead;
+    fs_stats stats;
+    struct fuse_session *session;
+} fs_context;
+
+#endif

@@ -1,0 +1,130 @@
+/* disk_cache_internal.h — what the files of the disk cache share (private to them).
+ *
+ * disk_cache.c: loading blobs, reading and writing blocks and prefixes.
+ * disk_cache_table.c: the blob table, LRU lists, references, space accounting, eviction.
+ * disk_cache_open.c: opening a cache directory and adopting what a previous run stored.
+ * cache_files.c: the on-disk formats. hf_cache.c: the huggingface_hub cache.
+ *
+ * Locking. cache->lock guards the blob table, both LRU lists, reference counts and the space
+ * counters; it is never held during block I/O. Each blob has a mutex guarding its files and
+ * block states while anyone holds a reference; data is read and written with no lock held,
+ * using descriptors that stay open while a reference is held. A blob with no reference can
+ * only be touched under cache->lock (closing its files, evicting it). Order: blob mutex, then
+ * cache->lock; never the other way.
+ */
+#ifndef HUBFS_DISK_CACHE_INTERNAL_H
+#define HUBFS_DISK_CACHE_INTERNAL_H
+
+#include "cache_files.h"
+#include "disk_cache.h"
+#include "hf_cache.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum {
+    MAX_OPEN_BLOBS = 64,          /* each holds two descriptors */
+    DEFAULT_MIN_FREE_PERCENT = 5, /* mountpoint-s3 keeps the same floor */
+    INITIAL_BUCKETS = 1024,
+};
+#define MIN_BLOCK_SIZE 512u
+#define MAX_BLOCK_SIZE (1u << 30)
+
+typedef struct blob blob;
+
+typedef struct list_link {
+    blob *prev, *next;
+} list_link;
+
+typedef struct blob_list {
+    blob *head, *tail;
+    size_t count;
+} blob_list;
+
+struct blob {
+    char stem[CACHE_STEM_MAX];
+    char *etag;
+    uint64_t size;
+    uint64_t block_count;
+    blob *hash_next;
+
+    /* Guarded by cache->lock. */
+    list_link access_link;        /* in cache->by_access while has_files */
+    list_link open_link;          /* in cache->open_blobs while loaded */
+    unsigned refs;
+    bool evicting;                /* lookups wait until the eviction is over */
+    int64_t last_access_ns;
+
+    /* Guarded by mutex while refs > 0, by cache->lock otherwise. */
+    pthread_mutex_t mutex;
+    bool has_files;               /* STEM.index exists */
+    bool loaded;                  /* descriptors open, records in memory */
+    int index_fd, data_fd;
+    cache_record *records;
+    uint64_t block_bytes;         /* sum of present blocks' lengths */
+    uint64_t prefix_bytes;        /* size of STEM.prefix */
+    int64_t persisted_access_ns;  /* last access written as the index's mtime */
+};
+
+struct disk_cache {
+    int dir_fd, lock_fd;
+    uint32_t block_size;
+    uint64_t max_bytes;
+    int min_free_percent;
+    hf_cache *hf;
+    atomic_uint_fast64_t temp_seq;
+
+    pthread_mutex_t lock;
+    pthread_cond_t eviction_done;
+    blob **buckets;
+    size_t bucket_count, blob_count;
+    blob_list by_access;          /* least recently used first */
+    blob_list open_blobs;         /* least recently used first */
+    uint64_t bytes_stored, bytes_reserved, evictions;
+
+    atomic_uint_fast64_t block_hits, block_misses, write_failures, checksum_failures;
+};
+
+/* ---- disk_cache_table.c ---- */
+
+/* Intrusive LRU lists: open_list picks the open_blobs links, else the by_access links. */
+bool dc_list_contains(blob_list *list, blob *b, bool open_list);
+void dc_list_remove(blob_list *list, blob *b, bool open_list);
+void dc_list_append(blob_list *list, blob *b, bool open_list);
+
+/* The length of a block of b: block_size, or less for the last. */
+uint64_t dc_block_length(const disk_cache *cache, const blob *b, uint64_t block_index);
+
+void dc_unlink_blob_file(disk_cache *cache, const char *stem, const char *suffix);
+/* Index first: without it the others are orphans, removed at the next open. */
+void dc_unlink_blob_files(disk_cache *cache, const char *stem);
+/* Frees a dropped or half-written block's space; failing only wastes space. */
+void dc_punch_hole(int fd, uint64_t offset, uint64_t len);
+
+/* The blob table; cache->lock held (or a single thread, while opening). */
+blob *dc_find_blob(disk_cache *cache, const char *stem);
+blob *dc_insert_blob(disk_cache *cache, const char *stem, const char *etag, uint64_t size);
+void dc_remove_blob(disk_cache *cache, blob *b);
+void dc_free_blob(blob *b);
+
+/* Persists the last access time, closes the descriptors and frees the records. */
+void dc_close_blob_files(blob *b);
+
+/* Evicts the least recently used blob nobody is using. Returns false when there is none.
+ * cache->lock is held, dropped while files are removed, and held again on return. */
+bool dc_evict_one(disk_cache *cache);
+
+/* Makes room for len more bytes under the cap and the free-space floor, evicting LRU blobs.
+ * Returns 0 (the bytes are reserved: call dc_finish_reservation) or ENOSPC. */
+int dc_reserve_space(disk_cache *cache, uint64_t len);
+/* Releases a reservation; stored_delta is what the blob's files really grew by. */
+void dc_finish_reservation(disk_cache *cache, uint64_t reserved, int64_t stored_delta);
+
+bool dc_valid_key(const disk_cache_blob_key *key);
+/* Takes a reference on the key's blob, creating its entry when create is set. NULL with errno
+ * ENOENT (unknown and !create), ENOMEM, or EEXIST (its file name belongs to another etag). */
+blob *dc_acquire_blob(disk_cache *cache, const disk_cache_blob_key *key, bool create);
+/* Drops a reference; touched marks a use for the LRU order. */
+void dc_release_blob(disk_cache *cache, blob *b, bool touched);
+
+#endif

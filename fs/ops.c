@@ -1,0 +1,334 @@
+/* ops.c — the thin adapter to the kernel: the low-level FUSE operations, each a short
+ * function over the namespace and the reader; the table at the bottom is the table of contents. */
+#include "ops.h"
+
+#include "log.h"
+#include "namespace.h"
+#include "reader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PINNED_TIMEOUT 86400.0   /* content under a commit never changes */
+#define LISTING_TIMEOUT 1.0      /* the root and org listings grow as repos are looked up */
+#define NEGATIVE_TIMEOUT 1.0
+#define MAX_READ_SIZE (4u << 20)
+
+static time_t mount_time;
+
+static fs_context *context_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static bool is_directory_kind(fs_node_kind kind)
+{
+    return kind != NODE_FILE && kind != NODE_STATS_FILE;
+}
+
+static double attr_timeout_of(const fs_node *node)
+{
+    switch (node->kind) {
+    case NODE_ROOT: case NODE_DATASETS_DIR: case NODE_ORG: case NODE_STATS_FILE: return LISTING_TIMEOUT;
+    default: return PINNED_TIMEOUT;
+    }
+}
+
+static void fill_attr(const fs_context *context, const fs_node *node, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = node->ino;
+    st->st_mode = is_directory_kind(node->kind) ? S_IFDIR | 0555 : S_IFREG | 0444;
+    st->st_nlink = is_directory_kind(node->kind) ? 2 : 1;
+    st->st_size = (off_t)node->size;
+    st->st_blksize = (blksize_t)context->options.block_size;
+    st->st_blocks = (blkcnt_t)((node->size + 511) / 512);
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+}
+
+static void hubfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    mount_time = time(NULL);
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;   /* pinned content: the page cache stays valid */
+}
+
+static void hubfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fs_context *context = context_of(req);
+    fs_node *node;
+    int error = namespace_lookup(context->names, parent, name, &node);
+    struct fuse_entry_param entry = {0};
+    if (error == ENOENT) {
+        entry.entry_timeout = NEGATIVE_TIMEOUT;   /* ino 0: a cached "no such entry" */
+        fuse_reply_entry(req, &entry);
+        return;
+    }
+    if (error) {
+        fuse_reply_err(req, error);
+        return;
+    }
+    entry.ino = node->ino;
+    entry.attr_timeout = attr_timeout_of(node);
+    entry.entry_timeout = node->kind == NODE_ORG ? LISTING_TIMEOUT : PINNED_TIMEOUT;
+    fill_attr(context, node, &entry.attr);
+    fuse_reply_entry(req, &entry);
+}
+
+static void hubfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    (void)ino; (void)nlookup;
+    fuse_reply_none(req);   /* nodes live until unmount */
+}
+
+static void hubfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    (void)count; (void)forgets;
+    fuse_reply_none(req);
+}
+
+static void hubfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    fs_node *node = namespace_get(context_of(req)->names, ino);
+    if (!node) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    struct stat st;
+    fill_attr(context_of(req), node, &st);
+    fuse_reply_attr(req, &st, attr_timeout_of(node));
+}
+
+/* Every change is refused the same way, with one line saying so. */
+static void refuse_write(fuse_req_t req, fuse_ino_t ino, const char *what)
+{
+    fs_node *node = namespace_get(context_of(req)->names, ino);
+    const char *key = node && node->repo ? node->repo->display_name : "/";
+    fs_log_limited(key, "%s refused under %s: hubfs is read-only (Hub repos change through commits)", what, key);
+    fuse_reply_err(req, EROFS);
+}
+
+static void hubfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+    (void)attr; (void)to_set; (void)fi;
+    refuse_write(req, ino, "setattr");
+}
+
+static void hubfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    (void)name; (void)mode; (void)rdev;
+    refuse_write(req, parent, "mknod");
+}
+
+static void hubfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    (void)name; (void)mode;
+    refuse_write(req, parent, "mkdir");
+}
+
+static void hubfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    (void)name;
+    refuse_write(req, parent, "unlink");
+}
+
+static void hubfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    (void)name;
+    refuse_write(req, parent, "rmdir");
+}
+
+static void hubfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void)link; (void)name;
+    refuse_write(req, parent, "symlink");
+}
+
+static void hubfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                         const char *newname, unsigned int flags)
+{
+    (void)name; (void)newparent; (void)newname; (void)flags;
+    refuse_write(req, parent, "rename");
+}
+
+static void hubfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)newparent; (void)newname;
+    refuse_write(req, ino, "link");
+}
+
+static void hubfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)name; (void)mode; (void)fi;
+    refuse_write(req, parent, "create");
+}
+
+static void hubfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                        struct fuse_file_info *fi)
+{
+    (void)buf; (void)size; (void)off; (void)fi;
+    refuse_write(req, ino, "write");
+}
+
+static void hubfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+    (void)name; (void)value; (void)size; (void)flags;
+    refuse_write(req, ino, "setxattr");
+}
+
+static void hubfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    (void)name;
+    refuse_write(req, ino, "removexattr");
+}
+
+/* The stats file's handle holds the JSON rendered at open, so a reader sees one snapshot. */
+typedef struct stats_snapshot {
+    char *text;
+    size_t length;
+} stats_snapshot;
+
+static char *render_stats(fs_context *context)
+{
+    block_cache_counters memory;
+    block_cache_get_counters(context->blocks, &memory);
+    disk_cache_counters disk;
+    if (context->disk)
+        disk_cache_get_counters(context->disk, &disk);
+    repo_stats_view *repos = NULL;
+    size_t repo_count = 0;
+    if (namespace_repo_stats(context->names, &repos, &repo_count))
+        return NULL;
+    char *text = stats_render_json(&context->stats, &memory, context->disk ? &disk : NULL, repos, repo_count);
+    free(repos);
+    return text;
+}
+
+static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
+{
+    stats_snapshot *snapshot = calloc(1, sizeof *snapshot);
+    if (!snapshot || !(snapshot->text = render_stats(context_of(req)))) {
+        free(snapshot);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    snapshot->length = strlen(snapshot->text);
+    fi->fh = (uint64_t)(uintptr_t)snapshot;
+    fi->direct_io = 1;   /* its size isn't known to stat: the only file read around the page cache */
+    fuse_reply_open(req, fi);
+}
+
+static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fs_context *context = context_of(req);
+    fs_node *node = namespace_get(context->names, ino);
+    if (!node) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        refuse_write(req, ino, "open for writing");
+        return;
+    }
+    if (node->kind == NODE_STATS_FILE) {
+        open_stats(req, fi);
+        return;
+    }
+    if (node->kind != NODE_FILE) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    open_file *handle;
+    int error = reader_open(context, node, &handle);
+    if (error) {
+        fuse_reply_err(req, error);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)handle;
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0)
+        reader_close(handle);   /* the open was interrupted: no release will come */
+}
+
+static void read_stats(fuse_req_t req, stats_snapshot *snapshot, size_t size, off_t off)
+{
+    if ((uint64_t)off >= snapshot->length) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    size_t n = snapshot->length - (size_t)off;
+    fuse_reply_buf(req, snapshot->text + off, n < size ? n : size);
+}
+
+static void hubfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    fs_node *node = namespace_get(context_of(req)->names, ino);
+    if (node && node->kind == NODE_STATS_FILE) {
+        read_stats(req, (stats_snapshot *)(uintptr_t)fi->fh, size, off);
+        return;
+    }
+    if (size > MAX_READ_SIZE)
+        size = MAX_READ_SIZE;
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    long n = reader_read((open_file *)(uintptr_t)fi->fh, (uint64_t)off, size, buf);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, (const char *)buf, (size_t)n);
+    free(buf);
+}
+
+static void hubfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fs_node *node = namespace_get(context_of(req)->names, ino);
+    if (node && node->kind == NODE_STATS_FILE) {
+        stats_snapshot *snapshot = (stats_snapshot *)(uintptr_t)fi->fh;
+        free(snapshot->text);
+        free(snapshot);
+    } else if (fi->fh) {
+        reader_close((open_file *)(uintptr_t)fi->fh);
+    }
+    fuse_reply_err(req, 0);
+}
+
+static const struct fuse_lowlevel_ops operations = {
+    .init = hubfs_init,
+    .lookup = hubfs_lookup,
+    .forget = hubfs_forget,
+    .forget_multi = hubfs_forget_multi,
+    .getattr = hubfs_getattr,
+    .setattr = hubfs_setattr,
+    .mknod = hubfs_mknod,
+    .mkdir = hubfs_mkdir,
+    .unlink = hubfs_unlink,
+    .rmdir = hubfs_rmdir,
+    .symlink = hubfs_symlink,
+    .rename = hubfs_rename,
+    .link = hubfs_link,
+    .create = hubfs_create,
+    .open = hubfs_open,
+    .read = hubfs_read,
+    .write = hubfs_write,
+    .release = hubfs_release,
+    .opendir = hubfs_opendir,
+    .readdir = hubfs_readdir,
+    .releasedir = hubfs_releasedir,
+    .statfs = hubfs_statfs,
+    .setxattr = hubfs_setxattr,
+    .getxattr = hubfs_getxattr,
+    .listxattr = hubfs_listxattr,
+    .removexattr = hubfs_removexattr,
+};
+
+const struct fuse_lowlevel_ops *hubfs_operations(void) { return &operations; }

@@ -1,0 +1,41 @@
+/* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
+ * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
+ * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=, token_file=,
+ * no_disk_cache) are taken out; the rest go to FUSE. */
+#ifndef HUBFS_OPTIONS_H
+#define HUBFS_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct fs_options {
+    char *mountpoint;
+    char *endpoint;              /* NULL: HF_ENDPOINT or the default */
+    char *token_file;            /* NULL: HF_TOKEN and friends */
+    char *cache_dir;
+    uint64_t cache_size;
+    bool disk_cache_enabled;
+    uint64_t memory_budget;
+    uint32_t block_size;
+    uint64_t readahead_max;
+    int threads;
+    bool foreground;
+    bool debug;
+    bool show_help;
+    bool show_version;
+    char *fuse_options;          /* comma-separated, passed to FUSE after "ro"; NULL when none */
+} fs_options;
+
+/* Parses argv (argv[0] is "mount" or the helper's name; mount_helper selects the
+ * SOURCE MOUNTPOINT form). Returns 0, or -1 with a message in error. */
+int fs_options_parse(int argc, char **argv, bool mount_helper, fs_options *out, char *error,
+                     size_t error_size);
+void fs_options_clear(fs_options *options);
+void fs_options_print_help(FILE *out);
+
+/* "50G", "8M", "4096", "1.5G" (binary units K M G T) → bytes. */
+bool fs_parse_size(const char *text, uint64_t *bytes_out);
+
+#endif

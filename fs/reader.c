@@ -1,0 +1,118 @@
+/* reader.c — serving one open file's reads. */
+#include "reader.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct open_file {
+    fs_context *context;
+    remote_file *file;
+    const uint8_t *prefix;       /* the file's header, held for this handle's lifetime */
+    size_t prefix_length;
+    pthread_mutex_t lock;        /* guards stream */
+    readahead_state stream;
+};
+
+int reader_open(fs_context *context, fs_node *node, open_file **out)
+{
+    open_file *handle = calloc(1, sizeof *handle);
+    if (!handle)
+        return ENOMEM;
+    handle->context = context;
+    handle->file = node->file;
+    pthread_mutex_init(&handle->lock, NULL);
+    readahead_init(&handle->stream);
+    if (node->file->is_safetensors) {
+        int error = remote_file_acquire_prefix(node->file);
+        if (error) {
+            pthread_mutex_destroy(&handle->lock);
+            free(handle);
+            return error;
+        }
+        pthread_mutex_lock(&node->file->prefix_lock);
+        handle->prefix = node->file->prefix;
+        handle->prefix_length = node->file->prefix_length;
+        pthread_mutex_unlock(&node->file->prefix_lock);
+    }
+    *out = handle;
+    return 0;
+}
+
+void reader_close(open_file *handle)
+{
+    if (handle->prefix)
+        remote_file_release_prefix(handle->file);
+    pthread_mutex_destroy(&handle->lock);
+    free(handle);
+}
+
+/* Hands the blocks the stream has earned to the fetch pool, before this read waits. */
+static void read_ahead(open_file *handle, uint64_t offset, uint64_t length)
+{
+    fs_context *context = handle->context;
+    pthread_mutex_lock(&handle->lock);
+    readahead_plan plan = readahead_on_read(&handle->stream, &context->readahead, offset, length,
+                                            handle->file->source.size);
+    pthread_mutex_unlock(&handle->lock);
+    for (uint64_t index = plan.first_block; index < plan.end_block; index++) {
+        block *blk = block_cache_prefetch(context->blocks, &handle->file->source, index);
+        if (blk)
+            fetcher_submit(context->fetch_pool, blk);
+    }
+}
+
+static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end, uint8_t *out)
+{
+    block_cache *blocks = handle->context->blocks;
+    uint64_t block_size = block_cache_block_size(blocks);
+    uint8_t *cursor = out;
+    while (position < end) {
+        uint64_t index = position / block_size;
+        block *blk;
+        int error = block_cache_read(blocks, &handle->file->source, index, &blk);
+        if (error)
+            return -error;
+        uint64_t in_block = position - index * block_size;
+        uint64_t n = block_length(blk) - in_block;
+        if (n > end - position)
+            n = end - position;
+        memcpy(cursor, block_data(blk) + in_block, n);
+        block_cache_release(blocks, blk);
+        cursor += n;
+        position += n;
+    }
+    return (long)(cursor - out);
+}
+
+long reader_read(open_file *handle, uint64_t offset, size_t size, uint8_t *buf)
+{
+    remote_file *file = handle->file;
+    fs_context *context = handle->context;
+    uint64_t file_size = file->source.size;
+    if (offset >= file_size || size == 0)
+        return 0;
+    uint64_t end = size < file_size - offset ? offset + size : file_size;
+    atomic_fetch_add(&context->stats.reads, 1);
+    atomic_fetch_add(&file->repo->stats->reads, 1);
+    uint64_t position = offset;
+    if (position < handle->prefix_length) {
+        uint64_t n = (end < handle->prefix_length ? end : handle->prefix_length) - position;
+        memcpy(buf, handle->prefix + position, n);
+        atomic_fetch_add(&context->stats.prefix_hits, 1);
+        position += n;
+        if (position == end)
+            return (long)(end - offset);
+        /* The kernel reads whole pages: the bytes just past a header are fetched exactly
+         * rather than pulling a whole block for a header inspection. */
+        uint64_t block_size = block_cache_block_size(context->blocks);
+        if (!block_cache_contains(context->blocks, file->source.id, position / block_size) &&
+            !remote_file_fully_cached(file)) {
+            int error = remote_file_fetch_range(file, position, buf + (position - offset), end - position);
+            return error ? -error : (long)(end - offset);
+        }
+    }
+    read_ahead(handle, offset, end - offset);
+    long copied = copy_from_blocks(handle, position, end, buf + (position - offset));
+    return copied < 0 ? copied : (long)(end - offset);
+}

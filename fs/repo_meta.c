@@ -1,0 +1,226 @@
+/* repo_meta.c — revision→commit files and tree listings as JSON under DIR/<repo>/. */
+#include "repo_meta.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_TREE_JSON (256u << 20)
+
+static const char *type_name(hub_repo_type type)
+{
+    return type == HUB_REPO_DATASET ? "datasets" : type == HUB_REPO_SPACE ? "spaces" : "models";
+}
+
+/* DIR/models--org--name[/leaf]; the repo id has exactly one '/' (validated upstream). */
+static bool repo_path(char *out, size_t size, const char *dir, const hub_repo *repo, const char *leaf)
+{
+    const char *slash = strchr(repo->id, '/');
+    if (!slash)
+        return false;
+    int n = snprintf(out, size, "%s/%s--%.*s--%s%s%s", dir, type_name(repo->type), (int)(slash - repo->id),
+                     repo->id, slash + 1, leaf ? "/" : "", leaf ? leaf : "");
+    return n > 0 && (size_t)n < size;
+}
+
+static void hex_encode(char *out, size_t size, const char *text)
+{
+    size_t n = 0;
+    for (; *text && n + 3 < size; text++, n += 2)
+        snprintf(out + n, 3, "%02x", (unsigned char)*text);
+    out[n] = '\0';
+}
+
+static int write_atomically(const char *dir, const hub_repo *repo, const char *leaf, const char *data, size_t len)
+{
+    char folder[PATH_MAX], path[PATH_MAX], temp[PATH_MAX + 16];
+    if (!repo_path(folder, sizeof folder, dir, repo, NULL) || !repo_path(path, sizeof path, dir, repo, leaf))
+        return ENAMETOOLONG;
+    mkdir(dir, 0700);
+    if (mkdir(folder, 0700) != 0 && errno != EEXIST)
+        return errno;
+    snprintf(temp, sizeof temp, "%s.%d.tmp", path, (int)getpid());
+    FILE *out = fopen(temp, "wb");
+    if (!out)
+        return errno;
+    bool ok = fwrite(data, 1, len, out) == len;
+    ok = (fflush(out) == 0) && ok;
+    ok = (fsync(fileno(out)) == 0) && ok;
+    ok = (fclose(out) == 0) && ok;
+    if (!ok || rename(temp, path) != 0) {
+        unlink(temp);
+        return EIO;
+    }
+    return 0;
+}
+
+/* Reads a whole file up to max bytes into a NUL-terminated buffer. */
+static char *read_whole(const char *path, size_t max, size_t *len_out)
+{
+    FILE *in = fopen(path, "rb");
+    if (!in)
+        return NULL;
+    char *data = NULL;
+    struct stat st;
+    if (fstat(fileno(in), &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size <= max) {
+        size_t len = (size_t)st.st_size;
+        data = malloc(len + 1);
+        if (data && fread(data, 1, len, in) == len) {
+            data[len] = '\0';
+            *len_out = len;
+        } else {
+            free(data);
+            data = NULL;
+        }
+    }
+    fclose(in);
+    return data;
+}
+
+static bool is_commit_sha(const char *text)
+{
+    size_t n = 0;
+    for (; text[n]; n++)
+        if (!((text[n] >= '0' && text[n] <= '9') || (text[n] >= 'a' && text[n] <= 'f')))
+            return false;
+    return n == HUB_SHA_HEX_LEN;
+}
+
+int repo_meta_save_commit(const char *dir, const hub_repo *repo, const char *revision, const char *commit)
+{
+    char leaf[600] = "rev-";
+    hex_encode(leaf + 4, sizeof leaf - 4, revision);
+    return write_atomically(dir, repo, leaf, commit, strlen(commit));
+}
+
+bool repo_meta_load_commit(const char *dir, const hub_repo *repo, const char *revision,
+                           char commit_out[HUB_SHA_HEX_LEN + 1])
+{
+    char leaf[600] = "rev-", path[PATH_MAX];
+    hex_encode(leaf + 4, sizeof leaf - 4, revision);
+    if (!repo_path(path, sizeof path, dir, repo, leaf))
+        return false;
+    size_t len = 0;
+    char *data = read_whole(path, 64, &len);
+    bool ok = data && is_commit_sha(data);
+    if (ok)
+        memcpy(commit_out, data, HUB_SHA_HEX_LEN + 1);
+    free(data);
+    return ok;
+}
+
+static cJSON *entry_to_json(const hub_tree_entry *entry)
+{
+    cJSON *item = cJSON_CreateObject();
+    if (!item)
+        return NULL;
+    cJSON_AddStringToObject(item, "path", entry->path);
+    cJSON_AddBoolToObject(item, "dir", entry->is_directory);
+    cJSON_AddNumberToObject(item, "size", (double)entry->size);
+    cJSON_AddStringToObject(item, "oid", entry->oid);
+    if (entry->is_lfs)
+        cJSON_AddStringToObject(item, "lfs", entry->lfs_sha256);
+    return item;
+}
+
+int repo_meta_save_tree(const char *dir, const hub_repo *repo, const char *commit, const hub_tree *tree)
+{
+    cJSON *array = cJSON_CreateArray();
+    for (size_t i = 0; array && i < tree->count; i++) {
+        cJSON *item = entry_to_json(&tree->entries[i]);
+        if (!item) {
+            cJSON_Delete(array);
+            return ENOMEM;
+        }
+        cJSON_AddItemToArray(array, item);
+    }
+    char *text = array ? cJSON_PrintUnformatted(array) : NULL;
+    cJSON_Delete(array);
+    if (!text)
+        return ENOMEM;
+    char leaf[64];
+    snprintf(leaf, sizeof leaf, "tree-%.40s.json", commit);
+    int error = write_atomically(dir, repo, leaf, text, strlen(text));
+    free(text);
+    return error;
+}
+
+/* Same rules as the Hub client: no empty, "." or ".." component, no leading '/'. */
+static bool is_safe_relative_path(const char *path)
+{
+    if (!*path || *path == '/')
+        return false;
+    const char *part = path;
+    for (;;) {
+        const char *slash = strchr(part, '/');
+        size_t n = slash ? (size_t)(slash - part) : strlen(part);
+        if (n == 0 || (n == 1 && part[0] == '.') || (n == 2 && part[0] == '.' && part[1] == '.'))
+            return false;
+        if (!slash)
+            return true;
+        part = slash + 1;
+    }
+}
+
+static bool entry_from_json(const cJSON *item, hub_tree_entry *entry)
+{
+    const cJSON *path = cJSON_GetObjectItemCaseSensitive(item, "path");
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
+    const cJSON *oid = cJSON_GetObjectItemCaseSensitive(item, "oid");
+    const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(item, "lfs");
+    if (!cJSON_IsString(path) || !is_safe_relative_path(path->valuestring) || !cJSON_IsNumber(size) ||
+        size->valuedouble < 0 || size->valuedouble > 9.0e18 || !cJSON_IsString(oid) ||
+        strlen(oid->valuestring) > HUB_SHA_HEX_LEN || (lfs && (!cJSON_IsString(lfs) || strlen(lfs->valuestring) > 64)))
+        return false;
+    entry->path = strdup(path->valuestring);
+    entry->is_directory = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "dir"));
+    entry->size = (uint64_t)size->valuedouble;
+    snprintf(entry->oid, sizeof entry->oid, "%s", oid->valuestring);
+    entry->is_lfs = lfs != NULL;
+    if (lfs)
+        snprintf(entry->lfs_sha256, sizeof entry->lfs_sha256, "%s", lfs->valuestring);
+    return entry->path != NULL;
+}
+
+bool repo_meta_load_tree(const char *dir, const hub_repo *repo, const char *commit, hub_tree *out)
+{
+    char leaf[64], path[PATH_MAX];
+    snprintf(leaf, sizeof leaf, "tree-%.40s.json", commit);
+    if (!repo_path(path, sizeof path, dir, repo, leaf))
+        return false;
+    size_t len = 0;
+    char *text = read_whole(path, MAX_TREE_JSON, &len);
+    cJSON *array = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    bool ok = cJSON_IsArray(array);
+    size_t count = ok ? (size_t)cJSON_GetArraySize(array) : 0;
+    out->entries = calloc(count ? count : 1, sizeof *out->entries);
+    out->count = 0;
+    ok = ok && out->entries;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, array) {
+        if (!ok || !entry_from_json(item, &out->entries[out->count])) {
+            ok = false;
+            break;
+        }
+        out->count++;
+    }
+    cJSON_Delete(array);
+    if (!ok)
+        repo_meta_tree_free(out);
+    return ok;
+}
+
+void repo_meta_tree_free(hub_tree *tree)
+{
+    for (size_t i = 0; tree->entries && i < tree->count; i++)
+        free(tree->entries[i].path);
+    free(tree->entries);
+    tree->entries = NULL;
+    tree->count = 0;
+}

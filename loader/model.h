@@ -1,0 +1,31 @@
+/* model.h — a model's shards and tensors (private to the loader). */
+#ifndef HUBFS_LOADER_MODEL_H
+#define HUBFS_LOADER_MODEL_H
+
+#include "loader.h"
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+
+typedef struct model_shard {
+    char *path;
+    char *file_name;
+    int fd;
+    st_header header;
+} model_shard;
+
+typedef struct model_tensor {
+    const st_tensor *st;
+    size_t shard;
+} model_tensor;
+
+struct loader_model {
+    char *dir;               /* where config.json would be */
+    model_shard *shards;
+    size_t shard_count;
+    model_tensor *tensors;   /* by shard, then file offset */
+    size_t count;
+    cJSON *config;           /* config.json, or NULL when there is none */
+};
+
+#endif

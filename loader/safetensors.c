@@ -1,0 +1,403 @@
+/* The strict safetensors header parser. cJSON does the JSON grammar; everything it lets
+ * through that the format forbids (trailing garbage, duplicate keys, control characters,
+ * non-integer numbers) is checked here. */
+#include "safetensors.h"
+#include "util.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const st_dtype_info dtypes[] = {
+    {"BOOL", 8},        {"U8", 8},          {"I8", 8},           {"F8_E4M3", 8},
+    {"F8_E5M2", 8},     {"F8_E8M0", 8},     {"F8_E4M3FNUZ", 8},  {"F8_E5M2FNUZ", 8},
+    {"I16", 16},        {"U16", 16},        {"F16", 16},         {"BF16", 16},
+    {"I32", 32},        {"U32", 32},        {"F32", 32},         {"I64", 64},
+    {"U64", 64},        {"F64", 64},        {"C64", 64},         {"F4", 4},
+    {"F6_E2M3", 6},     {"F6_E3M2", 6},
+};
+
+/* Integers above 2^53 do not survive cJSON's doubles exactly, so they are refused rather
+ * than silently rounded (2^53 bytes is 9 PB: no real tensor comes near). */
+#define ST_MAX_EXACT_INTEGER 9007199254740992.0
+
+const st_dtype_info *st_dtype_lookup(const char *name)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(dtypes[i].name, name) == 0)
+            return &dtypes[i];
+    return NULL;
+}
+
+int st_check_header_length(uint64_t header_len, uint64_t file_size, char *err, size_t errlen)
+{
+    if (file_size < 8)
+        return fail(err, errlen, "file is %llu bytes, shorter than the 8-byte header length",
+                    (unsigned long long)file_size);
+    if (header_len > ST_MAX_HEADER_BYTES)
+        return fail(err, errlen, "header length %llu exceeds the limit of %llu bytes",
+                    (unsigned long long)header_len, ST_MAX_HEADER_BYTES);
+    if (header_len > file_size - 8)
+        return fail(err, errlen, "header length %llu is beyond the end of the file (%llu bytes)",
+                    (unsigned long long)header_len, (unsigned long long)file_size);
+    return 0;
+}
+
+static int is_json_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFY), and no raw control
+ * characters inside strings — both are invalid JSON that cJSON would accept. */
+static int check_text(const uint8_t *s, size_t len, char *err, size_t errlen)
+{
+    int in_string = 0, escaped = 0;
+    for (size_t i = 0; i < len;) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 && (in_string || !is_json_space(c)))
+                return fail(err, errlen, "header has a control character (0x%02x) at byte %zu", c, i);
+            if (in_string) {
+                if (escaped) escaped = 0;
+                else if (c == '\\') escaped = 1;
+                else if (c == '"') in_string = 0;
+            } else if (c == '"') {
+                in_string = 1;
+            }
+            i++;
+            continue;
+        }
+        escaped = 0;
+        size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+        if (n == 0 || c > 0xF4 || i + n > len)
+            return fail(err, errlen, "header is not valid UTF-8 (byte %zu)", i);
+        uint32_t cp = c & (0xFF >> (n + 1));
+        for (size_t k = 1; k < n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return fail(err, errlen, "header is not valid UTF-8 (byte %zu)", i + k);
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return fail(err, errlen, "header is not valid UTF-8 (byte %zu)", i);
+        i += n;
+    }
+    return 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first key that appears twice in `object`, or NULL. cJSON keeps duplicates. */
+static const char *find_duplicate_key(const cJSON *object, const char ***scratch, size_t *cap)
+{
+    size_t n = 0;
+    for (const cJSON *item = object->child; item; item = item->next) {
+        if (n == *cap) {
+            size_t grown = *cap ? *cap * 2 : 16;
+            const char **p = realloc(*scratch, grown * sizeof *p);
+            if (!p) return "(out of memory)";
+            *scratch = p;
+            *cap = grown;
+        }
+        (*scratch)[n++] = item->string;
+    }
+    if (n > 1) qsort(*scratch, n, sizeof **scratch, compare_names);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp((*scratch)[i - 1], (*scratch)[i]) == 0)
+            return (*scratch)[i];
+    return NULL;
+}
+
+static int read_uint(const cJSON *item, uint64_t *out)
+{
+    if (!cJSON_IsNumber(item)) return -1;
+    double v = item->valuedouble;
+    if (!(v >= 0) || v > ST_MAX_EXACT_INTEGER || floor(v) != v) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_metadata(const cJSON *object, st_header *out, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(object))
+        return fail(err, errlen, "__metadata__ is not an object");
+    size_t n = (size_t)cJSON_GetArraySize(object);
+    out->metadata = calloc(n ? n : 1, sizeof *out->metadata);
+    if (!out->metadata) return fail(err, errlen, "out of memory");
+    for (const cJSON *item = object->child; item; item = item->next) {
+        if (!cJSON_IsString(item))
+            return fail(err, errlen, "__metadata__ value of '%s' is not a string", item->string);
+        st_metadata_entry *e = &out->metadata[out->metadata_count++];
+        e->key = strdup(item->string);
+        e->value = strdup(item->valuestring);
+        if (!e->key || !e->value) return fail(err, errlen, "out of memory");
+    }
+    return 0;
+}
+
+/* The one field `key` of a tensor entry; duplicates were refused before. */
+static const cJSON *field(const cJSON *entry, const char *key)
+{
+    for (const cJSON *item = entry->child; item; item = item->next)
+        if (strcmp(item->string, key) == 0)
+            return item;
+    return NULL;
+}
+
+static int parse_shape(const cJSON *shape, st_tensor *t, uint64_t *bits, char *err, size_t errlen)
+{
+    if (!cJSON_IsArray(shape))
+        return fail(err, errlen, "tensor '%s': shape is not an array", t->name);
+    t->ndim = (size_t)cJSON_GetArraySize(shape);
+    if (t->ndim) {
+        t->shape = calloc(t->ndim, sizeof *t->shape);
+        if (!t->shape) return fail(err, errlen, "out of memory");
+    }
+    uint64_t count = 1;
+    int overflow = 0;
+    size_t d = 0;
+    for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
+        if (read_uint(dim, &t->shape[d]) != 0)
+            return fail(err, errlen, "tensor '%s': shape[%zu] is not a non-negative integer "
+                        "below 2^53", t->name, d);
+        /* A zero dimension makes the product 0 whatever else overflows. */
+        if (!overflow && __builtin_mul_overflow(count, t->shape[d], &count)) overflow = 1;
+    }
+    for (d = 0; d < t->ndim; d++)
+        if (t->shape[d] == 0) { count = 0; overflow = 0; }
+    if (overflow || __builtin_mul_overflow(count, (uint64_t)t->dtype->bits, bits))
+        return fail(err, errlen, "tensor '%s': element count × dtype size overflows 64 bits", t->name);
+    if (*bits % 8 != 0)
+        return fail(err, errlen, "tensor '%s': %llu elements of %s (%u bits) do not fill whole "
+                    "bytes", t->name, (unsigned long long)count, t->dtype->name, t->dtype->bits);
+    return 0;
+}
+
+static int parse_tensor(const cJSON *entry, st_tensor *t, const char ***scratch, size_t *cap,
+                        char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(entry))
+        return fail(err, errlen, "tensor '%s': entry is not an object", t->name);
+    const char *dup = find_duplicate_key(entry, scratch, cap);
+    if (dup)
+        return fail(err, errlen, "tensor '%s': key '%s' appears twice", t->name, dup);
+    const cJSON *dtype = field(entry, "dtype"), *shape = field(entry, "shape");
+    const cJSON *offsets = field(entry, "data_offsets");
+    if (!dtype || !shape || !offsets)
+        return fail(err, errlen, "tensor '%s': missing '%s'", t->name,
+                    !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+    if (!cJSON_IsString(dtype))
+        return fail(err, errlen, "tensor '%s': dtype is not a string", t->name);
+    t->dtype = st_dtype_lookup(dtype->valuestring);
+    if (!t->dtype)
+        return fail(err, errlen, "tensor '%s': unknown dtype '%s'", t->name, dtype->valuestring);
+    uint64_t bits = 0;
+    if (parse_shape(shape, t, &bits, err, errlen) != 0) return -1;
+    if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2 ||
+        read_uint(offsets->child, &t->begin) != 0 || read_uint(offsets->child->next, &t->end) != 0)
+        return fail(err, errlen, "tensor '%s': data_offsets is not [begin, end] of non-negative "
+                    "integers", t->name);
+    if (t->end < t->begin)
+        return fail(err, errlen, "tensor '%s': data_offsets end %llu is before begin %llu", t->name,
+                    (unsigned long long)t->end, (unsigned long long)t->begin);
+    if (t->end - t->begin != bits / 8)
+        return fail(err, errlen, "tensor '%s': data_offsets span %llu bytes but shape × %s "
+                    "needs %llu", t->name, (unsigned long long)(t->end - t->begin),
+                    t->dtype->name, (unsigned long long)(bits / 8));
+    return 0;
+}
+
+static int compare_offsets(const void *a, const void *b)
+{
+    const st_tensor *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+static int compare_tensor_names(const void *a, const void *b)
+{
+    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
+}
+
+/* Sorted by begin, the tensors must cover [0, data_size) with no overlap and no hole. */
+static int check_tiling(st_header *h, char *err, size_t errlen)
+{
+    if (h->count > 1) qsort(h->tensors, h->count, sizeof *h->tensors, compare_offsets);
+    uint64_t covered = 0;
+    for (size_t i = 0; i < h->count; i++) {
+        const st_tensor *t = &h->tensors[i];
+        if (t->begin < covered)
+            return fail(err, errlen, "tensor '%s': data_offsets [%llu, %llu) overlap the previous "
+                        "tensor '%s'", t->name, (unsigned long long)t->begin,
+                        (unsigned long long)t->end, h->tensors[i - 1].name);
+        if (t->begin > covered)
+            return fail(err, errlen, "tensor '%s': hole of %llu bytes before its data_offsets "
+                        "[%llu, %llu)", t->name, (unsigned long long)(t->begin - covered),
+                        (unsigned long long)t->begin, (unsigned long long)t->end);
+        covered = t->end;
+    }
+    if (covered != h->data_size)
+        return fail(err, errlen, covered > h->data_size
+                    ? "tensors end at byte %llu, beyond the data buffer of %llu bytes"
+                    : "tensors end at byte %llu but the data buffer is %llu bytes",
+                    (unsigned long long)covered, (unsigned long long)h->data_size);
+    h->by_name = malloc((h->count ? h->count : 1) * sizeof *h->by_name);
+    if (!h->by_name) return fail(err, errlen, "out of memory");
+    for (size_t i = 0; i < h->count; i++) h->by_name[i] = &h->tensors[i];
+    if (h->count > 1) qsort(h->by_name, h->count, sizeof *h->by_name, compare_tensor_names);
+    return 0;
+}
+
+static int parse_root(const cJSON *root, st_header *out, char *err, size_t errlen)
+{
+    const char **scratch = NULL;
+    size_t cap = 0;
+    int rc = -1;
+    const char *dup = find_duplicate_key(root, &scratch, &cap);
+    if (dup) {
+        fail(err, errlen, "key '%s' appears twice in the header", dup);
+        goto done;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(root);
+    out->tensors = calloc(n ? n : 1, sizeof *out->tensors);
+    if (!out->tensors) { fail(err, errlen, "out of memory"); goto done; }
+    for (const cJSON *item = root->child; item; item = item->next) {
+        if (strcmp(item->string, "__metadata__") == 0) {
+            if (parse_metadata(item, out, err, errlen) != 0) goto done;
+            continue;
+        }
+        st_tensor *t = &out->tensors[out->count++];
+        t->name = strdup(item->string);
+        if (!t->name) { fail(err, errlen, "out of memory"); goto done; }
+        if (parse_tensor(item, t, &scratch, &cap, err, errlen) != 0) goto done;
+    }
+    rc = check_tiling(out, err, errlen);
+done:
+    free(scratch);
+    return rc;
+}
+
+int st_parse_header(const uint8_t *json, size_t len, uint64_t data_size, st_header *out,
+                    char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->data_size = data_size;
+    if (check_text(json, len, err, errlen) != 0) return -1;
+    size_t start = 0;
+    while (start < len && is_json_space(json[start])) start++;
+    if (start == len || json[start] != '{')
+        return fail(err, errlen, "header is not a JSON object (it must start with '{')");
+    /* cJSON reads up to the length given; a NUL-terminated copy keeps it inside bounds. */
+    char *text = malloc(len + 1);
+    if (!text) return fail(err, errlen, "out of memory for a %zu-byte header", len);
+    memcpy(text, json, len);
+    text[len] = '\0';
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    int rc = -1;
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t pos = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
+        fail(err, errlen, "header is not valid JSON (error near byte %zu)", pos);
+        goto done;
+    }
+    for (const char *p = end; p < text + len; p++)
+        if (!is_json_space((uint8_t)*p)) {
+            fail(err, errlen, "header has trailing bytes after the JSON object (byte %zu)",
+                 (size_t)(p - text));
+            goto done;
+        }
+    if (!cJSON_IsObject(root)) {
+        fail(err, errlen, "header is not a JSON object");
+        goto done;
+    }
+    rc = parse_root(root, out, err, errlen);
+done:
+    cJSON_Delete(root);
+    free(text);
+    if (rc != 0) st_header_free(out);
+    return rc;
+}
+
+int st_parse_buffer(const uint8_t *file, size_t size, st_header *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t header_len = size >= 8 ? load_le64(file) : 0;
+    if (st_check_header_length(header_len, size, err, errlen) != 0) return -1;
+    if (st_parse_header(file + 8, (size_t)header_len, size - 8 - header_len, out, err, errlen) != 0)
+        return -1;
+    out->data_start = 8 + header_len;
+    return 0;
+}
+
+int st_read_header(int fd, const char *path, st_header *out, char *err, size_t errlen)
+{
+    char why[400];
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(err, errlen, "%s: %s", path, strerror(errno));
+    uint64_t file_size = (uint64_t)st.st_size;
+    uint8_t prefix[8];
+    uint64_t header_len = 0;
+    if (file_size >= 8) {
+        if (pread_full(fd, prefix, 8, 0, why, sizeof why) != 0)
+            return fail(err, errlen, "%s: %s", path, why);
+        header_len = load_le64(prefix);
+    }
+    if (st_check_header_length(header_len, file_size, why, sizeof why) != 0)
+        return fail(err, errlen, "%s: %s", path, why);
+    uint8_t *json = malloc(header_len ? (size_t)header_len : 1);
+    if (!json) return fail(err, errlen, "%s: out of memory for the header", path);
+    int rc = pread_full(fd, json, (size_t)header_len, 8, why, sizeof why);
+    if (rc == 0)
+        rc = st_parse_header(json, (size_t)header_len, file_size - 8 - header_len, out, why,
+                             sizeof why);
+    free(json);
+    if (rc != 0) return fail(err, errlen, "%s: %s", path, why);
+    out->data_start = 8 + header_len;
+    return 0;
+}
+
+const st_tensor *st_find(const st_header *header, const char *name)
+{
+    size_t lo = 0, hi = header->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(header->by_name[mid]->name, name);
+        if (c == 0) return header->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+uint64_t st_element_count(const st_tensor *tensor)
+{
+    uint64_t n = 1;
+    for (size_t d = 0; d < tensor->ndim; d++) n *= tensor->shape[d];
+    return n;
+}
+
+void st_header_free(st_header *header)
+{
+    for (size_t i = 0; i < header->count; i++) {
+        free(header->tensors[i].name);
+        free(header->tensors[i].shape);
+    }
+    for (size_t i = 0; i < header->metadata_count; i++) {
+        free(header->metadata[i].key);
+        free(header->metadata[i].value);
+    }
+    free(header->tensors);
+    free(header->by_name);
+    free(header->metadata);
+    memset(header, 0, sizeof *header);
+}

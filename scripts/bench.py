@@ -1,0 +1,580 @@
+#!/usr/bin/env python3
+"""hubfs against the tools users would pick instead, on the same server, in the same run.
+
+    scripts/bench.py --hubfs build-bench/fs/hubfs [--quick | --smoke] [--out DIR] [--runs N]
+
+Systems: curl (one stream) and aria2c (8 ranged connections) downloading through the Hub's
+resolve URL; httpdirfs (with and without --cache) and rclone mount (http backend, vfs cache
+off and full) over nginx's autoindex listing of the commit directory; hubfs over the Hub API.
+The Hub emulator (scripts/hub_emulator.py) answers the API and redirects LFS files to nginx,
+which serves the bytes (sendfile, Range). Conditions: loopback, and a WAN profile (20 ms before
+each response's first byte, 40 MB/s per response). Workloads and figures: see the README's
+Benchmark section. Results: a markdown table on stdout, bench-results.json, bench-results.md
+and bench-results.png in the output directory (default /tmp/hubfs-bench/results).
+
+--smoke is the CI check of this script: a tiny model, hubfs and curl only, the emulator's own
+CDN, loopback only; it is not timed.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "bench"))
+
+import report  # noqa: E402
+import servers  # noqa: E402
+import systems  # noqa: E402
+import workloads  # noqa: E402
+
+REPO_ID = "bench-org/llama"
+WORKLOAD_SCRIPT = os.path.join(HERE, "bench", "workloads.py")
+MB = 1e6
+
+# The shaped profile. No netem here: the servers shape. nginx delays each response's first byte
+# through auth_request to a delay server and caps each response with limit_rate; the emulator
+# delays and paces its API answers with its own knobs.
+CONDITIONS = {
+    "loopback": {"delay_ms": 0, "rate_bps": 0},
+    "wan": {"delay_ms": 20, "rate_bps": 40_000_000},
+}
+
+PROFILES = {
+    #           model                      runs  caps (s): seq, slices, random, headers
+    "full": dict(preset="large", shards=4, runs=3, seq_cap=8, slice_cap=6, random_cap=5, header_cap=20,
+                 random_reads=400, tp=8, rank=3, conditions=["loopback", "wan"]),
+    "quick": dict(preset="large", shards=4, runs=1, seq_cap=4, slice_cap=4, random_cap=3, header_cap=10,
+                  random_reads=400, tp=8, rank=3, conditions=["loopback", "wan"]),
+    "smoke": dict(preset="tiny", shards=2, runs=3, seq_cap=30, slice_cap=30, random_cap=30, header_cap=30,
+                  random_reads=40, tp=2, rank=1, conditions=["loopback"]),
+}
+
+
+# How the figures are made, carried into the JSON so a reader of the results alone knows.
+METHOD = {
+    "servers": "The Hub emulator answers the API and resolves LFS files with a 302 to nginx, which serves the "
+               "bytes (sendfile, Range) and lists the commit directory (autoindex) for the FUSE peers.",
+    "wan_profile": "Each nginx response waits 20 ms before its first byte (auth_request to a delay server, so "
+                   "nginx still sends the body itself) and is capped at 40 MB/s (limit_rate); the emulator's "
+                   "API answers get the same delay and pace (its latency_ms and bandwidth_bps knobs).",
+    "cold": "Every measurement on a filesystem mounts it afresh (unmounting drops its page cache) with an "
+            "empty cache directory; the served files are kept in the server's page cache.",
+    "warm": "After the cold pass, the page cache is dropped (echo 3 > /proc/sys/vm/drop_caches) and the "
+            "filesystem remounted on the same cache directory: warm means its own persistent cache. The "
+            "local file is the same bytes read from disk after the same drop.",
+    "downloads": "curl and aria2c fetch the resolve URL (following the redirect) into a file on the same disk "
+                 "as the filesystems' caches.",
+    "fetched": "Bytes fetched are nginx's $bytes_sent (and the emulator's log) between mount and unmount, "
+               "read-ahead included.",
+    "caps": "A reader still running at its time cap is stopped; its figure covers what it did (marked partial).",
+    "ratios": "hubfs ÷ best peer is computed within each run, then summarised over runs.",
+}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_signal(signum, _frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the model, the emulator store
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_model(data_dir, profile):
+    """Generates (once, reused between runs) the model and the emulator's store."""
+    name = f"model-{profile['preset']}-{profile['shards']}-f16"
+    model_dir = os.path.join(data_dir, name)
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        log(f"generating the {profile['preset']} model in {model_dir}")
+        shutil.rmtree(model_dir, ignore_errors=True)
+        # f16, not bf16: numpy (the safetensors package's numpy framework) has no bfloat16.
+        subprocess.run([sys.executable, os.path.join(HERE, "make_model.py"), "--out", model_dir, "--preset",
+                        profile["preset"], "--shards", str(profile["shards"]), "--dtype", "f16"],
+                       check=True, stdout=subprocess.DEVNULL)
+    store = os.path.join(data_dir, f"store-{name}")
+    imported = os.path.join(store, "bench-commit")
+    if not os.path.exists(imported):
+        shutil.rmtree(store, ignore_errors=True)
+        sha = servers.import_model(store, REPO_ID, model_dir)  # hard links: no copy
+        with open(imported, "w") as f:
+            f.write(sha + "\n")
+    with open(imported) as f:
+        sha = f.read().strip()
+    commit = os.path.join(store, servers.commit_dir(store, REPO_ID, sha))
+    shards = workloads.shard_files(commit)
+    return {"dir": commit, "store": store, "sha": sha, "shards": shards,
+            "sizes": {f: os.path.getsize(os.path.join(commit, f)) for f in os.listdir(commit)}}
+
+
+def drop_page_cache():
+    """Writes back and drops the kernel's page cache (root only): afterwards a warm read comes
+    from the filesystem's own cache on disk, not from memory."""
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def warm_server_files(model):
+    """Reads the served files once so nginx serves from memory: the data plane is not the
+    bottleneck."""
+    for name in model["shards"]:
+        workloads.sequential_read(os.path.join(model["dir"], name), cap_s=600)
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement
+# --------------------------------------------------------------------------------------------
+
+
+def run_child(cmd, timeout_s, mounted=None):
+    """Runs a reader in its own process group; kills it past timeout_s (and the FUSE daemon if
+    the reader is stuck inside it). Returns (rc or None when killed, stdout, stderr, seconds)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except BaseException as e:  # a timeout, or a signal to stop the bench: the reader goes too
+        if not isinstance(e, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            if mounted:  # the reader is stuck in the filesystem: ending the daemon frees it
+                mounted.kill()
+            out, err = proc.communicate(timeout=20)
+        return None, out, (err or "") + f"\n(killed after {timeout_s} s)", time.monotonic() - started
+    return proc.returncode, out, err, time.monotonic() - started
+
+
+PAST_CAP_S = 2.0  # a reader still inside one read this long after its cap is stopped
+
+
+def run_workload(spec, mounted):
+    """Runs a reader (workloads.py) until it finishes or overruns its cap; a reader stopped
+    while inside a long read reports its last progress line, marked incomplete."""
+    timeout = spec["cap_s"] + PAST_CAP_S
+    rc, out, err, elapsed = run_child([sys.executable, WORKLOAD_SCRIPT, json.dumps(spec)], timeout, mounted)
+    lines = (out or "").strip().splitlines()
+    if rc is None and lines:  # every reader reports its (empty) progress first
+        result = json.loads(lines[-1])
+        result["complete"] = False
+        result["seconds"] = elapsed  # what it got done in the time it was given
+        return result
+    if rc != 0 or not lines:
+        raise RuntimeError(f"workload {spec['workload']} failed: {(err or '').strip()[-800:]}")
+    return json.loads(lines[-1])
+
+
+def max_in_flight(requests):
+    events = []
+    for r in requests:
+        events += [(r["end"] - r["duration"], 1), (r["end"], -1)]
+    depth = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], -e[1])):  # a start before an end at a tie
+        depth += step
+        peak = max(peak, depth)
+    return peak
+
+
+def traffic(bench, marks):
+    """What the servers saw since marks: data bytes and requests (file bodies from nginx or the
+    emulator's CDN), listings (autoindex pages), and Hub API calls (API + resolve)."""
+    time.sleep(0.3)  # let the servers log the requests a client cut short by unmounting
+    nginx_entries = bench.nginx.log.since(marks["nginx"]) if bench.nginx else []
+    emu_entries = bench.emulator.log.since(marks["emulator"])
+    data, listings, hub = [], [], []
+    for e in nginx_entries:
+        (listings if e["path"].endswith("/") else data).append(e)
+    for e in emu_entries:
+        (data if e["origin"] == "cdn" else hub).append(e)
+    data_get = [e for e in data if e["method"] == "GET"]
+    sizes = sorted(e["bytes"] for e in data_get)
+    return {"data_bytes": sum(e["bytes"] for e in data), "data_requests": len(data),
+            "data_gets": len(data_get), "data_heads": len(data) - len(data_get),
+            "median_fetch_bytes": sizes[len(sizes) // 2] if sizes else 0,
+            "max_in_flight": max_in_flight(data_get),
+            "listing_requests": len(listings), "listing_bytes": sum(e["bytes"] for e in listings),
+            "hub_requests": len(hub), "hub_bytes": sum(e["bytes"] for e in hub),
+            "requests_per_file": _per_file(data)}
+
+
+def _per_file(entries):
+    counts = {}
+    for e in entries:
+        name = e["path"].rsplit("/", 1)[-1]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+class Bench:
+    def __init__(self, args, profile, model, work):
+        self.args, self.profile, self.model, self.work = args, profile, model, work
+        self.nginx = self.emulator = None
+        self.measurements = []
+        self.session = 0
+        self.warned_missing = False
+        self.page_cache_dropped = None
+
+    # -- servers -------------------------------------------------------------------------------
+    def start_servers(self, condition):
+        shaping = CONDITIONS[condition]
+        cond_work = os.path.join(self.work, condition)
+        os.makedirs(cond_work, exist_ok=True)
+        external = None
+        if not self.args.smoke:
+            self.nginx = servers.Nginx(cond_work, self.model["store"], shaping["rate_bps"], shaping["delay_ms"]).start()
+            external = self.nginx.url
+        self.emulator = servers.Emulator(cond_work, self.model["store"], external).start()
+        if shaping["delay_ms"] or shaping["rate_bps"]:
+            self.emulator.configure(latency_ms=shaping["delay_ms"], bandwidth_bps=shaping["rate_bps"])
+
+    def stop_servers(self):
+        if self.emulator:
+            self.emulator.stop()
+            self.emulator = None
+        if self.nginx:
+            self.nginx.stop()
+            self.nginx = None
+
+    def systems(self):
+        hub = self.emulator.hub_url
+        found = [systems.Curl()]
+        if not self.args.smoke:
+            listing = self.nginx.url + "/" + servers.commit_dir(self.model["store"], REPO_ID, self.model["sha"]) + "/"
+            found += [systems.Aria2(), systems.HttpDirFs(listing, cache=False), systems.HttpDirFs(listing, cache=True),
+                      systems.RcloneMount(listing, "off"), systems.RcloneMount(listing, "full")]
+        found.append(systems.Hubfs(self.args.hubfs, hub, REPO_ID))
+        wanted = set(self.args.systems.split(",")) if self.args.systems else None
+        chosen = [s for s in found if wanted is None or s.name in wanted]
+        missing = [s.label for s in chosen if not systems.tool_available(s)]
+        if missing and not self.warned_missing:
+            log("not installed, left out: " + ", ".join(missing) + " (scripts/install-deps.sh --bench)")
+            self.warned_missing = True
+        return [s for s in chosen if systems.tool_available(s)]
+
+    # -- sessions ------------------------------------------------------------------------------
+    def marks(self):
+        return {"nginx": self.nginx.log.mark() if self.nginx else 0, "emulator": self.emulator.log.mark()}
+
+    def paths(self, system, label):
+        self.session += 1
+        base = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}-{label}")
+        return os.path.join(base, "mnt"), os.path.join(base, "cache"), base + ".log"
+
+    def record(self, condition, run, workload, system, result, marks):
+        entry = {"condition": condition, "run": run, "workload": workload, "system": system.name}
+        entry.update(result)
+        entry["traffic"] = traffic(self, marks)
+        self.measurements.append(entry)
+        return entry
+
+    def with_mount(self, system, label, cache_dir=None):
+        mnt, fresh_cache, log_path = self.paths(system, label)
+        return system.mount(mnt, cache_dir or fresh_cache, log_path), (cache_dir or fresh_cache)
+
+    def finish(self, condition, run, workload, system, marks, mounted, fn):
+        """Runs fn(mounted) -> result on a mounted system, then unmounts and records."""
+        try:
+            result = fn(mounted)
+            rss, stats = mounted.peak_rss_kib(), mounted.stats()
+        finally:
+            mounted.unmount()
+        entry = {"condition": condition, "run": run, "workload": workload, "system": system.name}
+        entry.update(result)
+        entry["traffic"] = traffic(self, marks)
+        entry["peak_rss_kib"] = rss
+        if stats is not None:
+            entry["fs_stats"] = stats
+        self.measurements.append(entry)
+        return entry
+
+    # -- workloads -----------------------------------------------------------------------------
+    def seq_file(self):
+        shards = self.model["shards"]
+        return shards[1] if len(shards) > 1 else shards[0]
+
+    def cold_sequential(self, condition, run, system, cache_dir=None):
+        name = self.seq_file()
+        cap = self.profile["seq_cap"]
+        marks = self.marks()
+        if system.kind == "download":
+            url = f"{self.emulator.hub_url}/{REPO_ID}/resolve/main/{name}"
+            dest = os.path.join(self.work, "downloads", name)
+            seconds, complete, rss = system.fetch(url, dest, cap)
+            size = self.model["sizes"][name]
+            got = os.path.getsize(dest) if complete and os.path.exists(dest) else None
+            if complete and got != size:
+                raise RuntimeError(f"{system.label} wrote {got} bytes of {size}")
+            if os.path.exists(dest):
+                os.unlink(dest)
+            entry = self.record(condition, run, "cold_seq", system, {"seconds": seconds, "complete": complete,
+                                                                     "peak_rss_kib": rss}, marks)
+            entry["bytes"] = size if complete else entry["traffic"]["data_bytes"]
+        else:
+            mounted, _ = self.with_mount(system, "seq", cache_dir)
+            path = os.path.join(mounted.model, name)
+            entry = self.finish(condition, run, "cold_seq", system, marks, mounted, lambda m: run_workload(
+                {"workload": "sequential", "path": path, "cap_s": cap}, m))
+        entry["mb_per_s"] = entry["bytes"] / entry["seconds"] / MB
+        return entry
+
+    def warm_sequential(self, condition, run, system, cache_dir, limit):
+        name = self.seq_file()
+        marks = self.marks()
+        mounted, _ = self.with_mount(system, "warm", cache_dir)
+        path = os.path.join(mounted.model, name)
+        entry = self.finish(condition, run, "warm_seq", system, marks, mounted, lambda m: run_workload(
+            {"workload": "sequential", "path": path, "cap_s": self.profile["seq_cap"], "limit_bytes": limit}, m))
+        entry["mb_per_s"] = entry["bytes"] / entry["seconds"] / MB
+        return entry
+
+    def local_sequential(self, condition, run, limit):
+        path = os.path.join(self.model["dir"], self.seq_file())
+        result = workloads.sequential_read(path, self.profile["seq_cap"], limit)
+        entry = {"condition": condition, "run": run, "workload": "warm_seq", "system": "local"}
+        entry.update(result)
+        entry["mb_per_s"] = result["bytes"] / result["seconds"] / MB
+        self.measurements.append(entry)
+        return entry
+
+    def inspect(self, condition, run, system):
+        marks = self.marks()
+        mounted, _ = self.with_mount(system, "inspect")
+        shards = self.model["shards"]
+        cap = self.profile["header_cap"]
+
+        def work(m):
+            if isinstance(system, systems.Hubfs):
+                rc, out, err, seconds = run_child([self.args.hubfs, "inspect", m.model], cap + 60, m)
+                if rc != 0:
+                    raise RuntimeError(f"hubfs inspect failed ({rc}): {(err or '').strip()[-500:]}")
+                return {"seconds": seconds, "complete": True, "tool": "hubfs inspect"}
+            paths = [os.path.join(m.model, s) for s in shards]
+            result = run_workload({"workload": "headers", "paths": paths, "cap_s": cap}, m)
+            result["tool"] = "python"
+            return result
+        entry = self.finish(condition, run, "inspect", system, marks, mounted, work)
+        entry["bytes_needed"] = self.header_bytes()
+        entry["fetched_kib"] = entry["traffic"]["data_bytes"] / 1024
+        entry["data_requests_per_shard"] = entry["traffic"]["data_requests"] / len(shards)
+        return entry
+
+    def header_bytes(self):
+        total = 0
+        for s in self.model["shards"]:
+            with open(os.path.join(self.model["dir"], s), "rb") as f:
+                total += 8 + int.from_bytes(f.read(8), "little")
+        return total
+
+    def tp_slices(self, condition, run, system, only, workload):
+        plan = workloads.tp_plan(self.model["dir"], self.profile["tp"], self.profile["rank"], only)
+        needed = sum(p["bytes"] for p in plan)
+        cap = self.profile["slice_cap"]
+        marks = self.marks()
+        mounted, _ = self.with_mount(system, workload)
+        entry = self.finish(condition, run, workload, system, marks, mounted, lambda m: run_workload(
+            {"workload": "slices", "model_dir": m.model, "plan": plan, "cap_s": cap}, m))
+        entry["plan_bytes"] = needed
+        # Undefined when the cap stopped the reader inside its first slice.
+        entry["fetched_over_needed"] = (entry["traffic"]["data_bytes"] / entry["bytes_needed"]
+                                        if entry["bytes_needed"] else None)
+        return entry
+
+    def hubfs_load(self, condition, run, system):
+        plan = workloads.tp_plan(self.model["dir"], self.profile["tp"], self.profile["rank"])
+        needed = sum(p["bytes"] for p in plan)
+        cap = self.profile["slice_cap"]
+        marks = self.marks()
+        mounted, _ = self.with_mount(system, "load")
+
+        def work(m):
+            cmd = [self.args.hubfs, "load", m.model, "--tp", str(self.profile["tp"]), "--rank",
+                   str(self.profile["rank"]), "--device", "cpu"]
+            rc, out, err, seconds = run_child(cmd, cap * 4 + 60, m)
+            if rc != 0:
+                raise RuntimeError(f"hubfs load failed ({rc}): {(err or '').strip()[-500:]}")
+            return {"seconds": seconds, "complete": True, "bytes_needed": needed,
+                    "tool_output": (out or "")[-1500:]}
+        entry = self.finish(condition, run, "tp_load", system, marks, mounted, work)
+        entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / needed
+        return entry
+
+    def random(self, condition, run, system):
+        marks = self.marks()
+        mounted, _ = self.with_mount(system, "random")
+        path = os.path.join(mounted.model, self.seq_file())
+        cap = self.profile["random_cap"]
+        entry = self.finish(condition, run, "random", system, marks, mounted, lambda m: run_workload(
+            {"workload": "random", "path": path, "count": self.profile["random_reads"], "size": 128 * 1024,
+             "seed": 1234, "cap_s": cap}, m))
+        entry["reads_per_s"] = entry["reads"] / entry["seconds"]
+        return entry
+
+    # -- a run ---------------------------------------------------------------------------------
+    def run_condition(self, condition, run, only_workloads):
+        def want(w):
+            return only_workloads is None or w in only_workloads
+
+        all_systems = self.systems()
+        mounts = [s for s in all_systems if s.kind == "mount"]
+        hubfs = [s for s in mounts if isinstance(s, systems.Hubfs)]
+        caches = {}
+        if want("cold_seq") or want("warm_seq"):
+            for system in all_systems:
+                cache_dir = None
+                if system.has_cache and system.kind == "mount":
+                    cache_dir = os.path.join(self.work, "caches", f"{condition}-{run}-{system.name}")
+                log(f"{condition} run {run}: cold sequential, {system.label}")
+                entry = self.cold_sequential(condition, run, system, cache_dir)
+                if cache_dir:
+                    caches[system.name] = (system, cache_dir, entry["bytes"])
+        if want("warm_seq") and caches:
+            dropped = drop_page_cache()
+            self.page_cache_dropped = dropped
+            limit = max(b for _, _, b in caches.values())
+            log(f"{condition} run {run}: warm re-read (page cache {'dropped' if dropped else 'NOT dropped'})")
+            for system, cache_dir, cold_bytes in caches.values():
+                self.warm_sequential(condition, run, system, cache_dir, cold_bytes)
+            self.local_sequential(condition, run, limit)
+            for _, cache_dir, _ in caches.values():
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            warm_server_files(self.model)
+        for system in mounts:
+            if want("inspect"):
+                log(f"{condition} run {run}: inspect, {system.label}")
+                self.inspect(condition, run, system)
+            if want("tp_colwise"):
+                log(f"{condition} run {run}: TP colwise slices, {system.label}")
+                self.tp_slices(condition, run, system, {"colwise"}, "tp_colwise")
+            if want("tp_slices"):
+                log(f"{condition} run {run}: TP rank slices, {system.label}")
+                self.tp_slices(condition, run, system, None, "tp_slices")
+            if want("random"):
+                log(f"{condition} run {run}: random reads, {system.label}")
+                self.random(condition, run, system)
+        if want("tp_load"):
+            for system in hubfs:
+                log(f"{condition} run {run}: hubfs load, {system.label}")
+                self.hubfs_load(condition, run, system)
+        shutil.rmtree(os.path.join(self.work, "sessions"), ignore_errors=True)
+
+
+def machine_facts():
+    facts = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/meminfo") as f:
+            facts["mem_total_kib"] = int(f.readline().split()[1])
+    except OSError:
+        pass
+    for tool, cmd in {"nginx": ["nginx", "-v"], "curl": ["curl", "--version"], "aria2c": ["aria2c", "--version"],
+                      "httpdirfs": ["httpdirfs", "--version"], "rclone": ["rclone", "version"]}.items():
+        if shutil.which(cmd[0]):
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            facts[tool] = ((out.stdout or "") + (out.stderr or "")).strip().splitlines()[0][:100]
+    return facts
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hubfs", required=True, help="the hubfs binary (build with -DCMAKE_BUILD_TYPE=Release)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one run, shorter caps (development)")
+    mode.add_argument("--smoke", action="store_true", help="CI check: tiny model, hubfs and curl, not timed")
+    parser.add_argument("--out", default="/tmp/hubfs-bench/results", help="where the results go")
+    parser.add_argument("--data", default="/tmp/hubfs-bench", help="generated model and store (kept for reuse)")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
+    parser.add_argument("--conditions", help="comma-separated: loopback,wan")
+    parser.add_argument("--systems", help="comma-separated system names to keep (curl,aria2c,httpdirfs,"
+                                          "httpdirfs_cache,rclone_off,rclone_full,hubfs)")
+    parser.add_argument("--workloads", help="comma-separated: cold_seq,warm_seq,inspect,tp_colwise,"
+                                            "tp_slices,tp_load,random")
+    parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    profile = dict(PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"])
+    if args.runs:
+        profile["runs"] = args.runs
+    if args.conditions:
+        profile["conditions"] = args.conditions.split(",")
+    args.hubfs = os.path.abspath(args.hubfs)
+    if not os.access(args.hubfs, os.X_OK):
+        print(f"bench: {args.hubfs} is not an executable hubfs binary: build it first", file=sys.stderr)
+        return 2
+    only = set(args.workloads.split(",")) if args.workloads else None
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    os.makedirs(args.data, exist_ok=True)
+    work = os.path.join(args.data, f"work-{os.getpid()}")
+    os.makedirs(work)
+    bench = None
+    started = time.time()
+    try:
+        model = prepare_model(args.data, profile)
+        bench = Bench(args, profile, model, work)
+        if not args.smoke:
+            warm_server_files(model)
+        for condition in profile["conditions"]:
+            bench.start_servers(condition)
+            try:
+                for run in range(1, profile["runs"] + 1):
+                    bench.run_condition(condition, run, only)
+            finally:
+                bench.stop_servers()
+        meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+                "duration_s": round(time.time() - started, 1), "profile": profile,
+                "conditions": {c: CONDITIONS[c] for c in profile["conditions"]},
+                "model": {"repo": REPO_ID, "shards": model["shards"], "sizes": model["sizes"],
+                          "total_bytes": sum(model["sizes"].values()), "seq_file": bench.seq_file(),
+                          "header_bytes": bench.header_bytes()},
+                "page_cache_dropped_for_warm": bench.page_cache_dropped,
+                "method": METHOD,
+                "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
+                "machine": machine_facts(), "hubfs": args.hubfs}
+        results = report.build(meta, bench.measurements)
+        os.makedirs(args.out, exist_ok=True)
+        paths = report.write(results, args.out, chart_png=not args.smoke)
+        print(report.markdown(results))
+        log("wrote " + ", ".join(paths))
+        return 0
+    except Interrupted as e:
+        log(f"interrupted ({e}); cleaning up")
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # cleaning up is not interrupted
+            signal.signal(sig, signal.SIG_IGN)
+        systems.cleanup_all()
+        if bench is not None:
+            bench.stop_servers()
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""scripts/bench.py --smoke: runs end to end on a tiny model with hubfs and curl, reports every
+workload with the right structure, accounts bytes against independent references (the model's
+own files, the safetensors package), and leaves no mount or server behind on any exit path.
+Not a timed test: figures are only checked to be positive and consistent."""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+HUBFS = os.environ["HUBFS_BIN"]
+SOURCE = os.environ["HUBFS_SOURCE_DIR"]
+BENCH = os.path.join(SOURCE, "scripts", "bench.py")
+SMOKE_TP, SMOKE_RANK = 2, 1  # the --smoke profile's tensor-parallel rank
+
+EXPECTED_ROWS = {"cold_seq", "warm_seq", "inspect_kib", "inspect_requests", "inspect_s", "tp_colwise_ratio",
+                 "tp_colwise_s", "tp_slices_ratio", "tp_slices_s", "tp_load_ratio", "tp_load_s", "random", "rss"}
+
+
+def mounts_under(path):
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(path)]
+
+
+def processes_mentioning(path):
+    """Live processes whose command line names path (the bench's servers and mounts do)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if path in cmdline and int(pid) != os.getpid():
+            found.append((int(pid), cmdline.replace("\0", " ")))
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bench")
+    data, out = str(base / "data"), str(base / "out")
+    result = subprocess.run([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", data, "--out", out],
+                            capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(out, "bench-results.json")) as f:
+        results = json.load(f)
+    return {"data": data, "out": out, "stdout": result.stdout, "results": results}
+
+
+def model_dir(smoke):
+    model = [d for d in os.listdir(smoke["data"]) if d.startswith("model-")]
+    assert len(model) == 1
+    return os.path.join(smoke["data"], model[0])
+
+
+def test_every_workload_has_a_positive_median_with_min_max_per_system(smoke):
+    results = smoke["results"]
+    runs = results["meta"]["profile"]["runs"]
+    assert runs >= 3
+    assert {"curl", "hubfs"} <= set(results["systems"])
+    assert {r["id"] for r in results["rows"]} == EXPECTED_ROWS
+    for row in results["rows"]:
+        assert row["condition"] == "loopback"
+        assert "hubfs" in row["cells"], row["id"]
+        for system, cell in row["cells"].items():
+            assert len(cell["runs"]) == runs, (row["id"], system)
+            assert cell["min"] <= cell["median"] <= cell["max"], (row["id"], system)
+            if row["id"] not in ("inspect_requests",) or system == "hubfs":
+                assert cell["min"] > 0, (row["id"], system, cell)
+    cold = next(r for r in results["rows"] if r["id"] == "cold_seq")
+    assert set(cold["cells"]) == {"curl", "hubfs"}
+    ratio = cold["hubfs_over_best_peer"]
+    assert ratio and len(ratio["runs"]) == runs and ratio["best_peer_by_run"] == ["curl"] * runs
+    # The ratio is taken within each run, not between medians.
+    by_run = {m["run"]: m["mb_per_s"] for m in results["measurements"] if m["workload"] == "cold_seq"
+              and m["system"] == "curl"}
+    hub_by_run = {m["run"]: m["mb_per_s"] for m in results["measurements"] if m["workload"] == "cold_seq"
+                  and m["system"] == "hubfs"}
+    assert ratio["runs"] == pytest.approx([hub_by_run[r] / by_run[r] for r in sorted(by_run)])
+
+
+def test_markdown_table_is_printed_and_written(smoke):
+    table = smoke["stdout"]
+    assert "| Workload | Condition | curl | hubfs | local file | hubfs ÷ best peer |" in table
+    assert "| Cold sequential read of a shard (MB/s ↑) | loopback |" in table
+    with open(os.path.join(smoke["out"], "bench-results.md")) as f:
+        assert f.read().strip() == table.strip()
+
+
+def test_curl_fetches_the_whole_shard_it_downloads(smoke):
+    results = smoke["results"]
+    name = results["meta"]["model"]["seq_file"]
+    size = os.path.getsize(os.path.join(model_dir(smoke), name))
+    for m in results["measurements"]:
+        if m["workload"] == "cold_seq" and m["system"] == "curl":
+            assert m["complete"] and m["bytes"] == size
+            # The emulator's CDN log saw the body go out (headers add a little).
+            assert size <= m["traffic"]["data_bytes"] < size + 4096
+            assert m["traffic"]["hub_requests"] >= 1  # the resolve
+
+
+def test_hubfs_reads_the_whole_shard_sequentially(smoke):
+    results = smoke["results"]
+    name = results["meta"]["model"]["seq_file"]
+    size = os.path.getsize(os.path.join(model_dir(smoke), name))
+    cold = [m for m in results["measurements"] if m["workload"] == "cold_seq" and m["system"] == "hubfs"]
+    assert cold and all(m["complete"] and m["bytes"] == size for m in cold)
+    assert all(m["traffic"]["data_bytes"] >= size for m in cold)  # a cold cache fetches it all
+    warm = [m for m in results["measurements"] if m["workload"] == "warm_seq"]
+    assert {m["system"] for m in warm} == {"hubfs", "local"}
+    assert all(m["bytes"] == size for m in warm)
+
+
+def test_header_bytes_match_the_model_files(smoke):
+    directory = model_dir(smoke)
+    expected = 0
+    for name in smoke["results"]["meta"]["model"]["shards"]:
+        with open(os.path.join(directory, name), "rb") as f:
+            expected += 8 + struct.unpack("<Q", f.read(8))[0]
+    assert smoke["results"]["meta"]["model"]["header_bytes"] == expected
+    for m in smoke["results"]["measurements"]:
+        if m["workload"] == "inspect":
+            assert m["bytes_needed"] == expected
+            assert m["fetched_kib"] * 1024 == m["traffic"]["data_bytes"]
+
+
+def reference_rank_bytes(directory, only_colwise):
+    """Bytes of the smoke rank's slices, sliced with numpy from the safetensors package's load."""
+    with open(os.path.join(directory, "config.json")) as f:
+        config = json.load(f)
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    assert config["num_key_value_heads"] >= SMOKE_TP  # kv heads split like q (no replication)
+    total = 0
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".safetensors"):
+            continue
+        for tensor, array in load_file(os.path.join(directory, name)).items():
+            colwise = tensor.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight",
+                                       "up_proj.weight"))
+            if only_colwise and not colwise:
+                continue
+            if colwise or tensor.endswith(("embed_tokens.weight", "lm_head.weight")):
+                parts = np.array_split(array, SMOKE_TP, axis=0)
+                if colwise and "mlp" not in tensor:  # attention splits fall on head boundaries
+                    assert parts[SMOKE_RANK].shape[0] % head_dim == 0
+            elif tensor.endswith(("o_proj.weight", "down_proj.weight")):
+                parts = np.array_split(array, SMOKE_TP, axis=1)
+            else:
+                parts = [array] * SMOKE_TP
+            total += parts[SMOKE_RANK].nbytes
+    return total
+
+
+def test_tensor_parallel_bytes_needed_match_numpy_slicing(smoke):
+    directory = model_dir(smoke)
+    colwise, everything = reference_rank_bytes(directory, True), reference_rank_bytes(directory, False)
+    seen = set()
+    for m in smoke["results"]["measurements"]:
+        if m["workload"] == "tp_colwise":
+            assert m["complete"] and m["bytes_needed"] == colwise
+        elif m["workload"] in ("tp_slices", "tp_load"):
+            assert m["complete"] and m["bytes_needed"] == everything
+        else:
+            continue
+        seen.add(m["workload"])
+        assert m["fetched_over_needed"] == pytest.approx(m["traffic"]["data_bytes"] / m["bytes_needed"])
+    assert seen == {"tp_colwise", "tp_slices", "tp_load"}
+
+
+def test_random_reads_do_the_fixed_count(smoke):
+    random_runs = [m for m in smoke["results"]["measurements"] if m["workload"] == "random"]
+    assert random_runs and all(m["complete"] and m["reads"] == 40 for m in random_runs)
+
+
+def test_nothing_is_left_behind_after_a_run(smoke):
+    assert mounts_under(smoke["data"]) == []
+    assert processes_mentioning(smoke["data"]) == []
+    assert [d for d in os.listdir(smoke["data"]) if d.startswith("work-")] == []
+
+
+def test_a_signal_mid_run_unmounts_and_stops_everything(tmp_path):
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", data, "--out", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not mounts_under(data):
+            assert proc.poll() is None, "the bench ended before mounting anything: " + proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "no mount appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert mounts_under(data) == []
+    assert processes_mentioning(data) == []
+    assert not os.path.exists(os.path.join(out, "bench-results.json"))

@@ -1,0 +1,150 @@
+/* dc_test_util.h — helpers shared by the disk cache tests: a deterministic block generator
+ * (the reference every read is compared with), scratch directories and file lookups. */
+#ifndef HUBFS_DC_TEST_UTIL_H
+#define HUBFS_DC_TEST_UTIL_H
+
+#include "disk_cache.h"
+
+#include <dirent.h>
+#include <ftw.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static inline uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+/* The content of block block_index of the blob identified by seed. */
+static inline void fill_block(uint64_t seed, uint64_t block_index, void *buf, size_t len)
+{
+    uint64_t state = seed * UINT64_C(1000003) + block_index;
+    uint8_t *out = buf;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v = splitmix64(&state);
+        memcpy(out + i, &v, 8);
+    }
+    uint64_t v = splitmix64(&state);
+    memcpy(out + i, &v, len - i);
+}
+
+static inline bool block_matches(uint64_t seed, uint64_t block_index, const void *buf, size_t len)
+{
+    uint8_t *expected = malloc(len ? len : 1);
+    fill_block(seed, block_index, expected, len);
+    bool same = memcmp(expected, buf, len) == 0;
+    free(expected);
+    return same;
+}
+
+/* A 64-hex-digit etag made from a seed (the cache only needs it to look like a sha256). */
+static inline void make_etag(uint64_t seed, char etag[65])
+{
+    uint64_t state = seed;
+    for (int i = 0; i < 4; i++)
+        snprintf(etag + 16 * i, 17, "%016llx", (unsigned long long)splitmix64(&state));
+}
+
+static inline size_t block_len(uint64_t size, uint32_t block_size, uint64_t index)
+{
+    uint64_t offset = index * block_size;
+    return (size_t)(size - offset < block_size ? size - offset : block_size);
+}
+
+static inline uint64_t block_count(uint64_t size, uint32_t block_size)
+{
+    return (size + block_size - 1) / block_size;
+}
+
+static inline void make_scratch_dir(char path[64])
+{
+    snprintf(path, 64, "/tmp/hubfs-dc-test-XXXXXX");
+    if (!mkdtemp(path)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static inline void remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Path of the first file in dir whose name starts with prefix and ends with suffix. */
+static inline bool find_file(const char *dir_path, const char *prefix, const char *suffix, char *out,
+                             size_t out_size)
+{
+    DIR *dir = opendir(dir_path);
+    if (!dir)
+        return false;
+    bool found = false;
+    struct dirent *entry;
+    while (!found && (entry = readdir(dir)) != NULL) {
+        size_t n = strlen(entry->d_name), s = strlen(suffix);
+        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0 && n > s &&
+            strcmp(entry->d_name + n - s, suffix) == 0) {
+            snprintf(out, out_size, "%s/%s", dir_path, entry->d_name);
+            found = true;
+        }
+    }
+    closedir(dir);
+    return found;
+}
+
+/* Sum of st_blocks * 512 of the files ending with suffix: what they really occupy on disk. */
+static inline uint64_t allocated_bytes(const char *dir_path, const char *suffix)
+{
+    DIR *dir = opendir(dir_path);
+    uint64_t total = 0;
+    struct dirent *entry;
+    char path[512];
+    while (dir && (entry = readdir(dir)) != NULL) {
+        size_t n = strlen(entry->d_name), s = strlen(suffix);
+        struct stat st;
+        if (n > s && strcmp(entry->d_name + n - s, suffix) == 0) {
+            snprintf(path, sizeof path, "%s/%s", dir_path, entry->d_name);
+            if (stat(path, &st) == 0)
+                total += (uint64_t)st.st_blocks * 512;
+        }
+    }
+    if (dir)
+        closedir(dir);
+    return total;
+}
+
+static inline bool sanitized_build(void)
+{
+    const char *s = getenv("HUBFS_SANITIZED");
+    return s && strcmp(s, "1") == 0;
+}
+
+static inline disk_cache *open_test_cache(const char *dir, uint32_t block_size, uint64_t max_bytes,
+                                          const char *hf_hub_cache)
+{
+    disk_cache_config config = {.directory = dir, .max_bytes = max_bytes, .block_size = block_size,
+                                .hf_hub_cache = hf_hub_cache};
+    disk_cache *cache = NULL;
+    char error[256];
+    if (disk_cache_open(&config, &cache, error, sizeof error) != 0) {
+        fprintf(stderr, "disk_cache_open(%s): %s\n", dir, error);
+        exit(2);
+    }
+    return cache;
+}
+
+#endif

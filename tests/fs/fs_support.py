@@ -1,0 +1,50 @@
+"""Helpers of the filesystem tests: hashing, source walks, safetensors headers, the emulator log."""
+import hashlib
+import json
+import os
+import struct
+
+TINY_REPO = "test-org/tiny-llama"
+PRIVATE_REPO = "test-org/private-llama"
+GATED_REPO = "test-org/gated-llama"
+DATASET_REPO = "test-org/tiny-data"
+SANITIZED = os.environ.get("HUBFS_SANITIZED") == "1"
+MIB = 1024 * 1024
+
+
+def sha256_of(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return digest.hexdigest()
+            digest.update(data)
+
+
+def git_blob_sha1(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def relative_files(root):
+    found = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            found.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(found)
+
+
+def safetensors_header(path):
+    """(header length N, header dict) read from a local file."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return length, json.loads(f.read(length))
+
+
+def bytes_sent(log, origin=None):
+    return sum(e.get("bytes_sent") or 0 for e in log if origin is None or e["origin"] == origin)
+
+
+def data_requests(log):
+    """Requests for file content: CDN range reads and Hub resolve calls."""
+    return [e for e in log if e["origin"] == "cdn" or "/resolve/" in e["path"]]

@@ -1,0 +1,175 @@
+/* The block cache: single flight, failure then retry, the budget, read-ahead refusal, and no
+ * deadlock when many readers need more blocks than the budget holds. */
+#include "blocks.h"
+#include "check.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLOCK 4096u
+
+static atomic_int loads;
+static atomic_int fail_next;
+static atomic_int slow_ms;
+
+/* Fills a block with bytes derived from (index, position) so a mix-up shows. */
+static int fake_load(void *context, uint64_t index, void *buf, size_t len, bool *fetched)
+{
+    (void)context;
+    *fetched = true;
+    atomic_fetch_add(&loads, 1);
+    if (atomic_load(&slow_ms))
+        usleep((useconds_t)atomic_load(&slow_ms) * 1000);
+    if (atomic_exchange(&fail_next, 0))
+        return EIO;
+    for (size_t i = 0; i < len; i++)
+        ((uint8_t *)buf)[i] = (uint8_t)(index * 31 + i * 7);
+    return 0;
+}
+
+static bool block_is_right(const block *blk, uint64_t index)
+{
+    for (size_t i = 0; i < block_length(blk); i++)
+        if (block_data(blk)[i] != (uint8_t)(index * 31 + i * 7))
+            return false;
+    return true;
+}
+
+typedef struct reader_args {
+    block_cache *cache;
+    const block_source *source;
+    uint64_t first, count;
+    int errors;
+} reader_args;
+
+static void *reader_main(void *arg)
+{
+    reader_args *a = arg;
+    for (uint64_t i = 0; i < a->count; i++) {
+        uint64_t index = (a->first + i * 7) % (a->source->size / BLOCK);
+        block *blk;
+        if (block_cache_read(a->cache, a->source, index, &blk) != 0 || !block_is_right(blk, index)) {
+            a->errors++;
+            continue;
+        }
+        block_cache_release(a->cache, blk);
+    }
+    return NULL;
+}
+
+static void concurrent_readers_share_one_load(void)
+{
+    block_cache *cache = block_cache_new(64 * BLOCK, BLOCK, fake_load);
+    block_source source = {.id = 1, .size = 16 * BLOCK};
+    atomic_store(&loads, 0);
+    atomic_store(&slow_ms, 50);
+    pthread_t threads[8];
+    reader_args args[8];
+    for (int t = 0; t < 8; t++) {
+        args[t] = (reader_args){.cache = cache, .source = &source, .first = 3, .count = 1};
+        pthread_create(&threads[t], NULL, reader_main, &args[t]);
+    }
+    for (int t = 0; t < 8; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK_EQ_INT(args[t].errors, 0);
+    }
+    CHECK_EQ_INT(atomic_load(&loads), 1);
+    atomic_store(&slow_ms, 0);
+    block_cache_free(cache);
+}
+
+static void failed_load_is_retried(void)
+{
+    block_cache *cache = block_cache_new(8 * BLOCK, BLOCK, fake_load);
+    block_source source = {.id = 2, .size = 4 * BLOCK + 100};
+    block *blk = NULL;
+    atomic_store(&fail_next, 1);
+    CHECK_EQ_INT(block_cache_read(cache, &source, 0, &blk), EIO);
+    CHECK(blk == NULL);
+    CHECK_EQ_INT(block_cache_read(cache, &source, 0, &blk), 0);
+    CHECK(blk && block_is_right(blk, 0));
+    block_cache_release(cache, blk);
+    CHECK_EQ_INT(block_cache_read(cache, &source, 4, &blk), 0);   /* the short last block */
+    CHECK_EQ_INT(block_length(blk), 100);
+    block_cache_release(cache, blk);
+    CHECK_EQ_INT(block_cache_read(cache, &source, 5, &blk), EINVAL);
+    block_cache_counters counters;
+    block_cache_get_counters(cache, &counters);
+    CHECK_EQ_INT(counters.load_failures, 1);
+    block_cache_free(cache);
+}
+
+static void budget_is_kept_with_lru_eviction(void)
+{
+    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
+    block_source source = {.id = 3, .size = 32 * BLOCK};
+    for (uint64_t i = 0; i < 32; i++) {
+        block *blk;
+        CHECK_EQ_INT(block_cache_read(cache, &source, i, &blk), 0);
+        block_cache_release(cache, blk);
+        block_cache_counters counters;
+        block_cache_get_counters(cache, &counters);
+        CHECK(counters.memory_used <= 4 * BLOCK);
+    }
+    CHECK(block_cache_contains(cache, 3, 31));
+    CHECK(!block_cache_contains(cache, 3, 0));
+    block_cache_free(cache);
+}
+
+static void read_ahead_never_evicts_unread_read_ahead(void)
+{
+    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
+    block_source source = {.id = 4, .size = 32 * BLOCK};
+    int started = 0;
+    for (uint64_t i = 0; i < 8; i++) {
+        block *blk = block_cache_prefetch(cache, &source, i);
+        if (blk) {
+            block_cache_load(cache, blk);
+            started++;
+        }
+    }
+    CHECK_EQ_INT(started, 4);
+    block_cache_counters counters;
+    block_cache_get_counters(cache, &counters);
+    CHECK_EQ_INT(counters.prefetch_skipped, 4);
+    CHECK(block_cache_prefetch(cache, &source, 2) == NULL);   /* present */
+    block *blk;
+    CHECK_EQ_INT(block_cache_read(cache, &source, 9, &blk), 0);   /* a reader may evict them */
+    block_cache_release(cache, blk);
+    block_cache_free(cache);
+}
+
+static void many_readers_small_budget_no_deadlock(void)
+{
+    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
+    block_source source = {.id = 5, .size = 64 * BLOCK};
+    atomic_store(&slow_ms, 1);
+    pthread_t threads[32];
+    reader_args args[32];
+    for (int t = 0; t < 32; t++) {
+        args[t] = (reader_args){.cache = cache, .source = &source, .first = (uint64_t)t, .count = 20};
+        pthread_create(&threads[t], NULL, reader_main, &args[t]);
+    }
+    for (int t = 0; t < 32; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK_EQ_INT(args[t].errors, 0);
+    }
+    block_cache_counters counters;
+    block_cache_get_counters(cache, &counters);
+    CHECK(counters.memory_used <= 4 * BLOCK);
+    atomic_store(&slow_ms, 0);
+    block_cache_free(cache);
+}
+
+int main(void)
+{
+    concurrent_readers_share_one_load();
+    failed_load_is_retried();
+    budget_is_kept_with_lru_eviction();
+    read_ahead_never_evicts_unread_read_ahead();
+    many_readers_small_budget_no_deadlock();
+    return check_finish("test_blocks");
+}

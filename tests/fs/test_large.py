@@ -1,0 +1,148 @@
+"""hubfs with a multi-GB sharded model (medium in the sanitized build): every byte, the fetch cost
+of one tensor-parallel slice, 32 concurrent readers under a small memory budget, and the
+throughput figures (cold through the mount vs curl, warm vs a local file)."""
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hubemu  # noqa: E402
+from fs_support import MIB, SANITIZED, bytes_sent, safetensors_header, sha256_of  # noqa: E402
+from mount import Mount  # noqa: E402
+
+REPO = "test-org/big-llama"
+PRESET, SHARDS = ("medium", 2) if SANITIZED else ("large", 4)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    model = hubemu.cached_model(preset=PRESET, shards=SHARDS, seed=1)
+    root = str(tmp_path_factory.mktemp("big-hub"))
+    hubemu.import_repo(root, REPO, model)
+    with hubemu.Emulator(root) as hub:
+        yield hub, model
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def shard_names(model):
+    return sorted(n for n in os.listdir(model) if n.endswith(".safetensors"))
+
+
+def read_all(path, chunk=1 << 20):
+    start = time.monotonic()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while data := f.read(chunk):
+            size += len(data)
+    return size / max(time.monotonic() - start, 1e-6) / 1e6
+
+
+def record(**figures):
+    path = os.path.join(os.environ.get("HUBFS_BUILD_DIR", "/tmp"), "fs-measurements.json")
+    with open(path, "w") as f:
+        json.dump(figures, f, indent=1)
+    print(json.dumps(figures))
+
+
+def test_every_byte_of_a_sharded_model_and_throughput(big):
+    hub, model = big
+    names = sorted(os.listdir(model))
+    want = {name: sha256_of(os.path.join(model, name)) for name in names}
+    largest = max(shard_names(model), key=lambda n: os.path.getsize(os.path.join(model, n)))
+    curl = subprocess.run(["curl", "-sfL", "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
+                           hub.resolve_url(REPO, "main", largest)], capture_output=True, text=True, timeout=300)
+    assert curl.returncode == 0, curl.stderr
+    curl_bytes, curl_seconds = curl.stdout.split()
+    with Mount(hub.hub_url) as m:
+        repo = os.path.join(m.path, REPO)
+        assert sorted(os.listdir(repo)) == names
+        cold = read_all(os.path.join(repo, largest))
+        for name in names:
+            assert sha256_of(os.path.join(repo, name)) == want[name], name
+        warm_mount = read_all(os.path.join(repo, largest))
+        warm_local = read_all(os.path.join(model, largest))
+        stats = m.stats()
+    assert stats["memory_used"] <= stats["memory_budget"]
+    record(model=PRESET, file=largest, file_bytes=os.path.getsize(os.path.join(model, largest)),
+           cold_mount_MBps=round(cold), curl_MBps=round(int(curl_bytes) / float(curl_seconds) / 1e6),
+           warm_mount_MBps=round(warm_mount), warm_local_MBps=round(warm_local),
+           prefetches=stats["prefetches"])
+
+
+def test_one_tensor_parallel_slice_fetches_little_more_than_itself(big):
+    hub, model = big
+    shard = shard_names(model)[0]
+    header_length, header = safetensors_header(os.path.join(model, shard))
+    name = "model.embed_tokens.weight"
+    rows, columns = header[name]["shape"]
+    begin, _ = header[name]["data_offsets"]
+    row_bytes = columns * 2
+    lo, hi = rows * 3 // 8, rows * 4 // 8
+    start = 8 + header_length + begin + lo * row_bytes
+    length = (hi - lo) * row_bytes
+    with Mount(hub.hub_url, extra_args=["--no-disk-cache"]) as m:
+        with open(os.path.join(m.path, REPO, shard), "rb") as f:   # the header is read at open
+            hub.clear_log()
+            got = np.memmap(f, dtype=np.uint8, mode="r")[start:start + length].copy()
+            log = hub.log()
+    want = np.memmap(os.path.join(model, shard), dtype=np.uint8, mode="r")[start:start + length]
+    assert np.array_equal(got, want)
+    fetched = bytes_sent(log, "cdn")
+    assert length <= fetched <= 1.1 * length + 2 * 8 * MIB, (fetched, length)
+
+
+def test_32_concurrent_readers_stay_correct_and_within_the_memory_budget(big):
+    hub, model = big
+    budget = 32 * MIB
+    files = sorted(os.listdir(model))
+    sources = {name: os.path.join(model, name) for name in files}
+    failures = []
+    peaks = {"memory_used": 0, "rss": 0}
+    with Mount(hub.hub_url, extra_args=["--memory-budget", "32M", "--block-size", "2M",
+                                        "--no-disk-cache"]) as m:
+        repo = os.path.join(m.path, REPO)
+
+        def reader(index):
+            rng = random.Random(index)
+            name = files[index % len(files)]
+            size = os.path.getsize(sources[name])
+            try:
+                with open(os.path.join(repo, name), "rb", buffering=0) as got, open(sources[name], "rb") as want:
+                    if index % 2:   # random reads
+                        for _ in range(12):
+                            offset, n = rng.randrange(size), rng.randrange(1, MIB)
+                            if os.pread(got.fileno(), n, offset) != os.pread(want.fileno(), n, offset):
+                                failures.append((name, offset, n))
+                    else:           # a sequential stretch
+                        offset = rng.randrange(max(1, size - 12 * MIB))
+                        for position in range(offset, min(size, offset + 12 * MIB), 256 * 1024):
+                            if os.pread(got.fileno(), 256 * 1024, position) != \
+                                    os.pread(want.fileno(), 256 * 1024, position):
+                                failures.append((name, position))
+            except OSError as e:
+                failures.append((name, repr(e)))
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            stats = m.stats()
+            peaks["memory_used"] = max(peaks["memory_used"], stats["memory_used"])
+            peaks["rss"] = max(peaks["rss"], m.rss())
+            assert stats["memory_used"] <= budget
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        stats = m.stats()
+    assert failures == []
+    assert stats["memory_misses"] > 0 and peaks["memory_used"] > 0
+    rss_allowance = (1024 if SANITIZED else 160) * MIB
+    assert peaks["rss"] <= budget + rss_allowance, peaks

@@ -1,0 +1,110 @@
+/* Mount options: sizes, the command line, and the mount helper's -o list. */
+#include "check.h"
+#include "options.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB (1024ULL * 1024ULL)
+
+static void sizes(void)
+{
+    uint64_t bytes;
+    CHECK(fs_parse_size("50G", &bytes) && bytes == 50ULL * 1024 * MIB);
+    CHECK(fs_parse_size("8M", &bytes) && bytes == 8 * MIB);
+    CHECK(fs_parse_size("1.5K", &bytes) && bytes == 1536);
+    CHECK(fs_parse_size("4096", &bytes) && bytes == 4096);
+    CHECK(fs_parse_size("2GiB", &bytes) && bytes == 2048 * MIB);
+    CHECK(!fs_parse_size("", &bytes));
+    CHECK(!fs_parse_size("-1G", &bytes));
+    CHECK(!fs_parse_size("12Q", &bytes));
+    CHECK(!fs_parse_size("1e30T", &bytes));
+    CHECK(!fs_parse_size("M", &bytes));
+}
+
+static void command_line(void)
+{
+    char *argv[] = {"mount", "/mnt/hf", "--cache-size", "20G", "--memory-budget=256M", "--block-size", "4M",
+                    "--threads", "8", "--no-disk-cache", "-f", "-o", "allow_other,readahead_max=64M", NULL};
+    fs_options o;
+    char error[256];
+    CHECK_EQ_INT(fs_options_parse(13, argv, false, &o, error, sizeof error), 0);
+    CHECK(o.mountpoint && strcmp(o.mountpoint, "/mnt/hf") == 0);
+    CHECK_EQ_INT(o.cache_size, 20ULL * 1024 * MIB);
+    CHECK_EQ_INT(o.memory_budget, 256 * MIB);
+    CHECK_EQ_INT(o.block_size, 4 * MIB);
+    CHECK_EQ_INT(o.readahead_max, 64 * MIB);
+    CHECK_EQ_INT(o.threads, 8);
+    CHECK(!o.disk_cache_enabled && o.foreground);
+    CHECK(o.fuse_options && strcmp(o.fuse_options, "allow_other") == 0);
+    fs_options_clear(&o);
+}
+
+static void mount_helper(void)
+{
+    char *argv[] = {"mount.hubfs", "hubfs", "/hf", "-o", "rw,defaults,cache_size=20G,cache_dir=/var/cache/h,"
+                    "endpoint=http://127.0.0.1:9,nosuid,x-systemd.automount,_netdev", "-n", NULL};
+    fs_options o;
+    char error[256];
+    CHECK_EQ_INT(fs_options_parse(6, argv, true, &o, error, sizeof error), 0);
+    CHECK(o.mountpoint && strcmp(o.mountpoint, "/hf") == 0);
+    CHECK_EQ_INT(o.cache_size, 20ULL * 1024 * MIB);
+    CHECK(o.cache_dir && strcmp(o.cache_dir, "/var/cache/h") == 0);
+    CHECK(o.endpoint && strcmp(o.endpoint, "http://127.0.0.1:9") == 0);
+    CHECK(o.fuse_options && strcmp(o.fuse_options, "nosuid") == 0);
+    CHECK(!o.foreground);
+    fs_options_clear(&o);
+}
+
+static void refusals(void)
+{
+    fs_options o;
+    char error[256];
+    char *no_mountpoint[] = {"mount", NULL};
+    CHECK_EQ_INT(fs_options_parse(1, no_mountpoint, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "MOUNTPOINT");
+    fs_options_clear(&o);
+    char *bad_size[] = {"mount", "/m", "--cache-size", "lots", NULL};
+    CHECK_EQ_INT(fs_options_parse(4, bad_size, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "not a size");
+    fs_options_clear(&o);
+    char *bad_block[] = {"mount", "/m", "--block-size", "3M", NULL};
+    CHECK_EQ_INT(fs_options_parse(4, bad_block, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "power of two");
+    fs_options_clear(&o);
+    char *tiny_budget[] = {"mount", "/m", "--memory-budget", "16M", NULL};
+    CHECK_EQ_INT(fs_options_parse(4, tiny_budget, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "at least 4 blocks");
+    fs_options_clear(&o);
+    char *unknown[] = {"mount", "/m", "--frobnicate", NULL};
+    CHECK_EQ_INT(fs_options_parse(3, unknown, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "unknown option");
+    fs_options_clear(&o);
+    char *two[] = {"mount", "/a", "/b", NULL};
+    CHECK_EQ_INT(fs_options_parse(3, two, false, &o, error, sizeof error), -1);
+    fs_options_clear(&o);
+}
+
+static void default_cache_dir_follows_hf_home(void)
+{
+    setenv("HF_HOME", "/srv/hf", 1);
+    char *argv[] = {"mount", "/m", NULL};
+    fs_options o;
+    char error[256];
+    CHECK_EQ_INT(fs_options_parse(2, argv, false, &o, error, sizeof error), 0);
+    CHECK(o.cache_dir && strcmp(o.cache_dir, "/srv/hf/hubfs") == 0);
+    CHECK_EQ_INT(o.block_size, 8 * MIB);
+    CHECK_EQ_INT(o.memory_budget, 1024 * MIB);
+    CHECK_EQ_INT(o.threads, 16);
+    fs_options_clear(&o);
+}
+
+int main(void)
+{
+    sizes();
+    command_line();
+    mount_helper();
+    refusals();
+    default_cache_dir_follows_hf_home();
+    return check_finish("test_options");
+}
