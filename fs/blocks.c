@@ -174,7 +174,7 @@ static block *insert_loading_block(block_cache *cache, const block_source *sourc
     block *blk = calloc(1, sizeof *blk);
     if (!blk)
         return NULL;
-    void *data = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *data = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (data == MAP_FAILED) {
         free(blk);
         return NULL;

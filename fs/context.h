@@ -31,6 +31,14 @@ typedef struct fs_repo {
     bool tree_loaded;            /* under the namespace lock */
 } fs_repo;
 
+/* What an open file or directory holds for the kernel (fi->fh points at the enclosing struct).
+ * Every handle is tracked, so the ones whose release never came (a signal ended the loop)
+ * are still closed at unmount. */
+typedef struct fs_handle {
+    struct fs_handle *prev, *next;
+    void (*close)(struct fs_handle *handle);
+} fs_handle;
+
 typedef struct fs_context {
     fs_options options;
     hub_client *hub;
@@ -42,6 +50,13 @@ typedef struct fs_context {
     readahead_config readahead;
     fs_stats stats;
     struct fuse_session *session;
+    pthread_mutex_t handles_lock;
+    fs_handle *handles;
 } fs_context;
+
+void fs_handle_track(fs_context *context, fs_handle *handle, void (*close)(fs_handle *handle));
+/* Untracks and closes. */
+void fs_handle_close(fs_context *context, fs_handle *handle);
+void fs_handle_close_all(fs_context *context);
 
 #endif

@@ -23,11 +23,12 @@
 
 #define FUSE_IDLE_THREADS 16
 #define FUSE_MAX_THREADS 64
-#define STORE_THREADS 2
+#define STORE_THREADS 4   /* the persistent cache syncs each block: overlap them */
 
 /* Where startup errors go: stderr in the foreground, the waiting parent's pipe otherwise. */
 typedef struct startup {
     int report_fd;               /* -1 in the foreground */
+    bool reported;
     char message[1024];
 } startup;
 
@@ -172,6 +173,7 @@ static void destroy_context(fs_context *context)
     hub_client_free(context->hub);
     free(context->metadata_dir);
     fs_options_clear(&context->options);
+    pthread_mutex_destroy(&context->handles_lock);
 }
 
 static struct fuse_session *new_session(fs_context *context, startup *s)
@@ -211,6 +213,9 @@ static int run_loop(struct fuse_session *session)
 /* Tells the waiting parent how startup went; afterwards the daemon is on its own. */
 static void report_startup(startup *s, bool ok)
 {
+    if (s->reported)
+        return;
+    s->reported = true;
     if (s->report_fd < 0) {
         if (!ok)
             fprintf(stderr, "hubfs mount: %s\n", s->message);
@@ -247,6 +252,7 @@ static int serve(fs_options *options, startup *s)
 {
     static fs_context context;   /* outlives the FUSE loop's threads */
     memset(&context, 0, sizeof context);
+    pthread_mutex_init(&context.handles_lock, NULL);
     context.options = *options;
     memset(options, 0, sizeof *options);
     signal(SIGPIPE, SIG_IGN);
@@ -265,6 +271,7 @@ static int serve(fs_options *options, startup *s)
                 detach_stdio();
             status = run_loop(session) < 0 ? 1 : 0;
             fuse_session_unmount(session);
+            fs_handle_close_all(&context);   /* releases a signal cut short */
         }
         fuse_remove_signal_handlers(session);
     }

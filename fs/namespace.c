@@ -197,6 +197,15 @@ static bool decode_revision(const char *encoded, char *out, size_t size)
     return n > 0;
 }
 
+static bool is_commit_sha(const char *text)
+{
+    size_t n = 0;
+    for (; text[n]; n++)
+        if (!((text[n] >= '0' && text[n] <= '9') || (text[n] >= 'a' && text[n] <= 'f')))
+            return false;
+    return n == HUB_SHA_HEX_LEN;
+}
+
 static repo_stats *stats_for(fs_namespace *names, const char *display_name)
 {
     for (size_t i = 0; i < names->stats_count; i++)
@@ -299,6 +308,10 @@ static int pin_revision(fs_namespace *names, const hub_repo *repo, const char *r
     if (status == HUB_ERR_OFFLINE) {
         if (context->metadata_dir && repo_meta_load_commit(context->metadata_dir, repo, revision, commit))
             return 0;
+        if (is_commit_sha(revision)) {   /* already pinned by name: its tree may be cached */
+            memcpy(commit, revision, HUB_SHA_HEX_LEN + 1);
+            return 0;
+        }
         fs_log_limited(display_name, "offline: not cached: %s (HF_HUB_OFFLINE=1; open it once online to cache it)",
                        display_name);
         return ENOENT;

@@ -191,9 +191,58 @@ static void hubfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 /* The stats file's handle holds the JSON rendered at open, so a reader sees one snapshot. */
 typedef struct stats_snapshot {
+    fs_handle link;
     char *text;
     size_t length;
 } stats_snapshot;
+
+typedef struct reader_handle {
+    fs_handle link;
+    open_file *reader;
+} reader_handle;
+
+void fs_handle_track(fs_context *context, fs_handle *handle, void (*close)(fs_handle *handle))
+{
+    handle->close = close;
+    handle->prev = NULL;
+    pthread_mutex_lock(&context->handles_lock);
+    handle->next = context->handles;
+    if (context->handles)
+        context->handles->prev = handle;
+    context->handles = handle;
+    pthread_mutex_unlock(&context->handles_lock);
+}
+
+void fs_handle_close(fs_context *context, fs_handle *handle)
+{
+    pthread_mutex_lock(&context->handles_lock);
+    if (handle->prev) handle->prev->next = handle->next;
+    else context->handles = handle->next;
+    if (handle->next)
+        handle->next->prev = handle->prev;
+    pthread_mutex_unlock(&context->handles_lock);
+    handle->close(handle);
+}
+
+void fs_handle_close_all(fs_context *context)
+{
+    while (context->handles)
+        fs_handle_close(context, context->handles);
+}
+
+static void close_stats_snapshot(fs_handle *handle)
+{
+    stats_snapshot *snapshot = (stats_snapshot *)handle;
+    free(snapshot->text);
+    free(snapshot);
+}
+
+static void close_file_handle(fs_handle *handle)
+{
+    reader_handle *file = (reader_handle *)handle;
+    reader_close(file->reader);
+    free(file);
+}
 
 static char *render_stats(fs_context *context)
 {
@@ -220,9 +269,11 @@ static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
         return;
     }
     snapshot->length = strlen(snapshot->text);
+    fs_handle_track(context_of(req), &snapshot->link, close_stats_snapshot);
     fi->fh = (uint64_t)(uintptr_t)snapshot;
     fi->direct_io = 1;   /* its size isn't known to stat: the only file read around the page cache */
-    fuse_reply_open(req, fi);
+    if (fuse_reply_open(req, fi) != 0)
+        fs_handle_close(context_of(req), &snapshot->link);
 }
 
 static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -245,16 +296,18 @@ static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, EISDIR);
         return;
     }
-    open_file *handle;
-    int error = reader_open(context, node, &handle);
+    reader_handle *handle = calloc(1, sizeof *handle);
+    int error = handle ? reader_open(context, node, &handle->reader) : ENOMEM;
     if (error) {
+        free(handle);
         fuse_reply_err(req, error);
         return;
     }
+    fs_handle_track(context, &handle->link, close_file_handle);
     fi->fh = (uint64_t)(uintptr_t)handle;
     fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) != 0)
-        reader_close(handle);   /* the open was interrupted: no release will come */
+        fs_handle_close(context, &handle->link);   /* the open was interrupted: no release will come */
 }
 
 static void read_stats(fuse_req_t req, stats_snapshot *snapshot, size_t size, off_t off)
@@ -264,7 +317,17 @@ static void read_stats(fuse_req_t req, stats_snapshot *snapshot, size_t size, of
         return;
     }
     size_t n = snapshot->length - (size_t)off;
-    fuse_reply_buf(req, snapshot->text + off, n < size ? n : size);
+    n = n < size ? n : size;
+    /* A copy owned by this thread: the kernel may hand the bytes to the reader, which may close
+     * (and so free the snapshot on another thread) before writev has returned here. */
+    char *copy = malloc(n);
+    if (!copy) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(copy, snapshot->text + off, n);
+    fuse_reply_buf(req, copy, n);
+    free(copy);
 }
 
 static void hubfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -276,29 +339,21 @@ static void hubfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
     }
     if (size > MAX_READ_SIZE)
         size = MAX_READ_SIZE;
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    long n = reader_read((open_file *)(uintptr_t)fi->fh, (uint64_t)off, size, buf);
-    if (n < 0)
-        fuse_reply_err(req, (int)-n);
+    open_file *reader = ((reader_handle *)(uintptr_t)fi->fh)->reader;
+    read_result result;
+    int error = reader_read(reader, (uint64_t)off, size, &result);
+    if (error)
+        fuse_reply_err(req, error);
     else
-        fuse_reply_buf(req, (const char *)buf, (size_t)n);
-    free(buf);
+        fuse_reply_buf(req, (const char *)result.data, result.length);
+    reader_done(&result);
 }
 
 static void hubfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    fs_node *node = namespace_get(context_of(req)->names, ino);
-    if (node && node->kind == NODE_STATS_FILE) {
-        stats_snapshot *snapshot = (stats_snapshot *)(uintptr_t)fi->fh;
-        free(snapshot->text);
-        free(snapshot);
-    } else if (fi->fh) {
-        reader_close((open_file *)(uintptr_t)fi->fh);
-    }
+    (void)ino;
+    if (fi->fh)
+        fs_handle_close(context_of(req), (fs_handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 

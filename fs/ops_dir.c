@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 typedef struct dir_snapshot {
+    fs_handle link;
     char *buffer;                /* fuse_add_direntry records, ".", ".." included */
     size_t length;
 } dir_snapshot;
@@ -31,6 +32,13 @@ static bool append_entry(fuse_req_t req, dir_snapshot *snapshot, size_t *capacit
                       (off_t)(snapshot->length + needed));
     snapshot->length += needed;
     return true;
+}
+
+static void close_dir_snapshot(fs_handle *handle)
+{
+    dir_snapshot *snapshot = (dir_snapshot *)handle;
+    free(snapshot->buffer);
+    free(snapshot);
 }
 
 void hubfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -58,10 +66,12 @@ void hubfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    fs_handle_track(context, &snapshot->link, close_dir_snapshot);
     fi->fh = (uint64_t)(uintptr_t)snapshot;
     fi->cache_readdir = node->kind != NODE_ROOT && node->kind != NODE_ORG && node->kind != NODE_DATASETS_DIR;
     fi->keep_cache = fi->cache_readdir;
-    fuse_reply_open(req, fi);
+    if (fuse_reply_open(req, fi) != 0)
+        fs_handle_close(context, &snapshot->link);
 }
 
 void hubfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -89,9 +99,7 @@ void hubfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struc
 void hubfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    dir_snapshot *snapshot = (dir_snapshot *)(uintptr_t)fi->fh;
-    free(snapshot->buffer);
-    free(snapshot);
+    fs_handle_close(fuse_req_userdata(req), (fs_handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 

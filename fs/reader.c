@@ -85,34 +85,69 @@ static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end,
     return (long)(cursor - out);
 }
 
-long reader_read(open_file *handle, uint64_t offset, size_t size, uint8_t *buf)
+/* Serves [position, end) from the header prefix (and exactly-fetched bytes past it). Returns
+ * 1 when done, 0 when blocks must serve the rest, or a negative errno value. */
+static int read_through_prefix(open_file *handle, uint64_t offset, uint64_t *position, uint64_t end,
+                               uint8_t *scratch)
+{
+    remote_file *file = handle->file;
+    fs_context *context = handle->context;
+    uint64_t n = (end < handle->prefix_length ? end : handle->prefix_length) - *position;
+    memcpy(scratch, handle->prefix + *position, n);
+    atomic_fetch_add(&context->stats.prefix_hits, 1);
+    *position += n;
+    if (*position == end)
+        return 1;
+    /* The kernel reads whole pages: the bytes just past a header are fetched exactly rather
+     * than pulling a whole block for a header inspection. */
+    uint64_t block_size = block_cache_block_size(context->blocks);
+    if (block_cache_contains(context->blocks, file->source.id, *position / block_size) ||
+        remote_file_fully_cached(file))
+        return 0;
+    int error = remote_file_fetch_range(file, *position, scratch + (*position - offset), end - *position);
+    return error ? -error : 1;
+}
+
+int reader_read(open_file *handle, uint64_t offset, size_t size, read_result *out)
 {
     remote_file *file = handle->file;
     fs_context *context = handle->context;
     uint64_t file_size = file->source.size;
+    *out = (read_result){.data = (const uint8_t *)"", .cache = context->blocks};
     if (offset >= file_size || size == 0)
         return 0;
     uint64_t end = size < file_size - offset ? offset + size : file_size;
+    out->length = end - offset;
+    uint64_t block_size = block_cache_block_size(context->blocks);
+    bool one_block = offset >= handle->prefix_length && offset / block_size == (end - 1) / block_size;
+    uint8_t *scratch = NULL;
+    if (!one_block && !(scratch = out->gathered = malloc(out->length)))
+        return ENOMEM;
+    out->data = scratch;
     atomic_fetch_add(&context->stats.reads, 1);
     atomic_fetch_add(&file->repo->stats->reads, 1);
     uint64_t position = offset;
     if (position < handle->prefix_length) {
-        uint64_t n = (end < handle->prefix_length ? end : handle->prefix_length) - position;
-        memcpy(buf, handle->prefix + position, n);
-        atomic_fetch_add(&context->stats.prefix_hits, 1);
-        position += n;
-        if (position == end)
-            return (long)(end - offset);
-        /* The kernel reads whole pages: the bytes just past a header are fetched exactly
-         * rather than pulling a whole block for a header inspection. */
-        uint64_t block_size = block_cache_block_size(context->blocks);
-        if (!block_cache_contains(context->blocks, file->source.id, position / block_size) &&
-            !remote_file_fully_cached(file)) {
-            int error = remote_file_fetch_range(file, position, buf + (position - offset), end - position);
-            return error ? -error : (long)(end - offset);
-        }
+        int done = read_through_prefix(handle, offset, &position, end, scratch);
+        if (done)
+            return done < 0 ? -done : 0;
     }
     read_ahead(handle, offset, end - offset);
-    long copied = copy_from_blocks(handle, position, end, buf + (position - offset));
-    return copied < 0 ? copied : (long)(end - offset);
+    if (one_block) {
+        uint64_t index = position / block_size;
+        int error = block_cache_read(context->blocks, &file->source, index, &out->pinned);
+        if (!error)
+            out->data = block_data(out->pinned) + (position - index * block_size);
+        return error;
+    }
+    long copied = copy_from_blocks(handle, position, end, scratch + (position - offset));
+    return copied < 0 ? (int)-copied : 0;
+}
+
+void reader_done(read_result *result)
+{
+    if (result->pinned)
+        block_cache_release(result->cache, result->pinned);
+    free(result->gathered);
+    *result = (read_result){0};
 }

@@ -3,6 +3,9 @@
 
 #include "log.h"
 
+/* A block fetched from the network is read as ranges of this size in parallel. */
+#define BLOCK_PART_SIZE (2u << 20)
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +111,11 @@ int remote_file_fetch_range(remote_file *file, uint64_t offset, void *buf, size_
     return 0;
 }
 
+static int fetch_range_callback(void *file, uint64_t offset, void *buf, size_t len)
+{
+    return remote_file_fetch_range(file, offset, buf, len);
+}
+
 int remote_file_load_block(void *opaque, uint64_t index, void *buf, size_t len, bool *fetched)
 {
     remote_file *file = opaque;
@@ -120,7 +128,8 @@ int remote_file_load_block(void *opaque, uint64_t index, void *buf, size_t len, 
         }
         atomic_fetch_add(&context->stats.disk_misses, 1);
     }
-    int error = remote_file_fetch_range(file, index * context->options.block_size, buf, len);
+    int error = fetcher_read_split(context->fetch_pool, fetch_range_callback, file, index * context->options.block_size,
+                                   buf, len, BLOCK_PART_SIZE);
     *fetched = !error;
     return error;
 }

@@ -171,7 +171,11 @@ static int build_rank(const loader_model *m, const loader_options *o, loader_ran
                       job_list *jobs, char *err, size_t errlen)
 {
     tp_plan plan;
-    if (tp_plan_resolve(m->config, o->plan_path, &plan, err, errlen) != 0) return -1;
+    cJSON *config;
+    if (model_read_config(m, &config, err, errlen) != 0) return -1;
+    int resolved = tp_plan_resolve(config, o->plan_path, &plan, err, errlen);
+    cJSON_Delete(config);
+    if (resolved != 0) return -1;
     size_t chunk = o->chunk_bytes ? o->chunk_bytes : DEFAULT_CHUNK_BYTES;
     int rc = 0;
     r->tensors = calloc(m->count ? m->count : 1, sizeof *r->tensors);

@@ -129,17 +129,22 @@ static int collect_tensors(loader_model *m, char *err, size_t errlen)
     return 0;
 }
 
-static int load_config(loader_model *m, char *err, size_t errlen)
+int model_read_config(const loader_model *m, cJSON **config, char *err, size_t errlen)
 {
+    *config = NULL;
     char *path = join_path(m->dir, "config.json");
     if (!path) return fail(err, errlen, "out of memory");
     int rc = 0;
     if (access(path, F_OK) == 0) {
         char *text = read_small_file(path, MAX_JSON_FILE, err, errlen);
-        m->config = text ? cJSON_Parse(text) : NULL;
-        if (text && !cJSON_IsObject(m->config))
+        *config = text ? cJSON_Parse(text) : NULL;
+        if (text && !cJSON_IsObject(*config))
             fail(err, errlen, "%s: not a JSON object", path);
-        if (!cJSON_IsObject(m->config)) rc = -1;
+        if (!cJSON_IsObject(*config)) {
+            cJSON_Delete(*config);
+            *config = NULL;
+            rc = -1;
+        }
         free(text);
     }
     free(path);
@@ -168,8 +173,7 @@ static int open_model(loader_model *m, const char *path, char *err, size_t errle
         if (!m->dir) return fail(err, errlen, "out of memory");
         if (add_shard(m, NULL, path, err, errlen) != 0) return -1;
     }
-    if (collect_tensors(m, err, errlen) != 0) return -1;
-    return load_config(m, err, errlen);
+    return collect_tensors(m, err, errlen);
 }
 
 int loader_model_open(const char *path, loader_model **out, char *err, size_t errlen)
@@ -198,7 +202,6 @@ void loader_model_close(loader_model *model)
     free(model->shards);
     free(model->tensors);
     free(model->dir);
-    cJSON_Delete(model->config);
     free(model);
 }
 

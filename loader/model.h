@@ -25,7 +25,10 @@ struct loader_model {
     size_t shard_count;
     model_tensor *tensors;   /* by shard, then file offset */
     size_t count;
-    cJSON *config;           /* config.json, or NULL when there is none */
 };
+
+/* Parses the model's config.json (its TP plan and head counts) into *config, or leaves it
+ * NULL when there is none. Only loading needs it: inspect reads nothing but headers. */
+int model_read_config(const loader_model *m, cJSON **config, char *err, size_t errlen);
 
 #endif

@@ -1,17 +1,14 @@
 /* The strict safetensors header parser. cJSON does the JSON grammar; everything it lets
  * through that the format forbids (trailing garbage, duplicate keys, control characters,
- * non-integer numbers) is checked here. */
+ * integers written as 1.0 or 01, integers beyond 2^53 rounded by doubles) is checked here. */
 #include "safetensors.h"
 #include "util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 static const st_dtype_info dtypes[] = {
     {"BOOL", 8},        {"U8", 8},          {"I8", 8},           {"F8_E4M3", 8},
@@ -22,9 +19,13 @@ static const st_dtype_info dtypes[] = {
     {"F6_E2M3", 6},     {"F6_E3M2", 6},
 };
 
-/* Integers above 2^53 do not survive cJSON's doubles exactly, so they are refused rather
- * than silently rounded (2^53 bytes is 9 PB: no real tensor comes near). */
-#define ST_MAX_EXACT_INTEGER 9007199254740992.0
+/* State of one parse: the header text's number tokens and a scratch array for key checks. */
+typedef struct parse_ctx {
+    const char **numbers; /* start of each number token, in document order */
+    size_t number_count, number_cap;
+    const char **scratch;
+    size_t scratch_cap;
+} parse_ctx;
 
 const st_dtype_info *st_dtype_lookup(const char *name)
 {
@@ -94,32 +95,83 @@ static int compare_names(const void *a, const void *b)
 }
 
 /* The first key that appears twice in `object`, or NULL. cJSON keeps duplicates. */
-static const char *find_duplicate_key(const cJSON *object, const char ***scratch, size_t *cap)
+static const char *find_duplicate_key(const cJSON *object, parse_ctx *ctx)
 {
     size_t n = 0;
     for (const cJSON *item = object->child; item; item = item->next) {
-        if (n == *cap) {
-            size_t grown = *cap ? *cap * 2 : 16;
-            const char **p = realloc(*scratch, grown * sizeof *p);
+        if (n == ctx->scratch_cap) {
+            size_t grown = ctx->scratch_cap ? ctx->scratch_cap * 2 : 16;
+            const char **p = realloc(ctx->scratch, grown * sizeof *p);
             if (!p) return "(out of memory)";
-            *scratch = p;
-            *cap = grown;
+            ctx->scratch = p;
+            ctx->scratch_cap = grown;
         }
-        (*scratch)[n++] = item->string;
+        ctx->scratch[n++] = item->string;
     }
-    if (n > 1) qsort(*scratch, n, sizeof **scratch, compare_names);
+    if (n > 1) qsort(ctx->scratch, n, sizeof *ctx->scratch, compare_names);
     for (size_t i = 1; i < n; i++)
-        if (strcmp((*scratch)[i - 1], (*scratch)[i]) == 0)
-            return (*scratch)[i];
+        if (strcmp(ctx->scratch[i - 1], ctx->scratch[i]) == 0)
+            return ctx->scratch[i];
     return NULL;
 }
 
-static int read_uint(const cJSON *item, uint64_t *out)
+/* cJSON keeps numbers only as doubles, which would take 1.0, 1e3 or 01 for integers and
+ * round anything above 2^53; the format's integers are u64. So the number tokens of the text
+ * are listed in document order (the order of cJSON's items too) and each number item's
+ * valueint, unused here otherwise, is set to its token's index. */
+static int collect_number_tokens(const char *text, size_t len, parse_ctx *ctx)
+{
+    int in_string = 0, escaped = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (escaped) escaped = 0;
+            else if (c == '\\') escaped = 1;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            if (ctx->number_count == ctx->number_cap) {
+                size_t grown = ctx->number_cap ? ctx->number_cap * 2 : 64;
+                const char **p = realloc(ctx->numbers, grown * sizeof *p);
+                if (!p) return -1;
+                ctx->numbers = p;
+                ctx->number_cap = grown;
+            }
+            ctx->numbers[ctx->number_count++] = text + i;
+            while (i + 1 < len && strchr("0123456789+-.eE", text[i + 1]) && text[i + 1]) i++;
+        }
+    }
+    return 0;
+}
+
+static int index_number_items(cJSON *item, size_t *next, size_t total)
+{
+    for (; item; item = item->next) {
+        if (cJSON_IsNumber(item)) {
+            if (*next >= total) return -1;
+            item->valueint = (int)(*next)++;
+        }
+        if (item->child && index_number_items(item->child, next, total) != 0) return -1;
+    }
+    return 0;
+}
+
+/* An unsigned 64-bit integer written as JSON digits (no sign, fraction, exponent or
+ * leading zero). */
+static int read_uint(const parse_ctx *ctx, const cJSON *item, uint64_t *out)
 {
     if (!cJSON_IsNumber(item)) return -1;
-    double v = item->valuedouble;
-    if (!(v >= 0) || v > ST_MAX_EXACT_INTEGER || floor(v) != v) return -1;
-    *out = (uint64_t)v;
+    const char *p = ctx->numbers[item->valueint];
+    if (p[0] == '0' && p[1] >= '0' && p[1] <= '9') return -1;
+    uint64_t value = 0;
+    size_t digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        if (__builtin_mul_overflow(value, 10, &value) ||
+            __builtin_add_overflow(value, (uint64_t)(*p - '0'), &value))
+            return -1;
+    if (digits == 0 || *p == '.' || *p == 'e' || *p == 'E') return -1;
+    *out = value;
     return 0;
 }
 
@@ -150,7 +202,8 @@ static const cJSON *field(const cJSON *entry, const char *key)
     return NULL;
 }
 
-static int parse_shape(const cJSON *shape, st_tensor *t, uint64_t *bits, char *err, size_t errlen)
+static int parse_shape(const parse_ctx *ctx, const cJSON *shape, st_tensor *t, uint64_t *bits,
+                       char *err, size_t errlen)
 {
     if (!cJSON_IsArray(shape))
         return fail(err, errlen, "tensor '%s': shape is not an array", t->name);
@@ -163,9 +216,9 @@ static int parse_shape(const cJSON *shape, st_tensor *t, uint64_t *bits, char *e
     int overflow = 0;
     size_t d = 0;
     for (const cJSON *dim = shape->child; dim; dim = dim->next, d++) {
-        if (read_uint(dim, &t->shape[d]) != 0)
-            return fail(err, errlen, "tensor '%s': shape[%zu] is not a non-negative integer "
-                        "below 2^53", t->name, d);
+        if (read_uint(ctx, dim, &t->shape[d]) != 0)
+            return fail(err, errlen, "tensor '%s': shape[%zu] is not an integer in [0, 2^64)",
+                        t->name, d);
         /* A zero dimension makes the product 0 whatever else overflows. */
         if (!overflow && __builtin_mul_overflow(count, t->shape[d], &count)) overflow = 1;
     }
@@ -179,12 +232,11 @@ static int parse_shape(const cJSON *shape, st_tensor *t, uint64_t *bits, char *e
     return 0;
 }
 
-static int parse_tensor(const cJSON *entry, st_tensor *t, const char ***scratch, size_t *cap,
-                        char *err, size_t errlen)
+static int parse_tensor(parse_ctx *ctx, const cJSON *entry, st_tensor *t, char *err, size_t errlen)
 {
     if (!cJSON_IsObject(entry))
         return fail(err, errlen, "tensor '%s': entry is not an object", t->name);
-    const char *dup = find_duplicate_key(entry, scratch, cap);
+    const char *dup = find_duplicate_key(entry, ctx);
     if (dup)
         return fail(err, errlen, "tensor '%s': key '%s' appears twice", t->name, dup);
     const cJSON *dtype = field(entry, "dtype"), *shape = field(entry, "shape");
@@ -198,11 +250,12 @@ static int parse_tensor(const cJSON *entry, st_tensor *t, const char ***scratch,
     if (!t->dtype)
         return fail(err, errlen, "tensor '%s': unknown dtype '%s'", t->name, dtype->valuestring);
     uint64_t bits = 0;
-    if (parse_shape(shape, t, &bits, err, errlen) != 0) return -1;
+    if (parse_shape(ctx, shape, t, &bits, err, errlen) != 0) return -1;
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2 ||
-        read_uint(offsets->child, &t->begin) != 0 || read_uint(offsets->child->next, &t->end) != 0)
-        return fail(err, errlen, "tensor '%s': data_offsets is not [begin, end] of non-negative "
-                    "integers", t->name);
+        read_uint(ctx, offsets->child, &t->begin) != 0 ||
+        read_uint(ctx, offsets->child->next, &t->end) != 0)
+        return fail(err, errlen, "tensor '%s': data_offsets is not [begin, end] of integers in "
+                    "[0, 2^64)", t->name);
     if (t->end < t->begin)
         return fail(err, errlen, "tensor '%s': data_offsets end %llu is before begin %llu", t->name,
                     (unsigned long long)t->end, (unsigned long long)t->begin);
@@ -255,32 +308,61 @@ static int check_tiling(st_header *h, char *err, size_t errlen)
     return 0;
 }
 
-static int parse_root(const cJSON *root, st_header *out, char *err, size_t errlen)
+static int parse_root(parse_ctx *ctx, const cJSON *root, st_header *out, char *err, size_t errlen)
 {
-    const char **scratch = NULL;
-    size_t cap = 0;
-    int rc = -1;
-    const char *dup = find_duplicate_key(root, &scratch, &cap);
-    if (dup) {
-        fail(err, errlen, "key '%s' appears twice in the header", dup);
-        goto done;
-    }
+    const char *dup = find_duplicate_key(root, ctx);
+    if (dup) return fail(err, errlen, "key '%s' appears twice in the header", dup);
     size_t n = (size_t)cJSON_GetArraySize(root);
     out->tensors = calloc(n ? n : 1, sizeof *out->tensors);
-    if (!out->tensors) { fail(err, errlen, "out of memory"); goto done; }
+    if (!out->tensors) return fail(err, errlen, "out of memory");
     for (const cJSON *item = root->child; item; item = item->next) {
         if (strcmp(item->string, "__metadata__") == 0) {
-            if (parse_metadata(item, out, err, errlen) != 0) goto done;
+            if (parse_metadata(item, out, err, errlen) != 0) return -1;
             continue;
         }
         st_tensor *t = &out->tensors[out->count++];
         t->name = strdup(item->string);
-        if (!t->name) { fail(err, errlen, "out of memory"); goto done; }
-        if (parse_tensor(item, t, &scratch, &cap, err, errlen) != 0) goto done;
+        if (!t->name) return fail(err, errlen, "out of memory");
+        if (parse_tensor(ctx, item, t, err, errlen) != 0) return -1;
     }
-    rc = check_tiling(out, err, errlen);
+    return check_tiling(out, err, errlen);
+}
+
+/* Parses the NUL-terminated `text` of `len` bytes (its first non-space byte is '{'). */
+static int parse_text(const char *text, size_t len, st_header *out, char *err, size_t errlen)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    parse_ctx ctx = {0};
+    size_t indexed = 0;
+    int rc = -1;
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t pos = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
+        fail(err, errlen, "header is not valid JSON (error near byte %zu)", pos);
+        goto done;
+    }
+    for (const char *p = end; p < text + len; p++)
+        if (!is_json_space((uint8_t)*p)) {
+            fail(err, errlen, "header has trailing bytes after the JSON object (byte %zu)",
+                 (size_t)(p - text));
+            goto done;
+        }
+    if (!cJSON_IsObject(root)) {
+        fail(err, errlen, "header is not a JSON object");
+        goto done;
+    }
+    if (collect_number_tokens(text, (size_t)(end - text), &ctx) != 0 ||
+        index_number_items(root->child, &indexed, ctx.number_count) != 0 ||
+        indexed != ctx.number_count) {
+        fail(err, errlen, "header numbers could not be read (out of memory?)");
+        goto done;
+    }
+    rc = parse_root(&ctx, root, out, err, errlen);
 done:
-    free(scratch);
+    cJSON_Delete(root);
+    free(ctx.numbers);
+    free(ctx.scratch);
     return rc;
 }
 
@@ -299,28 +381,7 @@ int st_parse_header(const uint8_t *json, size_t len, uint64_t data_size, st_head
     if (!text) return fail(err, errlen, "out of memory for a %zu-byte header", len);
     memcpy(text, json, len);
     text[len] = '\0';
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    int rc = -1;
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t pos = at && at >= text && at <= text + len ? (size_t)(at - text) : len;
-        fail(err, errlen, "header is not valid JSON (error near byte %zu)", pos);
-        goto done;
-    }
-    for (const char *p = end; p < text + len; p++)
-        if (!is_json_space((uint8_t)*p)) {
-            fail(err, errlen, "header has trailing bytes after the JSON object (byte %zu)",
-                 (size_t)(p - text));
-            goto done;
-        }
-    if (!cJSON_IsObject(root)) {
-        fail(err, errlen, "header is not a JSON object");
-        goto done;
-    }
-    rc = parse_root(root, out, err, errlen);
-done:
-    cJSON_Delete(root);
+    int rc = parse_text(text, len, out, err, errlen);
     free(text);
     if (rc != 0) st_header_free(out);
     return rc;

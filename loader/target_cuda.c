@@ -216,7 +216,7 @@ load_target *target_cuda_create(int device, size_t staging_bytes, unsigned stagi
     int devices = 0;
     cudaError_t rc = cudaGetDeviceCount(&devices);
     if (rc != cudaSuccess || devices == 0) {
-        fail(err, errlen, "no CUDA device available (%s); use --device cpu",
+        fail(err, errlen, "no CUDA device available for cuda:%d (%s); use --device cpu", device,
              rc != cudaSuccess ? cudaGetErrorString(rc) : "the driver reports 0 devices");
         return NULL;
     }

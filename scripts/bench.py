@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -79,8 +78,8 @@ METHOD = {
 }
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """A signal to stop: not an Exception, so no measurement's error handling swallows it."""
 
 
 def on_signal(signum, _frame):
@@ -169,7 +168,8 @@ def run_child(cmd, timeout_s, mounted=None):
     return proc.returncode, out, err, time.monotonic() - started
 
 
-PAST_CAP_S = 2.0  # a reader still inside one read this long after its cap is stopped
+PAST_CAP_S = 2.0
+LOAD_TIMEOUT_S = 120  # hubfs load runs to the end (it is the system under test), within reason  # a reader still inside one read this long after its cap is stopped
 
 
 def run_workload(spec, mounted):
@@ -199,6 +199,14 @@ def max_in_flight(requests):
     return peak
 
 
+def _average_in_flight(requests):
+    """Request-seconds over the span from the first start to the last end."""
+    if not requests:
+        return 0.0
+    span = max(r["end"] for r in requests) - min(r["end"] - r["duration"] for r in requests)
+    return sum(r["duration"] for r in requests) / span if span > 0 else 1.0
+
+
 def traffic(bench, marks):
     """What the servers saw since marks: data bytes and requests (file bodies from nginx or the
     emulator's CDN), listings (autoindex pages), and Hub API calls (API + resolve)."""
@@ -216,6 +224,7 @@ def traffic(bench, marks):
             "data_gets": len(data_get), "data_heads": len(data) - len(data_get),
             "median_fetch_bytes": sizes[len(sizes) // 2] if sizes else 0,
             "max_in_flight": max_in_flight(data_get),
+            "avg_in_flight": _average_in_flight(data_get),
             "listing_requests": len(listings), "listing_bytes": sum(e["bytes"] for e in listings),
             "hub_requests": len(hub), "hub_bytes": sum(e["bytes"] for e in hub),
             "requests_per_file": _per_file(data)}
@@ -236,6 +245,7 @@ class Bench:
         self.measurements = []
         self.session = 0
         self.warned_missing = False
+        self.failures = []
         self.page_cache_dropped = None
 
     # -- servers -------------------------------------------------------------------------------
@@ -292,8 +302,9 @@ class Bench:
         return entry
 
     def with_mount(self, system, label, cache_dir=None):
+        """Mounts system afresh: on cache_dir when given (the warm pass), else an empty one."""
         mnt, fresh_cache, log_path = self.paths(system, label)
-        return system.mount(mnt, cache_dir or fresh_cache, log_path), (cache_dir or fresh_cache)
+        return system.mount(mnt, cache_dir or fresh_cache, log_path)
 
     def finish(self, condition, run, workload, system, marks, mounted, fn):
         """Runs fn(mounted) -> result on a mounted system, then unmounts and records."""
@@ -334,7 +345,7 @@ class Bench:
                                                                      "peak_rss_kib": rss}, marks)
             entry["bytes"] = size if complete else entry["traffic"]["data_bytes"]
         else:
-            mounted, _ = self.with_mount(system, "seq", cache_dir)
+            mounted = self.with_mount(system, "seq", cache_dir)
             path = os.path.join(mounted.model, name)
             entry = self.finish(condition, run, "cold_seq", system, marks, mounted, lambda m: run_workload(
                 {"workload": "sequential", "path": path, "cap_s": cap}, m))
@@ -344,7 +355,7 @@ class Bench:
     def warm_sequential(self, condition, run, system, cache_dir, limit):
         name = self.seq_file()
         marks = self.marks()
-        mounted, _ = self.with_mount(system, "warm", cache_dir)
+        mounted = self.with_mount(system, "warm", cache_dir)
         path = os.path.join(mounted.model, name)
         entry = self.finish(condition, run, "warm_seq", system, marks, mounted, lambda m: run_workload(
             {"workload": "sequential", "path": path, "cap_s": self.profile["seq_cap"], "limit_bytes": limit}, m))
@@ -362,7 +373,7 @@ class Bench:
 
     def inspect(self, condition, run, system):
         marks = self.marks()
-        mounted, _ = self.with_mount(system, "inspect")
+        mounted = self.with_mount(system, "inspect")
         shards = self.model["shards"]
         cap = self.profile["header_cap"]
 
@@ -394,37 +405,41 @@ class Bench:
         needed = sum(p["bytes"] for p in plan)
         cap = self.profile["slice_cap"]
         marks = self.marks()
-        mounted, _ = self.with_mount(system, workload)
+        mounted = self.with_mount(system, workload)
         entry = self.finish(condition, run, workload, system, marks, mounted, lambda m: run_workload(
             {"workload": "slices", "model_dir": m.model, "plan": plan, "cap_s": cap}, m))
         entry["plan_bytes"] = needed
-        # Undefined when the cap stopped the reader inside its first slice.
-        entry["fetched_over_needed"] = (entry["traffic"]["data_bytes"] / entry["bytes_needed"]
-                                        if entry["bytes_needed"] else None)
+        # Both undefined when the cap stopped the reader inside its first slice. A capped run's
+        # time to load everything is projected from its pace so far.
+        done = entry["bytes_needed"]
+        entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / done if done else None
+        entry["load_seconds"] = entry["seconds"] * needed / done if done else None
         return entry
 
     def hubfs_load(self, condition, run, system):
         plan = workloads.tp_plan(self.model["dir"], self.profile["tp"], self.profile["rank"])
         needed = sum(p["bytes"] for p in plan)
-        cap = self.profile["slice_cap"]
         marks = self.marks()
-        mounted, _ = self.with_mount(system, "load")
+        mounted = self.with_mount(system, "load")
 
         def work(m):
             cmd = [self.args.hubfs, "load", m.model, "--tp", str(self.profile["tp"]), "--rank",
                    str(self.profile["rank"]), "--device", "cpu"]
-            rc, out, err, seconds = run_child(cmd, cap * 4 + 60, m)
+            rc, out, err, seconds = run_child(cmd, LOAD_TIMEOUT_S, m)
+            if rc is None:
+                raise RuntimeError(f"hubfs load did not finish in {LOAD_TIMEOUT_S} s")
             if rc != 0:
                 raise RuntimeError(f"hubfs load failed ({rc}): {(err or '').strip()[-500:]}")
             return {"seconds": seconds, "complete": True, "bytes_needed": needed,
                     "tool_output": (out or "")[-1500:]}
         entry = self.finish(condition, run, "tp_load", system, marks, mounted, work)
         entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / needed
+        entry["load_seconds"] = entry["seconds"]
         return entry
 
     def random(self, condition, run, system):
         marks = self.marks()
-        mounted, _ = self.with_mount(system, "random")
+        mounted = self.with_mount(system, "random")
         path = os.path.join(mounted.model, self.seq_file())
         cap = self.profile["random_cap"]
         entry = self.finish(condition, run, "random", system, marks, mounted, lambda m: run_workload(
@@ -434,52 +449,69 @@ class Bench:
         return entry
 
     # -- a run ---------------------------------------------------------------------------------
+    def attempt(self, what, condition, run, system, workload, fn, *args):
+        """One measurement; a failure is recorded and reported, and the run goes on."""
+        log(f"{condition} run {run}: {what}, {system.label}")
+        try:
+            return fn(condition, run, system, *args)
+        except Exception as e:  # noqa: BLE001 - any failure of a peer or of hubfs is a result
+            log(f"  FAILED: {e}")
+            self.failures.append({"condition": condition, "run": run, "workload": workload,
+                                  "system": system.name, "error": str(e)[-1500:]})
+            return None
+
     def run_condition(self, condition, run, only_workloads):
         def want(w):
             return only_workloads is None or w in only_workloads
 
         all_systems = self.systems()
         mounts = [s for s in all_systems if s.kind == "mount"]
-        hubfs = [s for s in mounts if isinstance(s, systems.Hubfs)]
         caches = {}
         if want("cold_seq") or want("warm_seq"):
             for system in all_systems:
                 cache_dir = None
                 if system.has_cache and system.kind == "mount":
                     cache_dir = os.path.join(self.work, "caches", f"{condition}-{run}-{system.name}")
-                log(f"{condition} run {run}: cold sequential, {system.label}")
-                entry = self.cold_sequential(condition, run, system, cache_dir)
-                if cache_dir:
+                entry = self.attempt("cold sequential", condition, run, system, "cold_seq", self.cold_sequential,
+                                     cache_dir)
+                if entry and cache_dir:
                     caches[system.name] = (system, cache_dir, entry["bytes"])
         if want("warm_seq") and caches:
-            dropped = drop_page_cache()
-            self.page_cache_dropped = dropped
-            limit = max(b for _, _, b in caches.values())
-            log(f"{condition} run {run}: warm re-read (page cache {'dropped' if dropped else 'NOT dropped'})")
+            self.page_cache_dropped = drop_page_cache()
             for system, cache_dir, cold_bytes in caches.values():
-                self.warm_sequential(condition, run, system, cache_dir, cold_bytes)
-            self.local_sequential(condition, run, limit)
+                self.attempt("warm re-read", condition, run, system, "warm_seq", self.warm_sequential, cache_dir,
+                             cold_bytes)
+            self.local_sequential(condition, run, max(b for _, _, b in caches.values()))
             for _, cache_dir, _ in caches.values():
                 shutil.rmtree(cache_dir, ignore_errors=True)
             warm_server_files(self.model)
         for system in mounts:
             if want("inspect"):
-                log(f"{condition} run {run}: inspect, {system.label}")
-                self.inspect(condition, run, system)
+                self.attempt("inspect", condition, run, system, "inspect", self.inspect)
             if want("tp_colwise"):
-                log(f"{condition} run {run}: TP colwise slices, {system.label}")
-                self.tp_slices(condition, run, system, {"colwise"}, "tp_colwise")
+                self.attempt("TP colwise slices", condition, run, system, "tp_colwise", self.tp_slices,
+                             {"colwise"}, "tp_colwise")
             if want("tp_slices"):
-                log(f"{condition} run {run}: TP rank slices, {system.label}")
-                self.tp_slices(condition, run, system, None, "tp_slices")
+                self.attempt("TP rank slices", condition, run, system, "tp_slices", self.tp_slices, None,
+                             "tp_slices")
             if want("random"):
-                log(f"{condition} run {run}: random reads, {system.label}")
-                self.random(condition, run, system)
-        if want("tp_load"):
-            for system in hubfs:
-                log(f"{condition} run {run}: hubfs load, {system.label}")
-                self.hubfs_load(condition, run, system)
+                self.attempt("random reads", condition, run, system, "random", self.random)
+            if want("tp_load") and isinstance(system, systems.Hubfs):
+                self.attempt("hubfs load", condition, run, system, "tp_load", self.hubfs_load)
         shutil.rmtree(os.path.join(self.work, "sessions"), ignore_errors=True)
+
+
+def tp_plan_summary(model, profile):
+    """Bytes the rank needs, and bytes of the whole tensors, per split style. A rowwise slice
+    is a few hundred bytes of every row, so reading it pulls in (nearly) the whole tensor: the
+    floor of bytes fetched ÷ needed for all tensors is far above 1 even for a perfect reader."""
+    summary = {"tp": profile["tp"], "rank": profile["rank"], "styles": {}}
+    for item in workloads.tp_plan(model["dir"], profile["tp"], profile["rank"]):
+        style = summary["styles"].setdefault(item["style"], {"tensors": 0, "needed_bytes": 0, "tensor_bytes": 0})
+        style["tensors"] += 1
+        style["needed_bytes"] += item["bytes"]
+        style["tensor_bytes"] += item["offsets"][1] - item["offsets"][0]
+    return summary
 
 
 def machine_facts():
@@ -553,7 +585,9 @@ def main(argv=None):
                 "model": {"repo": REPO_ID, "shards": model["shards"], "sizes": model["sizes"],
                           "total_bytes": sum(model["sizes"].values()), "seq_file": bench.seq_file(),
                           "header_bytes": bench.header_bytes()},
+                "tp_plan": tp_plan_summary(model, profile),
                 "page_cache_dropped_for_warm": bench.page_cache_dropped,
+                "failures": bench.failures,
                 "method": METHOD,
                 "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
                 "machine": machine_facts(), "hubfs": args.hubfs}

@@ -7,6 +7,7 @@ APT_PACKAGES=(build-essential cmake pkg-config git libfuse3-dev fuse3 libcurl4-o
               libcjson-dev python3 python3-pip clang libclang-rt-dev
               strace)  # strace: the loader test that inspect reads headers only
 APT_PACKAGES+=(zlib1g-dev)  # crc32 of the persistent cache's blocks
+APT_PACKAGES+=(curl)  # the bench smoke test's download baseline
 PIP_PACKAGES=(huggingface_hub safetensors numpy pytest)
 
 # --bench: also what scripts/bench.sh compares hubfs against, and its chart (not needed by tests).

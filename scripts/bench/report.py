@@ -21,13 +21,13 @@ ROWS = [
     ("inspect_s", "Inspect: time", "s", "lower", "seconds", {"*": "inspect"}),
     ("tp_colwise_ratio", "TP colwise slices (get_slice): fetched ÷ needed", "×", "lower", "fetched_over_needed",
      {"*": "tp_colwise"}),
-    ("tp_colwise_s", "TP colwise slices (get_slice): time", "s", "lower", "seconds", {"*": "tp_colwise"}),
+    ("tp_colwise_s", "TP colwise slices (get_slice): time", "s", "lower", "load_seconds", {"*": "tp_colwise"}),
     ("tp_slices_ratio", "TP rank, all tensors (get_slice): fetched ÷ needed", "×", "lower", "fetched_over_needed",
      {"*": "tp_slices"}),
-    ("tp_slices_s", "TP rank, all tensors (get_slice): time", "s", "lower", "seconds", {"*": "tp_slices"}),
+    ("tp_slices_s", "TP rank, all tensors (get_slice): time", "s", "lower", "load_seconds", {"*": "tp_slices"}),
     ("tp_load_ratio", "TP rank: `hubfs load` vs peers' get_slice: fetched ÷ needed", "×", "lower",
      "fetched_over_needed", {"*": "tp_slices", "hubfs": "tp_load"}),
-    ("tp_load_s", "TP rank: `hubfs load` vs peers' get_slice: time", "s", "lower", "seconds",
+    ("tp_load_s", "TP rank: `hubfs load` vs peers' get_slice: time", "s", "lower", "load_seconds",
      {"*": "tp_slices", "hubfs": "tp_load"}),
     ("random", "Random 128 KiB reads over a shard", "reads/s", "higher", "reads_per_s", {"*": "random"}),
     ("rss", "Peak RSS of the process (max over its sessions)", "MiB", "lower", None, None),
@@ -39,9 +39,9 @@ def _value(m, metric):
     return float(v) if v is not None else None
 
 
-def _cells_for_row(measurements, row, condition, runs):
+def _cells_for_row(measurements, row, condition):
     """{system: {run: (value, partial)}}"""
-    row_id, _, _, _, metric, sources = row
+    _, _, _, _, metric, sources = row
     cells = {}
     for m in measurements:
         if m["condition"] != condition:
@@ -72,14 +72,13 @@ def _best(values, better):
 
 def build(meta, measurements):
     conditions = list(meta["conditions"])
-    runs = meta["profile"]["runs"]
     seen = {m["system"] for m in measurements}
     system_names = [s for s in SYSTEM_ORDER if s in seen]
     rows = []
     for row in ROWS:
         row_id, title, unit, better, _, _ = row
         for condition in conditions:
-            per_system = _cells_for_row(measurements, row, condition, runs)
+            per_system = _cells_for_row(measurements, row, condition)
             if not per_system:
                 continue
             cells = {}
@@ -199,7 +198,8 @@ def markdown(results):
     systems = results["systems"]
     labels = results["labels"]
     lines = [f"hubfs benchmark ({results['meta']['mode']}, {results['meta']['profile']['runs']} run(s) per figure: "
-             "median (min–max); † = capped: the run hit its time limit, the figure covers what it read)", ""]
+             "median (min–max); † = capped: a run hit its time limit; its figure covers what it read, "
+             "and a time is projected from its pace)", ""]
     head = ["Workload", "Condition"] + [labels.get(s, s) for s in systems] + ["hubfs ÷ best peer"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -210,6 +210,11 @@ def markdown(results):
         ratio_text = "—" if not ratio else _cell(ratio) + "×"
         lines.append(f"| {row['title']} ({row['unit']} {arrow}) | {row['condition']} | " + " | ".join(cells)
                      + f" | {ratio_text} |")
+    failures = results["meta"].get("failures") or []
+    if failures:
+        lines += ["", "Failed measurements (left out of the figures):"]
+        lines += [f"- {f['condition']} run {f['run']}, {f['workload']}, {labels.get(f['system'], f['system'])}: "
+                  f"{f['error'].strip().splitlines()[-1] if f['error'].strip() else 'error'}" for f in failures]
     if results["targets"]:
         lines += ["", "| Target | Condition | Measured (median, min–max) | Pass |", "|---|---|---|---|"]
         for t in results["targets"]:
@@ -231,6 +236,7 @@ def chart(results, path):
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches  # noqa: F401 - the legend's plain patches
     import matplotlib.pyplot as plt
 
     row_ids = []
@@ -267,11 +273,12 @@ def chart(results, path):
         ax.set_xticklabels([results["labels"].get(s, s) for s in systems], rotation=30, ha="right", fontsize=7)
         arrow = "higher is better" if any_row["better"] == "higher" else "lower is better"
         ax.set_title(f"{any_row['title']}\n({any_row['unit']}, {arrow})", fontsize=8)
-        ax.legend(fontsize=7)
+        handles = [matplotlib.patches.Patch(color=f"C{i}", label=c) for i, c in enumerate(conditions)]
+        ax.legend(handles=handles, fontsize=7)
     for ax in list(axes.flat)[len(row_ids):]:
         ax.axis("off")
     fig.suptitle("hubfs benchmark: median of runs, bars min–max; hatched = capped by the time limit", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -186,10 +186,12 @@ class Hubfs(FuseSystem):
         return os.path.join(mountpoint, *self.repo_id.split("/"))
 
     def stats(self, mounted):
+        # Read by a child with a deadline: a wedged daemon must not hang the benchmark itself.
         try:
-            with open(os.path.join(mounted.mountpoint, ".hubfs", "stats")) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+            out = subprocess.run(["cat", os.path.join(mounted.mountpoint, ".hubfs", "stats")], capture_output=True,
+                                 timeout=5, check=True)
+            return json.loads(out.stdout)
+        except (subprocess.SubprocessError, ValueError):
             return None
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The benchmark's read workloads, each run in a child process (`workloads.py JSON`) so a hung
-filesystem can be killed without taking the benchmark down. Each prints one JSON result.
+filesystem can be killed without taking the benchmark down. Each prints JSON lines: partial
+progress, then its result.
 
 Also the tensor-parallel plan: which slice of each tensor a rank needs, computed from the
 model's own headers and config.json with the Llama rules of shared/design/loader-design.md

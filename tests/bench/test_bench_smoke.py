@@ -64,6 +64,7 @@ def model_dir(smoke):
 
 def test_every_workload_has_a_positive_median_with_min_max_per_system(smoke):
     results = smoke["results"]
+    assert results["meta"]["failures"] == []
     runs = results["meta"]["profile"]["runs"]
     assert runs >= 3
     assert {"curl", "hubfs"} <= set(results["systems"])

@@ -489,7 +489,8 @@ def test_log_file_gets_one_json_line_per_request(hub, tmp_path):
         fetch(other.resolve_url(TINY, "main", "config.json"))
         fetch(other.resolve_url(TINY, "main", "nope.txt"))
         fetch(other.url("/_emulator/log"))
-    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    # lines come in the order requests end: sort by arrival time
+    lines = sorted((json.loads(line) for line in log_path.read_text().splitlines()), key=lambda e: e["time"])
     assert [(e["path"].rsplit("/", 1)[-1], e["status"]) for e in lines] == [("config.json", 200),
                                                                               ("nope.txt", 404)]
     assert lines[0]["bytes_sent"] == len(source_bytes(hub, "config.json"))

@@ -100,6 +100,8 @@ def test_offline_serves_what_is_cached_and_refuses_the_rest(hub, tmp_path):
             assert sha256_of(os.path.join(repo, name)) == sha256_of(os.path.join(source, name))
         assert errno_of(sha256_of, os.path.join(repo, "tokenizer.json")) == errno.EIO
         assert errno_of(os.listdir, os.path.join(m.path, "test-org", "other-model")) == errno.ENOENT
+        pinned = os.path.join(m.path, "test-org", f"tiny-llama@{hub.commits[TINY_REPO]}", "config.json")
+        assert sha256_of(pinned) == sha256_of(os.path.join(source, "config.json"))   # same commit, same blobs
         log = m.log_text()
     assert hub.log() == []
     assert "offline: not cached" in log and "tokenizer.json" in log and "test-org/other-model" in log

@@ -8,6 +8,7 @@ import pty
 import shutil
 import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -232,6 +233,11 @@ def test_cuda_device(model):
         assert result.returncode == 1
         assert ("no CUDA device available" in result.stderr or "built without CUDA" in result.stderr)
         assert "--device cpu" in result.stderr
+    # `--device cuda` means the launcher's local rank.
+    result = hubfs("load", model[0], "--device", "cuda", env={"LOCAL_RANK": "3"}, check=False)
+    assert "cuda:3" in result.stderr or "loaded rank 0 of 1 to cuda:3" in result.stdout
+    result = hubfs("load", model[0], "--device", "cuda", env={"SLURM_LOCALID": "2"}, check=False)
+    assert "cuda:2" in result.stderr or "to cuda:2" in result.stdout
     result = hubfs("load", model[0], "--device", "tpu:0", check=False)
     assert result.returncode == 1 and "unknown device 'tpu:0'" in result.stderr
 
@@ -323,7 +329,7 @@ def test_model_from_the_project_generator(tmp_path):
     its tiny preset (4 heads, 2 kv heads, 3 shards, BF16) must load the same way."""
     source = os.environ.get("HUBFS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
     directory = str(tmp_path / "tiny")
-    subprocess.run(["python3", os.path.join(source, "scripts", "make_model.py"), "--out", directory,
+    subprocess.run([sys.executable, os.path.join(source, "scripts", "make_model.py"), "--out", directory,
                     "--preset", "tiny", "--shards", "3", "--dtype", "bf16"], check=True, timeout=120)
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
@@ -340,3 +346,32 @@ def test_model_from_the_project_generator(tmp_path):
         check_rebuild(ranks, tensors, config, tp)
     result = hubfs("load", directory, "--tp", "8", "--rank", "0", check=False)
     assert result.returncode == 1 and "4 heads are not divisible by tp 8" in result.stderr
+
+
+def test_memory_follows_the_slice_not_the_tensor(tmp_path):
+    """Two 128 MiB tensors (one colwise, one rowwise) at TP 8 with 2 readers: the rank holds
+    32 MiB and staging is (2 + 2) x 8 MiB, so peak memory stays well under one tensor,
+    the bound peers miss by buffering whole tensors or files."""
+    rng = np.random.default_rng(7)
+    config = llama_config(layers=1, hidden=4096, intermediate=8192, heads=32, kv_heads=8)
+    tensors = {"model.layers.0.mlp.gate_proj.weight": ("F32", rng.standard_normal((8192, 4096), dtype=np.float32)),
+               "model.layers.0.mlp.down_proj.weight": ("F32", rng.standard_normal((4096, 8192), dtype=np.float32))}
+    directory = str(tmp_path / "big")
+    write_model(directory, config, tensors)
+    try:
+        tensor_bytes = tensors["model.layers.0.mlp.gate_proj.weight"][1].nbytes
+        out = str(tmp_path / "rank.safetensors")
+        probe = ("import resource, subprocess, sys\n"
+                 "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n")
+        peak = int(subprocess.run([sys.executable, "-c", probe, HUBFS, "load", directory, "--tp", "8", "--rank", "5",
+                                   "--threads", "2", "--save", out],
+                                  capture_output=True, text=True, check=True, timeout=120).stdout)
+        assert peak < tensor_bytes * 0.75, peak
+        saved = read_safetensors(out)
+        for name, (_, source) in tensors.items():
+            assert np.array_equal(saved[name][1], expected_slice(name, source, config, 8, 5)), name
+    finally:  # 256 MiB: not left for pytest's kept temporary directories
+        shutil.rmtree(directory)
+        if os.path.exists(str(tmp_path / "rank.safetensors")):
+            os.unlink(str(tmp_path / "rank.safetensors"))

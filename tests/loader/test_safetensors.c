@@ -60,6 +60,14 @@ static void test_whitespace_scalars_and_empty(void)
                        "\"y\":{\"dtype\":\"I8\",\"shape\":[0],\"data_offsets\":[0,0]},"
                        "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, &h), 0);
     st_header_free(&h);
+    /* The largest u64 is a valid dimension when another one is 0; numbers inside strings
+     * and unknown fields do not confuse the reading of the real ones. */
+    CHECK_EQ_INT(parse("{\"__metadata__\":{\"n\":\"-1.5e3\"},\"z\":{\"x\":[-1.5,2e9],\"dtype\":\"F32\","
+                       "\"shape\":[18446744073709551615,0],\"data_offsets\":[0,0]},"
+                       "\"y\":{\"dtype\":\"I8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 3, &h), 0);
+    CHECK(h.count == 2 && h.tensors[0].shape[0] == UINT64_MAX);
+    CHECK_EQ_INT(h.tensors[1].end, 3);
+    st_header_free(&h);
 }
 
 static void test_packed_dtypes(void)
@@ -114,6 +122,16 @@ static void test_number_errors(void)
     expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4, "shape[0]");
     expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,2],\"data_offsets\":[0,4]}}",
                  4, "overflows");
+    /* Integers are read from the text: doubles would take these for 1, 1000 and 1. */
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}", 4, "shape[0]");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1e3],\"data_offsets\":[0,4000]}}", 4000, "shape[0]");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[01],\"data_offsets\":[0,4]}}", 4, "shape[0]");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4.0]}}", 4, "data_offsets is not");
+    expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[18446744073709551616,0],\"data_offsets\":[0,0]}}",
+                 0, "shape[0] is not an integer in [0, 2^64)");
+    /* 2^53 + 1 is exact here, so the mismatch is seen (a double would round it to 2^53). */
+    expect_error("{\"a\":{\"dtype\":\"U8\",\"shape\":[9007199254740992],"
+                 "\"data_offsets\":[0,9007199254740993]}}", 9007199254740993ull, "needs 9007199254740992");
     expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}", 4, "data_offsets is not");
     expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, "before begin");
     expect_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "needs 8");

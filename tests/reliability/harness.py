@@ -20,7 +20,7 @@ TESTS = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TESTS, "support"))
 
 import hubemu  # noqa: E402
-from mount import Mount, is_mounted, unmount  # noqa: E402,F401
+from mount import Mount, is_mounted  # noqa: E402,F401
 
 SANITIZED = os.environ.get("HUBFS_SANITIZED") == "1"
 TOKEN = "hf_reliabilitySecretToken0123456789"
@@ -210,12 +210,6 @@ def assert_correct_or_eio(result, allow_eio=True):
 
 def correct_files(result):
     return [f for f in result["files"] if f["error"] is None and f["sha256"] == f["source_sha256"]]
-
-
-def timed(fn, *args):
-    started = time.monotonic()
-    value = fn(*args)
-    return value, time.monotonic() - started
 
 
 def run_with_deadline(args, timeout, figures=None):

@@ -67,8 +67,8 @@ def test_cache_disk_full(hub, figures):
         assert total > 2 * 20 * 1024 * 1024 or harness.SANITIZED
         args = ["--block-size", "1M", "--memory-budget", "16M"]
         with harness.mount(hub, args, cache_dir=cache_dir) as m:
-            first = read_all(all_pairs(hub, m), READ_DEADLINE_S)
-            again = read_all(all_pairs(hub, m), READ_DEADLINE_S)   # 16M of memory: disk or network
+            first = read_all(all_pairs(hub, m), READ_DEADLINE_S, figures)
+            again = read_all(all_pairs(hub, m), READ_DEADLINE_S, figures)   # 16M of memory: disk or network
             stats = m.stats()
         figures.count("disk_full", 1)
         for result in (first, again):
@@ -77,7 +77,7 @@ def test_cache_disk_full(hub, figures):
         # the cache met the full disk: it refused or evicted (it cannot hold the model)
         assert stats["disk_write_failures"] + stats["disk_evictions"] > 0, stats
         with harness.mount(hub, args, cache_dir=cache_dir) as m:
-            third = read_all(all_pairs(hub, m), READ_DEADLINE_S)
+            third = read_all(all_pairs(hub, m), READ_DEADLINE_S, figures)
             stats = m.stats()
         print("disk full, second mount:", stats)
         assert_correct_or_eio(third, allow_eio=False)

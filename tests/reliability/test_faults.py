@@ -7,7 +7,6 @@ request log (statuses, bodies cut short of their range, 200s to ranged requests)
 import os
 import time
 
-import pytest
 
 import harness
 from harness import (SCALE, assert_correct_or_eio, correct_files, finish_reader, injected, read_all,
@@ -125,7 +124,9 @@ def test_cdn_urls_expiring_mid_read_are_resolved_again(hub, figures):
     args = ["--no-disk-cache", "--block-size", "256K", "--readahead-max", "0"]
     with harness.mount(hub, args) as m:
         pairs = hub.pairs(m, "rel/small", only="00001")
-        result = read_all(pairs, READ_DEADLINE_S, figures, chunk=256 * 1024, pause_s=0.02)
+        chunks = os.path.getsize(pairs[0][1]) // (256 * 1024)
+        # paced to last ~4 s whatever the size, so that URLs of 1 s expire several times
+        result = read_all(pairs, READ_DEADLINE_S, figures, chunk=256 * 1024, pause_s=4.0 / chunks)
     log = hub.emulator.log()
     name = os.path.basename(pairs[0][1])
     resolves = [e for e in log if e["scope"] == "resolve" and e["path"].endswith(name)]
@@ -171,9 +172,9 @@ def test_emulator_killed_and_restarted_mid_read(hub, figures):
         assert reader.poll() is None, "the read ended before the emulator was killed"
         hub.emulator.proc.kill()          # no goodbye: connections die mid-body
         hub.emulator.proc.wait()
-        time.sleep(1.0)
+        time.sleep(0.5)
         hub.emulator.restart()
         figures.count("emulator_restart")
         result = finish_reader(reader, READ_DEADLINE_S, figures)
-    # Connection refused for ~1.5 s is inside the 3.1 s of backoff of the retry budget: no EIO.
+    # Connection refused for ~1 s is well inside the 3.1 s of backoff of the retry budget: no EIO.
     assert_correct_or_eio(result, allow_eio=False)

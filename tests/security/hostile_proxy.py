@@ -32,6 +32,7 @@ class HostileProxy:
         self.upstream = urllib.parse.urlsplit(upstream)
         self.scripts = []          # (method, path prefix, respond)
         self.requests = []         # dicts: host, method, path, authorization (the value or None)
+        self.hits = {}             # path prefix of a script -> requests it answered
         self.lock = threading.Lock()
         proxy = self
 
@@ -77,6 +78,8 @@ class HostileProxy:
     def answer(self, request):
         for method, prefix, respond in self.scripts:
             if method in (None, request.method) and request.path.startswith(prefix):
+                with self.lock:
+                    self.hits[prefix] = self.hits.get(prefix, 0) + 1
                 return respond(request)
         return self.forward(request)
 

@@ -1,0 +1,344 @@
+"""A hostile or broken Hub, end to end through the mount. A proxy in front of the emulator
+(hostile_proxy.py) rewrites chosen answers; tests/hub covers the same answers at the client's
+level, this checks what a user of the mount then sees:
+
+- tree listings with names like `..`, `.`, `%2e%2e`, `/` inside names, NUL, very long names,
+  absolute paths or paths leaving the repo: the entry is refused or the repo fails cleanly, never
+  a name that is not a plain directory entry, never a file outside the mount's namespace;
+- malformed, huge, deeply nested or incomplete JSON; a Content-Range or X-Linked-Size that
+  disagrees; redirect loops; redirects to file:// or to a dead port: clean errors (EIO, ENOENT,
+  EACCES) in bounded time, never a wrong byte, and the daemon lives on and exits cleanly.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import pytest
+
+import harness
+from hostile_proxy import HostileProxy
+
+DEADLINE_S = 60 if harness.SANITIZED else 30
+REPO = "rel/tiny"
+CLEAN_ERRORS = ("EIO", "ENOENT", "EACCES", "EPERM", "ENAMETOOLONG")
+SHA_OID = "0123456789abcdef0123456789abcdef01234567"
+
+PROBE = r"""
+import errno, json, os, sys
+root = sys.argv[1]
+out = {"error": None, "names": [], "files": {}}
+try:
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: (_ for _ in ()).throw(e)):
+        for name in dirnames + filenames:
+            out["names"].append(os.path.relpath(os.path.join(dirpath, name), root))
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as f:
+                    out["files"][os.path.relpath(path, root)] = f.read().hex()
+            except OSError as e:
+                out["files"][os.path.relpath(path, root)] = errno.errorcode[e.errno]
+except OSError as e:
+    out["error"] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"""
+
+
+def probe(path, figures=None):
+    """Walks path and reads every file, in a child with a deadline: (error, names, files)."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True, text=True,
+                              timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        if figures is not None:
+            figures.hangs += 1
+        raise harness.Hang(f"walking {path} did not finish within {DEADLINE_S} s")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    return out["error"], out["names"], {k: (v if v.isupper() else bytes.fromhex(v)) for k, v in out["files"].items()}
+
+
+def read_one(path, figures=None):
+    """bytes of path, or its errno name; read in a child with a deadline."""
+    code = ("import sys, errno\ntry:\n    sys.stdout.buffer.write(b'OK' + open(sys.argv[1], 'rb').read())\n"
+            "except OSError as e:\n    sys.stdout.buffer.write(errno.errorcode[e.errno].encode())\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        if figures is not None:
+            figures.hangs += 1
+        raise harness.Hang(f"reading {path} did not finish within {DEADLINE_S} s")
+    return done.stdout[2:] if done.stdout.startswith(b"OK") else done.stdout.decode()
+
+
+def source_bytes(hub, rel):
+    with open(os.path.join(hub.sources[REPO], rel), "rb") as f:
+        return f.read()
+
+
+def mounted_through(proxy, extra=()):
+    env = {"HF_TOKEN": harness.TOKEN, **harness.FAST_RETRY_ENV, "HUBFS_MAX_RETRIES": "2"}
+    return harness.Mount(proxy.url, extra_args=["--block-size", "1M", *extra], env=env)
+
+
+def assert_daemon_healthy(m):
+    with open(os.path.join(m.path, ".hubfs/stats")) as f:
+        json.load(f)
+    assert m.proc.poll() is None, "the daemon died"
+
+
+def snapshot_tmp():
+    return set(os.listdir("/tmp"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Tree listings with hostile names
+# ------------------------------------------------------------------------------------------------
+
+HOSTILE_NAMES = ["..", ".", "%2e%2e", "a/../../../../escaped-by-dotdot", "/escaped-absolute",
+                 "../escaped-parent", "dir//empty-part", "dir/./dot-part", "nul\u0000byte",
+                 "n" * 300, "deep/" * 900 + "f", "back\\slash", "dir/", "", "x/.."]
+# Names the Hub may legitimately have: shown as is (a literal file name), never interpreted.
+LITERAL_OK = {"%2e%2e", "back\\slash"}
+
+
+def tree_with(proxy, extra_items):
+    def respond(request):
+        status, headers, body = proxy.forward(request)
+        items = json.loads(body) + extra_items if status == 200 else None
+        return (status, headers, json.dumps(items).encode()) if items is not None else (status, headers, body)
+    return respond
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=lambda n: repr(n)[:24])
+def test_hostile_tree_names(hub, figures, name):
+    before = snapshot_tmp()
+    real = sorted(rel for rel, _ in hub.files(REPO))
+    with HostileProxy(hub.url) as proxy:
+        item = {"type": "file", "oid": SHA_OID, "size": 5, "path": name}
+        proxy.script("GET", f"/api/models/{REPO}/tree/", tree_with(proxy, [item]))
+        with mounted_through(proxy) as m:
+            repo_dir = os.path.join(m.path, REPO)
+            error, names, files = probe(repo_dir, figures)
+            assert_daemon_healthy(m)
+        assert proxy.hits, "the hostile listing was never asked for"
+    print(f"hostile name {name[:40]!r}: error={error} shown={sorted(set(names) - set(real))[:5]}")
+    figures.count("hostile_name")
+    if error is not None:                     # the repo failed as a whole: cleanly
+        assert error in CLEAN_ERRORS, error
+    else:
+        for rel in names:
+            for part in rel.split("/"):
+                assert part not in ("", ".", "..") and "\0" not in part and len(part.encode()) <= 255, rel
+        shown = set(names) - set(real) - {os.path.dirname(r) for r in real if "/" in r}
+        assert shown <= LITERAL_OK, f"hostile entries shown: {shown}"
+        for rel in real:                      # the honest entries are still served right
+            assert files[rel] == source_bytes(hub, rel), rel
+        for rel in shown:                     # the Hub has no such file: a clean error
+            assert files.get(rel) in CLEAN_ERRORS, (rel, files.get(rel))
+    created = {n for n in snapshot_tmp() - before if n.startswith("escaped") or n == "f"}
+    assert not created, f"files appeared outside the mount: {created}"
+
+
+def test_hostile_lfs_oid_never_becomes_a_cache_path(hub, figures, tmp_path):
+    """An lfs.oid (the cache's key) that is a path: refused, or kept inside the cache."""
+    cache_dir = str(tmp_path / "cache")
+    target = "model-00001-of-00003.safetensors"
+    evil = "../../../../../../tmp/hubfs-evil-oid"
+
+    def respond(request):
+        status, headers, body = proxy.forward(request)
+        items = json.loads(body)
+        for item in items:
+            if item["path"] == target:
+                item["lfs"]["oid"] = evil
+        return status, headers, json.dumps(items).encode()
+
+    with HostileProxy(hub.url) as proxy:
+        proxy.script("GET", f"/api/models/{REPO}/tree/", respond)
+        with mounted_through(proxy, ["--cache-dir", cache_dir]) as m:
+            got = read_one(os.path.join(m.path, REPO, target), figures)
+            assert_daemon_healthy(m)
+    figures.count("hostile_oid")
+    assert got in CLEAN_ERRORS or got == source_bytes(hub, target)
+    assert not os.path.exists("/tmp/hubfs-evil-oid")
+    for dirpath, _, names in os.walk(cache_dir):
+        assert os.path.realpath(dirpath).startswith(os.path.realpath(cache_dir))
+
+
+# ------------------------------------------------------------------------------------------------
+# Names looked up in the mount
+# ------------------------------------------------------------------------------------------------
+
+def test_revision_and_repo_names_that_try_to_leave(hub, figures):
+    """`NAME@..` and friends must not reach another revision or repo by URL normalisation."""
+    with harness.mount(hub) as m:
+        for name in ("tiny@..", "tiny@.", "tiny@%2e%2e", "tiny@..%2f..%2fmoving", "tiny@../moving",
+                     "%2e%2e", "..%2ftiny", "tiny%2f..%2fmoving"):
+            path = os.path.join(m.path, "rel", name)
+            got = read_one(os.path.join(path, "config.json"), figures)
+            assert got in CLEAN_ERRORS, f"{name} served {got[:60]!r}"
+        assert_daemon_healthy(m)
+    figures.count("hostile_lookup", 8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Malformed JSON
+# ------------------------------------------------------------------------------------------------
+
+HUGE = 80 * 1024 * 1024     # past any sane bound on one API answer
+BAD_INFO = {
+    "not-json": b"{not json",
+    "empty": b"",
+    "array": b"[]",
+    "no-sha": b'{"id": "rel/tiny", "siblings": []}',
+    "sha-not-hex": b'{"id": "rel/tiny", "sha": "../../../../etc/passwd000000000000000000"}',
+    "sha-number": b'{"id": "rel/tiny", "sha": 5}',
+    "deep": lambda: b"[" * 200000 + b"]" * 200000,
+    "huge": lambda: b'{"id": "rel/tiny", "sha": "' + b"a" * HUGE + b'"}',
+}
+BAD_TREE = {
+    "object": b'{"error": "nope"}',
+    "missing-fields": b'[{"type": "file"}]',
+    "bad-size": b'[{"type": "file", "path": "x", "oid": "' + SHA_OID.encode() + b'", "size": -1}]',
+    "huge-size": b'[{"type": "file", "path": "x", "oid": "' + SHA_OID.encode() + b'", "size": 1e30}]',
+    "bad-type": b'[{"type": "symlink", "path": "x", "oid": "' + SHA_OID.encode() + b'", "size": 1}]',
+    "deep": lambda: b"[" * 200000 + b"]" * 200000,
+    "huge": lambda: (b"[" + b'{"type": "directory", "path": "d", "oid": "' + SHA_OID.encode() + b'"},'
+                     * (HUGE // 60) + b"{}]"),
+}
+
+
+@pytest.mark.parametrize("which", ["info:" + k for k in BAD_INFO] + ["tree:" + k for k in BAD_TREE])
+def test_malformed_api_json_is_a_clean_error(hub, figures, which):
+    kind, case = which.split(":")
+    body = (BAD_INFO if kind == "info" else BAD_TREE)[case]
+    body = body() if callable(body) else body      # the big ones are only built when used
+    prefix = f"/api/models/{REPO}/revision/" if kind == "info" else f"/api/models/{REPO}/tree/"
+    with HostileProxy(hub.url) as proxy:
+        proxy.script("GET", prefix, lambda request: (200, {"Content-Type": "application/json"}, body))
+        with mounted_through(proxy) as m:
+            started = time.monotonic()
+            error, names, _ = probe(os.path.join(m.path, REPO), figures)
+            took = time.monotonic() - started
+            assert_daemon_healthy(m)
+            # the mount still serves the honest repos
+            good = read_one(os.path.join(m.path, "rel/moving/config.json"), figures)
+        assert proxy.hits.get(prefix), f"hubfs never asked for {prefix}: the test proved nothing"
+    print(f"malformed {which}: {error}")
+    figures.count("malformed_json")
+    assert error in CLEAN_ERRORS or (kind == "tree" and case == "huge" and error is None and names == ["d"]), \
+        (error, names[:5])
+    assert took < DEADLINE_S
+    with open(os.path.join(hub.sources["rel/moving"], "config.json"), "rb") as f:
+        assert good == f.read()
+
+
+# ------------------------------------------------------------------------------------------------
+# Data answers that disagree, and redirects
+# ------------------------------------------------------------------------------------------------
+
+TARGET = "model-00002-of-00003.safetensors"
+
+
+def redirect_through(proxy, mangle):
+    """Resolve answers of TARGET point at the proxy's other origin, which fetches the real CDN
+    answer and lets mangle(request, status, headers, body) alter it."""
+    def resolve(request):
+        status, headers, body = proxy.forward(request)
+        if status == 302 and "Location" in headers:
+            headers["Location"] = proxy.foreign_url + "/mangled?u=" + urllib.parse.quote(headers["Location"], safe="")
+        return status, headers, body
+
+    def mangled(request):
+        original = urllib.parse.parse_qs(request.query)["u"][0]
+        wanted = {k: v for k, v in request.headers.items() if k.lower() == "range"}
+        status, headers, body = proxy.fetch_url(original, wanted)
+        return mangle(request, status, headers, body)
+
+    proxy.script(None, f"/{REPO}/resolve/", lambda r: resolve(r) if TARGET in r.path else proxy.forward(r))
+    proxy.script("GET", "/mangled", mangled)
+
+
+def shifted_content_range(request, status, headers, body):
+    if status == 206:
+        first, last, size = [int(x) for x in headers["Content-Range"][6:].replace("/", "-").split("-")]
+        headers["Content-Range"] = f"bytes {first + 1}-{last + 1}/{size}"
+    return status, headers, body
+
+
+def other_total_size(request, status, headers, body):
+    if status == 206:
+        span, size = headers["Content-Range"].split("/")
+        headers["Content-Range"] = f"{span}/{int(size) + 4096}"
+    return status, headers, body
+
+
+def longer_body(request, status, headers, body):
+    return status, headers, body + b"\0" * 4096 if status == 206 else body
+
+
+@pytest.mark.parametrize("mangle", [shifted_content_range, other_total_size, longer_body],
+                         ids=lambda f: f.__name__)
+def test_data_answers_that_disagree_are_refused(hub, figures, mangle):
+    with HostileProxy(hub.url) as proxy:
+        redirect_through(proxy, mangle)
+        with mounted_through(proxy) as m:
+            got = read_one(os.path.join(m.path, REPO, TARGET), figures)
+            honest = read_one(os.path.join(m.path, REPO, "model-00001-of-00003.safetensors"), figures)
+            assert_daemon_healthy(m)
+        assert proxy.hits.get("/mangled"), "the mangled answers were never asked for"
+    figures.count("disagreeing_data")
+    assert got == "EIO", got if isinstance(got, str) else f"{len(got)} bytes served"
+    assert honest == source_bytes(hub, "model-00001-of-00003.safetensors")
+
+
+@pytest.mark.parametrize("delta", [-4096, 4096])
+def test_x_linked_size_disagreeing_with_the_tree(hub, figures, delta):
+    def resolve(request):
+        status, headers, body = proxy.forward(request)
+        if "X-Linked-Size" in headers:
+            headers["X-Linked-Size"] = str(int(headers["X-Linked-Size"]) + delta)
+        return status, headers, body
+
+    with HostileProxy(hub.url) as proxy:
+        proxy.script(None, f"/{REPO}/resolve/", lambda r: resolve(r) if TARGET in r.path else proxy.forward(r))
+        with mounted_through(proxy) as m:
+            got = read_one(os.path.join(m.path, REPO, TARGET), figures)
+            assert_daemon_healthy(m)
+    figures.count("x_linked_size")
+    assert got == "EIO", got if isinstance(got, str) else f"{len(got)} bytes served"
+
+
+REDIRECTS = {
+    "loop-same-url": lambda proxy, request: f"{proxy.url}{request.path}",
+    "loop-relative": lambda proxy, request: request.path,
+    "ping-pong": lambda proxy, request: request.path + ("x" if not request.path.endswith("x") else ""),
+    "file-url": lambda proxy, request: "file:///etc/passwd",
+    "ftp-url": lambda proxy, request: "ftp://127.0.0.1/etc/passwd",
+    "dead-port": lambda proxy, request: "http://127.0.0.1:9/blob",
+    "no-host": lambda proxy, request: "http:///etc/passwd",
+}
+
+
+@pytest.mark.parametrize("kind", list(REDIRECTS))
+def test_bad_redirects_are_clean_errors(hub, figures, kind):
+    with HostileProxy(hub.url) as proxy:
+        def redirect(request):
+            if request.method == "HEAD" or request.method == "GET":
+                return 302, {"Location": REDIRECTS[kind](proxy, request)}, b""
+            return proxy.forward(request)
+        proxy.script(None, f"/{REPO}/resolve/", lambda r: redirect(r) if TARGET in r.path else proxy.forward(r))
+        with mounted_through(proxy) as m:
+            started = time.monotonic()
+            got = read_one(os.path.join(m.path, REPO, TARGET), figures)
+            took = time.monotonic() - started
+            assert_daemon_healthy(m)
+        hops = sum(1 for r in proxy.requests if TARGET in r["path"])
+    figures.count("bad_redirect")
+    assert got in ("EIO", "EACCES"), got if isinstance(got, str) else f"{len(got)} bytes served"
+    assert took < DEADLINE_S
+    assert hops <= 3 * 12, f"{hops} requests: the redirects were followed without end"
