@@ -3,7 +3,9 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,10 +46,20 @@ static int write_atomically(const char *dir, const hub_repo *repo, const char *l
     mkdir(dir, 0700);
     if (mkdir(folder, 0700) != 0 && errno != EEXIST)
         return errno;
-    snprintf(temp, sizeof temp, "%s.%d.tmp", path, (int)getpid());
-    FILE *out = fopen(temp, "wb");
-    if (!out)
+    /* A name unique per process and call, so concurrent lookups never share a temp file;
+     * created 0600 whatever the umask: the cache is private to its user. */
+    static atomic_uint temp_counter;
+    snprintf(temp, sizeof temp, "%s.%d.%u.tmp", path, (int)getpid(), atomic_fetch_add(&temp_counter, 1));
+    int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
         return errno;
+    FILE *out = fdopen(fd, "wb");
+    if (!out) {
+        int error = errno;
+        close(fd);
+        unlink(temp);
+        return error;
+    }
     bool ok = fwrite(data, 1, len, out) == len;
     ok = (fflush(out) == 0) && ok;
     ok = (fsync(fileno(out)) == 0) && ok;

@@ -313,6 +313,9 @@ class Bench:
             rss, stats = mounted.peak_rss_kib(), mounted.stats()
         finally:
             mounted.unmount()
+            if not self.args.keep_work and not systems.is_mounted(mounted.mountpoint):
+                # Its mountpoint, cache and log are not needed again.
+                shutil.rmtree(os.path.dirname(mounted.mountpoint), ignore_errors=True)
         entry = {"condition": condition, "run": run, "workload": workload, "system": system.name}
         entry.update(result)
         entry["traffic"] = traffic(self, marks)

@@ -7,17 +7,12 @@ request log (statuses, bodies cut short of their range, 200s to ranged requests)
 import os
 import time
 
-
 import harness
 from harness import (SCALE, assert_correct_or_eio, correct_files, finish_reader, injected, read_all,
                      start_reader)
 
 READ_DEADLINE_S = 90 if harness.SANITIZED else 60
 FAULT_MOUNT_ARGS = ["--no-disk-cache", "--block-size", "1M"]   # many requests per file
-
-
-def small_and_tiny(hub, m):
-    return hub.pairs(m, "rel/small") + hub.pairs(m, "rel/tiny")
 
 
 def read_under(hub, figures, knobs, kind, min_injected=1, repos=("rel/small", "rel/tiny")):
