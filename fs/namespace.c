@@ -197,15 +197,6 @@ static bool decode_revision(const char *encoded, char *out, size_t size)
     return n > 0;
 }
 
-static bool is_commit_sha(const char *text)
-{
-    size_t n = 0;
-    for (; text[n]; n++)
-        if (!((text[n] >= '0' && text[n] <= '9') || (text[n] >= 'a' && text[n] <= 'f')))
-            return false;
-    return n == HUB_SHA_HEX_LEN;
-}
-
 static repo_stats *stats_for(fs_namespace *names, const char *display_name)
 {
     for (size_t i = 0; i < names->stats_count; i++)
@@ -308,7 +299,7 @@ static int pin_revision(fs_namespace *names, const hub_repo *repo, const char *r
     if (status == HUB_ERR_OFFLINE) {
         if (context->metadata_dir && repo_meta_load_commit(context->metadata_dir, repo, revision, commit))
             return 0;
-        if (is_commit_sha(revision)) {   /* already pinned by name: its tree may be cached */
+        if (hub_is_commit_sha(revision)) {   /* already pinned by name: its tree may be cached */
             memcpy(commit, revision, HUB_SHA_HEX_LEN + 1);
             return 0;
         }
@@ -439,9 +430,10 @@ static int ensure_tree(fs_namespace *names, fs_repo *repo)
     return error;
 }
 
-int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_node **out)
+/* The directory ino, with its repo's tree listed: what lookup and readdir both need first. */
+static int directory_with_tree(fs_namespace *names, uint64_t ino, fs_node **dir_out)
 {
-    fs_node *dir = namespace_get(names, parent);
+    fs_node *dir = namespace_get(names, ino);
     if (!dir)
         return ENOENT;
     if (dir->kind == NODE_FILE || dir->kind == NODE_STATS_FILE)
@@ -451,6 +443,16 @@ int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_
         if (error)
             return error;
     }
+    *dir_out = dir;
+    return 0;
+}
+
+int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_node **out)
+{
+    fs_node *dir;
+    int error = directory_with_tree(names, parent, &dir);
+    if (error)
+        return error;
     pthread_mutex_lock(&names->lock);
     fs_node *node = find_child(names, parent, name);
     bool creates_org = !node && (dir->kind == NODE_ROOT || dir->kind == NODE_DATASETS_DIR) &&
@@ -471,16 +473,10 @@ int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_
 
 int namespace_list(fs_namespace *names, uint64_t ino, fs_dir_entry **entries_out, size_t *count_out)
 {
-    fs_node *dir = namespace_get(names, ino);
-    if (!dir)
-        return ENOENT;
-    if (dir->kind == NODE_FILE || dir->kind == NODE_STATS_FILE)
-        return ENOTDIR;
-    if (dir->kind == NODE_REPO || dir->kind == NODE_DIR) {
-        int error = ensure_tree(names, dir->repo);
-        if (error)
-            return error;
-    }
+    fs_node *dir;
+    int error = directory_with_tree(names, ino, &dir);
+    if (error)
+        return error;
     pthread_mutex_lock(&names->lock);
     child_list *list = &names->children[ino - 1];
     fs_dir_entry *entries = calloc(list->count ? list->count : 1, sizeof *entries);

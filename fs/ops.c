@@ -310,6 +310,20 @@ static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_handle_close(context, &handle->link);   /* the open was interrupted: no release will come */
 }
 
+/* Replies from a copy owned by this thread: the kernel may hand the bytes to the reader,
+ * which may close the handle (freeing its buffer on another thread) before writev returns. */
+void reply_with_copy(fuse_req_t req, const void *data, size_t length)
+{
+    char *copy = malloc(length ? length : 1);
+    if (!copy) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(copy, data, length);
+    fuse_reply_buf(req, copy, length);
+    free(copy);
+}
+
 static void read_stats(fuse_req_t req, stats_snapshot *snapshot, size_t size, off_t off)
 {
     if ((uint64_t)off >= snapshot->length) {
@@ -317,17 +331,7 @@ static void read_stats(fuse_req_t req, stats_snapshot *snapshot, size_t size, of
         return;
     }
     size_t n = snapshot->length - (size_t)off;
-    n = n < size ? n : size;
-    /* A copy owned by this thread: the kernel may hand the bytes to the reader, which may close
-     * (and so free the snapshot on another thread) before writev has returned here. */
-    char *copy = malloc(n);
-    if (!copy) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    memcpy(copy, snapshot->text + off, n);
-    fuse_reply_buf(req, copy, n);
-    free(copy);
+    reply_with_copy(req, snapshot->text + off, n < size ? n : size);
 }
 
 static void hubfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)

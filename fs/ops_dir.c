@@ -93,7 +93,7 @@ void hubfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struc
             break;
         end += record;
     }
-    fuse_reply_buf(req, snapshot->buffer + start, end - start);
+    reply_with_copy(req, snapshot->buffer + start, end - start);
 }
 
 void hubfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -94,15 +94,6 @@ static char *read_whole(const char *path, size_t max, size_t *len_out)
     return data;
 }
 
-static bool is_commit_sha(const char *text)
-{
-    size_t n = 0;
-    for (; text[n]; n++)
-        if (!((text[n] >= '0' && text[n] <= '9') || (text[n] >= 'a' && text[n] <= 'f')))
-            return false;
-    return n == HUB_SHA_HEX_LEN;
-}
-
 int repo_meta_save_commit(const char *dir, const hub_repo *repo, const char *revision, const char *commit)
 {
     char leaf[600] = "rev-";
@@ -119,7 +110,7 @@ bool repo_meta_load_commit(const char *dir, const hub_repo *repo, const char *re
         return false;
     size_t len = 0;
     char *data = read_whole(path, 64, &len);
-    bool ok = data && is_commit_sha(data);
+    bool ok = data && hub_is_commit_sha(data);
     if (ok)
         memcpy(commit_out, data, HUB_SHA_HEX_LEN + 1);
     free(data);

@@ -73,6 +73,9 @@ typedef struct hub_repo {
     const char *id;              /* "org/name" */
 } hub_repo;
 
+/* True when revision is a commit SHA as the Hub writes it: 40 lowercase hex digits. */
+bool hub_is_commit_sha(const char *revision);
+
 /* Pins a branch, tag, refs/pr/N or commit to its 40-hex commit SHA (repo info call). A commit
  * SHA is checked with the Hub too (it must exist), except offline, where it is returned as is. */
 hub_status hub_resolve_revision(hub_client *client, const hub_repo *repo, const char *revision,

@@ -22,6 +22,16 @@ bool hub_is_hex(const char *s, size_t n)
     return s[n] == '\0';
 }
 
+bool hub_is_commit_sha(const char *revision)
+{
+    if (!hub_is_hex(revision, HUB_SHA_HEX_LEN))
+        return false;
+    for (size_t i = 0; i < HUB_SHA_HEX_LEN; i++)
+        if (isupper((unsigned char)revision[i]))
+            return false;
+    return true;
+}
+
 static void copy_lower_hex(char *out, const char *hex, size_t n)
 {
     for (size_t i = 0; i < n; i++)
