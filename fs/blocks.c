@@ -22,6 +22,7 @@ struct block {
     int load_error;
     int pins;
     bool unread;                 /* loaded by read-ahead and not read yet */
+    bool consumed;               /* its reader has gone past it: reuse its buffer first */
     bool in_table;
     pthread_cond_t loaded;
     block *hash_next;
@@ -113,21 +114,49 @@ static void lru_append(block_cache *cache, block *blk)
     cache->lru_newest = blk;
 }
 
-/* A buffer for a block of length bytes, a spare one when it has the block size; NULL when out
- * of memory. memory_used already counts spares. The lock is held. */
+/* Reserves a buffer for a block of length bytes: a spare one when it has the block size, else
+ * NULL with the memory counted, for map_buffer to map outside the lock (mapping and populating
+ * 8 MiB takes milliseconds: under the lock it stalled every reader of every block). The lock is
+ * held; memory_used already counts spares. */
+static void recycle_consumed_block(block_cache *cache);
+
 static uint8_t *take_buffer(block_cache *cache, size_t length)
 {
+    /* Only with a persistent cache: a consumed block is then cheap to get back (from disk) if
+     * the kernel drops its pages; without one, memory is the only copy short of the network. */
+    if (length == cache->block_size && cache->spare_count == 0 && cache->store_hook)
+        recycle_consumed_block(cache);
     if (length == cache->block_size && cache->spare_count > 0)
         return cache->spares[--cache->spare_count];
-    void *data = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (data == MAP_FAILED)
-        return NULL;
     cache->counters.memory_used += length;
-    return data;
+    return NULL;
+}
+
+/* Maps the buffer of a block take_buffer left unmapped; called without the lock by the thread
+ * that loads the block. Returns 0 or ENOMEM. */
+static int map_buffer(block *blk)
+{
+    if (blk->data)
+        return 0;
+    void *data = mmap(NULL, blk->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED)
+        return ENOMEM;
+    /* Huge pages where the kernel allows them (best effort): fewer faults, memory-cgroup
+     * charges and page pins in the kernel's FUSE copy. Zeroing them is costly, which buffer
+     * reuse (spares, consumed blocks) keeps rare. Populated here, on the loading thread, and
+     * not by the event loop's first write. */
+    (void)madvise(data, blk->length, MADV_HUGEPAGE);
+    (void)madvise(data, blk->length, MADV_POPULATE_WRITE);
+    blk->data = data;
+    return 0;
 }
 
 static void give_back_buffer(block_cache *cache, uint8_t *data, size_t length)
 {
+    if (!data) {   /* reserved, never mapped */
+        cache->counters.memory_used -= length;
+        return;
+    }
     if (length == cache->block_size && cache->spare_count < MAX_SPARE_BUFFERS) {
         cache->spares[cache->spare_count++] = data;
         return;
@@ -171,6 +200,18 @@ static bool evict_one(block_cache *cache, bool spare_unread)
     return false;
 }
 
+/* Frees the oldest consumed block no one pins, which leaves its buffer as a spare. */
+static void recycle_consumed_block(block_cache *cache)
+{
+    for (block *b = cache->lru_oldest; b; b = b->lru_next) {
+        if (b->consumed && b->pins == 0 && b->state == BLOCK_READY && b->length == cache->block_size) {
+            destroy_block(cache, b);
+            cache->counters.evictions++;
+            return;
+        }
+    }
+}
+
 /* Whether a block of length bytes can be allocated now: a spare, or room in the budget. */
 static bool fits(const block_cache *cache, size_t length)
 {
@@ -211,12 +252,9 @@ static block *insert_loading_block(block_cache *cache, const block_source *sourc
                                    size_t length)
 {
     block *blk = calloc(1, sizeof *blk);
-    uint8_t *data = blk ? take_buffer(cache, length) : NULL;
-    if (!data) {
-        free(blk);
+    if (!blk)
         return NULL;
-    }
-    blk->data = data;
+    blk->data = take_buffer(cache, length);
     blk->source = *source;
     blk->index = index;
     blk->length = length;
@@ -291,6 +329,7 @@ int block_cache_read(block_cache *cache, const block_source *source, uint64_t in
     if (blk) {
         cache->counters.hits++;
         blk->pins++;
+        blk->consumed = false;
         lru_unlink(cache, blk);
         lru_append(cache, blk);
         error = wait_until_loaded(cache, blk);
@@ -303,7 +342,9 @@ int block_cache_read(block_cache *cache, const block_source *source, uint64_t in
         }
         pthread_mutex_unlock(&cache->lock);
         bool fetched = false;
-        error = cache->load(source->context, index, blk->data, length, &fetched);
+        error = map_buffer(blk);
+        if (!error)
+            error = cache->load(source->context, index, blk->data, length, &fetched);
         pthread_mutex_lock(&cache->lock);
         bool store = finish_load(cache, blk, error, fetched);
         pthread_mutex_unlock(&cache->lock);
@@ -355,7 +396,9 @@ block *block_cache_prefetch(block_cache *cache, const block_source *source, uint
 void block_cache_load(block_cache *cache, block *blk)
 {
     bool fetched = false;
-    int error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
+    int error = map_buffer(blk);
+    if (!error)
+        error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
     pthread_mutex_lock(&cache->lock);
     bool store = finish_load(cache, blk, error, fetched);
     unpin_locked(cache, blk);
@@ -368,6 +411,15 @@ void block_cache_abandon(block_cache *cache, block *blk)
     pthread_mutex_lock(&cache->lock);
     finish_load(cache, blk, ECANCELED, false);
     unpin_locked(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+}
+
+void block_cache_mark_consumed(block_cache *cache, uint64_t source_id, uint64_t index)
+{
+    pthread_mutex_lock(&cache->lock);
+    block *blk = find_block(cache, source_id, index);
+    if (blk && blk->state == BLOCK_READY)
+        blk->consumed = true;
     pthread_mutex_unlock(&cache->lock);
 }
 

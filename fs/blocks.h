@@ -79,6 +79,12 @@ void block_cache_load(block_cache *cache, block *blk);
 /* Gives up a block returned by block_cache_prefetch without loading it (shutdown). */
 void block_cache_abandon(block_cache *cache, block *blk);
 
+/* Tells the cache that the reader of block index of source went past it for good (a stream
+ * reading the whole file; the kernel's page cache keeps the bytes): when a store hook (the
+ * persistent cache) holds the block too, its buffer is reused first, before fresh memory, which
+ * the kernel must zero and charge page by page. */
+void block_cache_mark_consumed(block_cache *cache, uint64_t source_id, uint64_t index);
+
 /* Whether block index of source is present and loaded (a peek: changes nothing). */
 bool block_cache_contains(block_cache *cache, uint64_t source_id, uint64_t index);
 

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,12 +196,35 @@ bool disk_cache_read_block(disk_cache *cache, const disk_cache_blob_key *key, ui
     return hit;
 }
 
+#define DIRECT_IO_ALIGNMENT 4096
+
+/* Writes the bytes bypassing the page cache when they are aligned for it: a buffered write
+ * copies every fetched byte once more (a quarter of a cold read's CPU, measured) and fills the
+ * page cache with data the kernel already caches for the mount. Returns false when direct I/O
+ * is not possible here (unaligned, /proc absent, a file system without O_DIRECT), so the caller
+ * writes through the page cache instead. */
+static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offset, int *err)
+{
+    if ((uintptr_t)buf % DIRECT_IO_ALIGNMENT || len % DIRECT_IO_ALIGNMENT || offset % DIRECT_IO_ALIGNMENT)
+        return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);
+    int direct_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (direct_fd < 0)
+        return false;
+    *err = cache_pwrite_all(direct_fd, buf, len, offset);
+    close(direct_fd);
+    return *err != EINVAL;   /* EINVAL: O_DIRECT refused after all; write buffered */
+}
+
 /* Writes the data durably, then the record. Returns 0 or an errno value. */
 static int store_block(disk_cache *cache, blob *b, int data_fd, uint64_t block_index, const void *buf,
                        size_t len, uint32_t crc)
 {
     uint64_t offset = block_index * cache->block_size;
-    int err = cache_pwrite_all(data_fd, buf, len, offset);
+    int err = 0;
+    if (!write_direct(data_fd, buf, len, offset, &err))
+        err = cache_pwrite_all(data_fd, buf, len, offset);
     if (!err && fdatasync(data_fd) != 0)
         err = errno;
     pthread_mutex_lock(&b->mutex);

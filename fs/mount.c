@@ -24,6 +24,9 @@
 #define FUSE_IDLE_THREADS 16
 #define FUSE_MAX_THREADS 64
 #define STORE_THREADS 4   /* the persistent cache syncs each block: overlap them */
+/* The first read-ahead of a stream reading a file from its start: 4 blocks of 4 ranges keep 16
+ * requests in flight from the start, what a high-latency link needs. */
+#define WHOLE_FILE_READAHEAD_BLOCKS 4
 
 /* Where startup errors go: stderr in the foreground, the waiting parent's pipe otherwise. */
 typedef struct startup {
@@ -153,7 +156,8 @@ static int build_context(fs_context *context, startup *s)
         return -1;
     open_disk_cache(context);
     context->readahead = (readahead_config){.block_size = o->block_size, .initial_window = o->block_size,
-                                            .max_window = o->readahead_max};
+                                            .max_window = o->readahead_max,
+                                            .whole_file_window = WHOLE_FILE_READAHEAD_BLOCKS * o->block_size};
     context->blocks = block_cache_new(o->memory_budget, o->block_size, remote_file_load_block);
     context->fetch_pool = !context->blocks ? NULL
         : fetcher_new(context->blocks, o->threads, context->disk ? remote_file_store_block : NULL, STORE_THREADS);

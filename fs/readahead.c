@@ -15,11 +15,21 @@ static int is_sequential(const readahead_state *state, uint64_t offset)
     return offset <= state->stream_end + READAHEAD_FORWARD_RESET;
 }
 
+/* Whether the stream reads the whole file: it began at byte 0 and has had no gap since. */
+bool readahead_reads_whole_file(const readahead_state *state, const readahead_config *config)
+{
+    return config->whole_file_window && state->stream_start == 0 && state->contiguous_end == state->stream_end;
+}
+
 /* The window the stream has earned: doubling from the initial size while it stays within the
  * waste bound, capped at the maximum. */
 static uint64_t earned_window(const readahead_state *state, const readahead_config *config)
 {
     uint64_t read_so_far = state->stream_end - state->stream_start;
+    if (readahead_reads_whole_file(state, config)) {
+        uint64_t window = read_so_far > config->whole_file_window ? read_so_far : config->whole_file_window;
+        return window < config->max_window ? window : config->max_window;
+    }
     uint64_t allowed = read_so_far / READAHEAD_WASTE_DIVISOR;
     if (config->initial_window == 0 || allowed < config->initial_window)
         return 0;
@@ -39,9 +49,12 @@ readahead_plan readahead_on_read(readahead_state *state, const readahead_config 
         state->stream_end = end;
         state->window = 0;
         state->prefetched_until_block = 0;
+        state->contiguous_end = end;
     } else if (end > state->stream_end) {
         state->stream_end = end;
     }
+    if (offset <= state->contiguous_end + READAHEAD_CONTIGUOUS_SLACK && end > state->contiguous_end)
+        state->contiguous_end = end;
     if (config->max_window == 0 || config->block_size == 0)
         return plan;
     state->window = earned_window(state, config);

@@ -47,19 +47,40 @@ void reader_close(open_file *handle)
     free(handle);
 }
 
-/* Hands the blocks the stream has earned to the fetch pool, before this read waits. */
+/* Blocks this far behind a whole-file reader are done with (reads arrive slightly reordered). */
+#define CONSUMED_LAG_BLOCKS 2
+
+/* Hands the blocks the stream has earned to the fetch pool, before this read waits. A
+ * whole-file reader's blocks left behind go back for reuse. */
 static void read_ahead(open_file *handle, uint64_t offset, uint64_t length)
 {
     fs_context *context = handle->context;
     pthread_mutex_lock(&handle->lock);
     readahead_plan plan = readahead_on_read(&handle->stream, &context->readahead, offset, length,
                                             handle->file->source.size);
+    bool whole_file = readahead_reads_whole_file(&handle->stream, &context->readahead);
     pthread_mutex_unlock(&handle->lock);
+    uint64_t block_size = context->readahead.block_size;
+    uint64_t current = block_size ? offset / block_size : 0;
+    if (whole_file && current >= CONSUMED_LAG_BLOCKS)
+        block_cache_mark_consumed(context->blocks, handle->file->source.id, current - CONSUMED_LAG_BLOCKS);
     for (uint64_t index = plan.first_block; index < plan.end_block; index++) {
         block *blk = block_cache_prefetch(context->blocks, &handle->file->source, index);
         if (blk)
             fetcher_submit(context->fetch_pool, blk);
     }
+}
+
+/* Records a read served without blocks (the header) in the stream, prefetching nothing: a
+ * header inspection must not pull blocks, but a reader that goes on past the header reads the
+ * file from its start. */
+static void note_read(open_file *handle, uint64_t offset, uint64_t length)
+{
+    readahead_config record_only = handle->context->readahead;
+    record_only.max_window = 0;
+    pthread_mutex_lock(&handle->lock);
+    readahead_on_read(&handle->stream, &record_only, offset, length, handle->file->source.size);
+    pthread_mutex_unlock(&handle->lock);
 }
 
 static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end, uint8_t *out)
@@ -129,8 +150,10 @@ int reader_read(open_file *handle, uint64_t offset, size_t size, read_result *ou
     uint64_t position = offset;
     if (position < handle->prefix_length) {
         int done = read_through_prefix(handle, offset, &position, end, scratch);
-        if (done)
+        if (done) {
+            note_read(handle, offset, end - offset);
             return done < 0 ? -done : 0;
+        }
     }
     read_ahead(handle, offset, end - offset);
     if (one_block) {

@@ -164,8 +164,48 @@ static void many_readers_small_budget_no_deadlock(void)
     block_cache_free(cache);
 }
 
+static void release_at_once(void *hook_context, block *blk)
+{
+    block_cache_release(hook_context, blk);   /* stands for a store to disk */
+}
+
+/* Reads 32 blocks in order, marking each block consumed once the next is read; returns the
+ * memory used at the end. */
+static uint64_t read_in_order_marking_consumed(block_cache *cache)
+{
+    block_source source = {.id = 5, .size = 32 * BLOCK};
+    for (uint64_t i = 0; i < 32; i++) {
+        block *blk;
+        CHECK_EQ_INT(block_cache_read(cache, &source, i, &blk), 0);
+        if (blk) {
+            CHECK(block_is_right(blk, i));
+            block_cache_release(cache, blk);
+        }
+        if (i > 0)
+            block_cache_mark_consumed(cache, 5, i - 1);
+    }
+    block_cache_counters counters;
+    block_cache_get_counters(cache, &counters);
+    return counters.memory_used;
+}
+
+static void consumed_blocks_are_reused_only_when_stored(void)
+{
+    block_cache *stored = block_cache_new(64 * BLOCK, BLOCK, fake_load);
+    block_cache_set_store_hook(stored, release_at_once, stored);
+    CHECK(read_in_order_marking_consumed(stored) <= 3 * BLOCK);
+    CHECK(block_cache_contains(stored, 5, 31));
+    block_cache_free(stored);
+
+    block_cache *memory_only = block_cache_new(64 * BLOCK, BLOCK, fake_load);
+    CHECK_EQ_INT(read_in_order_marking_consumed(memory_only), 32 * BLOCK);
+    CHECK(block_cache_contains(memory_only, 5, 0));
+    block_cache_free(memory_only);
+}
+
 int main(void)
 {
+    consumed_blocks_are_reused_only_when_stored();
     concurrent_readers_share_one_load();
     failed_load_is_retried();
     budget_is_kept_with_lru_eviction();

@@ -103,8 +103,47 @@ static void zero_maximum_disables(void)
     }
 }
 
+static const readahead_config whole_file_config = {.block_size = 8 * MIB, .initial_window = 8 * MIB,
+                                                   .max_window = 128 * MIB, .whole_file_window = 32 * MIB};
+
+/* Reads [from, to) in 1 MiB pieces; returns the end of the highest block asked for (bytes). */
+static uint64_t read_with(const readahead_config *cfg, readahead_state *state, uint64_t from, uint64_t to)
+{
+    uint64_t highest = 0;
+    for (uint64_t offset = from; offset < to; offset += MIB) {
+        readahead_plan plan = readahead_on_read(state, cfg, offset, MIB, 8192 * MIB);
+        if (plan.end_block * cfg->block_size > highest)
+            highest = plan.end_block * cfg->block_size;
+    }
+    return highest;
+}
+
+static void a_reader_from_the_start_gets_read_ahead_at_once(void)
+{
+    readahead_state state;
+    readahead_init(&state);
+    CHECK(read_with(&whole_file_config, &state, 0, 2 * MIB) >= 2 * MIB + 32 * MIB);
+    readahead_init(&state);
+    read_with(&whole_file_config, &state, 0, 1024 * MIB);
+    CHECK_EQ_INT(state.window, 128 * MIB);
+}
+
+static void a_slice_gets_no_whole_file_read_ahead(void)
+{
+    /* One slice in the middle of the file: the waste bound still holds. */
+    readahead_state state;
+    readahead_init(&state);
+    CHECK_EQ_INT(read_with(&whole_file_config, &state, 300 * MIB, 360 * MIB), 0);
+    /* A reader from the start that skipped ahead (a gap) is no longer reading the whole file. */
+    readahead_init(&state);
+    read_with(&whole_file_config, &state, 0, MIB);
+    CHECK_EQ_INT(read_with(&whole_file_config, &state, 10 * MIB, 60 * MIB), 0);
+}
+
 int main(void)
 {
+    a_reader_from_the_start_gets_read_ahead_at_once();
+    a_slice_gets_no_whole_file_read_ahead();
     short_reads_get_no_read_ahead();
     waste_stays_within_a_twelfth();
     window_grows_to_the_cap();
