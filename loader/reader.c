@@ -38,10 +38,18 @@ static void advise(const read_job *job)
     posix_fadvise(job->fd, (off_t)job->file_offset, (off_t)job->read_bytes, POSIX_FADV_WILLNEED);
 }
 
-static void record_error(reader_state *s, const char *message)
+/* The first failure wins: "<file>: <what went wrong>", or just what when path is NULL. */
+static void record_error(reader_state *s, const char *path, const char *what)
 {
     pthread_mutex_lock(&s->lock);
-    if (!atomic_load(&s->failed)) snprintf(s->err, sizeof s->err, "%s", message);
+    if (!atomic_load(&s->failed)) {
+        s->err[0] = '\0';
+        if (path) {
+            strncat(s->err, path, sizeof s->err - 1);
+            strncat(s->err, ": ", sizeof s->err - 1 - strlen(s->err));
+        }
+        strncat(s->err, what, sizeof s->err - 1 - strlen(s->err));
+    }
     atomic_store(&s->failed, true);
     pthread_mutex_unlock(&s->lock);
 }
@@ -73,9 +81,7 @@ static void *reader_thread(void *arg)
         if (i + s->lookahead < s->count) advise(&s->jobs[i + s->lookahead]);
         const read_job *job = &s->jobs[i];
         if (run_job(s, job, err, sizeof err) != 0) {
-            char message[1100];
-            snprintf(message, sizeof message, "%s: %s", job->path, err);
-            record_error(s, message);
+            record_error(s, job->path, err);
             break;
         }
         pthread_mutex_lock(&s->lock);
@@ -101,17 +107,17 @@ int reader_run(read_job *jobs, size_t count, load_target *target, const reader_c
     for (size_t i = 0; i < count && i < s.lookahead; i++) advise(&jobs[i]);
     pthread_t *ids = calloc(threads, sizeof *ids);
     unsigned started = 0;
-    if (!ids) record_error(&s, "out of memory");
+    if (!ids) record_error(&s, NULL, "out of memory");
     for (; ids && started < threads; started++)
         if (pthread_create(&ids[started], NULL, reader_thread, &s) != 0) {
-            record_error(&s, "cannot start a reader thread");
+            record_error(&s, NULL, "cannot start a reader thread");
             break;
         }
     for (unsigned i = 0; i < started; i++) pthread_join(ids[i], NULL);
     free(ids);
     char finish_err[512];
     int finished = target->finish(target, finish_err, sizeof finish_err);
-    if (finished != 0) record_error(&s, finish_err);
+    if (finished != 0) record_error(&s, NULL, finish_err);
     pthread_mutex_destroy(&s.lock);
     if (atomic_load(&s.failed)) return fail(err, errlen, "%s", s.err);
     return 0;
