@@ -11,7 +11,9 @@
  * and a zeroed page per 4 KiB, a fifth of the CPU of a cold read. They count as memory used. */
 #define MAX_SPARE_BUFFERS 8
 
-typedef enum block_state { BLOCK_LOADING, BLOCK_READY, BLOCK_FAILED } block_state;
+/* PARTIAL: some pieces present (present_pieces), others maybe being fetched (inflight_pieces);
+ * whole-block loads only ever start on absent blocks, so they never race a piece fetch. */
+typedef enum block_state { BLOCK_LOADING, BLOCK_READY, BLOCK_FAILED, BLOCK_PARTIAL } block_state;
 
 struct block {
     block_source source;
@@ -21,6 +23,8 @@ struct block {
     block_state state;
     int load_error;
     int pins;
+    uint64_t present_pieces;     /* while PARTIAL: bit i = piece i is loaded */
+    uint64_t inflight_pieces;    /* while PARTIAL: bit i = a thread is fetching piece i */
     bool unread;                 /* loaded by read-ahead and not read yet */
     bool consumed;               /* its reader has gone past it: reuse its buffer first */
     bool in_table;
@@ -36,6 +40,8 @@ struct block_cache {
     uint64_t budget;
     uint32_t block_size;
     block_load_fn load;
+    block_load_range_fn load_range;
+    size_t piece_size;
     block_store_hook store_hook;
     void *store_hook_context;
     block *buckets[BUCKET_COUNT];
@@ -61,6 +67,9 @@ block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size, block_
     cache->budget = memory_budget;
     cache->block_size = block_size;
     cache->load = load;
+    cache->piece_size = (block_size + BLOCK_MAX_PIECES - 1) / BLOCK_MAX_PIECES;
+    if (cache->piece_size == 0)
+        cache->piece_size = 1;
     cache->counters.memory_budget = memory_budget;
     return cache;
 }
@@ -70,6 +79,11 @@ void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void 
 {
     cache->store_hook = hook;
     cache->store_hook_context = hook_context;
+}
+
+void block_cache_set_range_loader(block_cache *cache, block_load_range_fn load_range)
+{
+    cache->load_range = load_range;
 }
 
 const uint8_t *block_data(const block *blk) { return blk->data; }
@@ -191,7 +205,8 @@ static void destroy_block(block_cache *cache, block *blk)
 static bool evict_one(block_cache *cache, bool spare_unread)
 {
     for (block *b = cache->lru_oldest; b; b = b->lru_next) {
-        if (b->pins == 0 && b->state == BLOCK_READY && !(spare_unread && b->unread)) {
+        bool loaded = b->state == BLOCK_READY || b->state == BLOCK_PARTIAL;
+        if (b->pins == 0 && loaded && !(spare_unread && b->unread)) {
             destroy_block(cache, b);
             cache->counters.evictions++;
             return true;
@@ -313,11 +328,123 @@ static int wait_until_loaded(block_cache *cache, block *blk)
     return blk->state == BLOCK_FAILED ? blk->load_error : 0;
 }
 
-int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out)
+/* Bits of the pieces covering [from, to) of a block; from < to. */
+static uint64_t piece_mask(const block_cache *cache, size_t from, size_t to)
 {
+    size_t first = from / cache->piece_size, last = (to - 1) / cache->piece_size;
+    uint64_t count = last - first + 1;
+    uint64_t ones = count >= 64 ? ~0ULL : (1ULL << count) - 1;
+    return ones << first;
+}
+
+/* Fetches the claimed pieces (runs of adjacent pieces as one range each); no lock held. */
+static int load_claimed_pieces(block_cache *cache, block *blk, uint64_t claimed)
+{
+    for (size_t piece = 0; piece < BLOCK_MAX_PIECES; piece++) {
+        if (!(claimed >> piece & 1))
+            continue;
+        size_t run_end = piece;
+        while (run_end + 1 < BLOCK_MAX_PIECES && (claimed >> (run_end + 1) & 1))
+            run_end++;
+        size_t from = piece * cache->piece_size;
+        size_t to = (run_end + 1) * cache->piece_size;
+        if (to > blk->length)
+            to = blk->length;
+        int error = cache->load_range(blk->source.context, blk->index, blk->data, blk->length, from, to, NULL);
+        if (error)
+            return error;
+        piece = run_end;
+    }
+    return 0;
+}
+
+/* Makes bytes [from, to) of a pinned partial block present: claims the missing pieces no one
+ * fetches, fetches them without the lock, and waits for those others fetch. A failed fetch
+ * leaves its pieces missing (a later read retries). The lock is held. */
+static int fill_pieces(block_cache *cache, block *blk, size_t from, size_t to)
+{
+    uint64_t needed = piece_mask(cache, from, to);
+    while ((blk->present_pieces & needed) != needed) {
+        uint64_t claimed = needed & ~blk->present_pieces & ~blk->inflight_pieces;
+        if (!claimed) {
+            pthread_cond_wait(&blk->loaded, &cache->lock);
+            continue;
+        }
+        blk->inflight_pieces |= claimed;
+        pthread_mutex_unlock(&cache->lock);
+        int error = load_claimed_pieces(cache, blk, claimed);
+        pthread_mutex_lock(&cache->lock);
+        blk->inflight_pieces &= ~claimed;
+        bool store = false;
+        if (error) {
+            cache->counters.load_failures++;
+        } else {
+            blk->present_pieces |= claimed;
+            if (blk->present_pieces == piece_mask(cache, 0, blk->length)) {
+                blk->state = BLOCK_READY;
+                store = cache->store_hook != NULL;
+                if (store)
+                    blk->pins++;
+            }
+        }
+        pthread_cond_broadcast(&blk->loaded);
+        if (error)
+            return error;
+        if (store) {
+            pthread_mutex_unlock(&cache->lock);
+            run_store_hook(cache, blk, true);
+            pthread_mutex_lock(&cache->lock);
+        }
+    }
+    return 0;
+}
+
+/* Loads a block this thread just inserted (LOADING, so it owns the buffer): the whole block, or
+ * with partial only the pieces covering [from, to) unless the persistent cache has it all.
+ * Called without the lock; returns with it held. */
+static int load_new_block(block_cache *cache, block *blk, size_t from, size_t to, bool partial)
+{
+    bool fetched = false, whole = false;
+    from -= from % cache->piece_size;   /* whole pieces: they are the unit of presence */
+    to = (to + cache->piece_size - 1) / cache->piece_size * cache->piece_size;
+    if (to > blk->length)
+        to = blk->length;
+    int error = map_buffer(blk);
+    if (!error && partial)
+        error = cache->load_range(blk->source.context, blk->index, blk->data, blk->length, from, to, &whole);
+    else if (!error)
+        error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
+    pthread_mutex_lock(&cache->lock);
+    if (!error && partial && !whole) {
+        cache->counters.loads_in_flight--;
+        blk->state = BLOCK_PARTIAL;
+        blk->present_pieces = piece_mask(cache, from, to);
+        if (blk->present_pieces == piece_mask(cache, 0, blk->length)) {
+            blk->state = BLOCK_READY;
+            fetched = true;
+            cache->counters.loads_in_flight++;   /* finish_load below counts it down again */
+        } else {
+            pthread_cond_broadcast(&blk->loaded);
+            return 0;
+        }
+    }
+    bool store = finish_load(cache, blk, error, fetched);
+    if (store) {
+        pthread_mutex_unlock(&cache->lock);
+        run_store_hook(cache, blk, true);
+        pthread_mutex_lock(&cache->lock);
+    }
+    return error;
+}
+
+int block_cache_read_range(block_cache *cache, const block_source *source, uint64_t index, size_t from,
+                           size_t to, bool partial, block **out)
+{
+    *out = NULL;
     size_t length = length_of_block(cache, source, index);
-    if (length == 0)
+    if (length == 0 || from >= to || to > length)
         return EINVAL;
+    partial = partial && cache->load_range;
     pthread_mutex_lock(&cache->lock);
     block *blk;
     for (;;) {
@@ -333,6 +460,9 @@ int block_cache_read(block_cache *cache, const block_source *source, uint64_t in
         lru_unlink(cache, blk);
         lru_append(cache, blk);
         error = wait_until_loaded(cache, blk);
+        /* A reader that is not a young slice stream completes the block (as a whole load would). */
+        if (!error && blk->state == BLOCK_PARTIAL)
+            error = partial ? fill_pieces(cache, blk, from, to) : fill_pieces(cache, blk, 0, length);
     } else {
         cache->counters.misses++;
         blk = insert_loading_block(cache, source, index, length);
@@ -341,15 +471,7 @@ int block_cache_read(block_cache *cache, const block_source *source, uint64_t in
             return ENOMEM;
         }
         pthread_mutex_unlock(&cache->lock);
-        bool fetched = false;
-        error = map_buffer(blk);
-        if (!error)
-            error = cache->load(source->context, index, blk->data, length, &fetched);
-        pthread_mutex_lock(&cache->lock);
-        bool store = finish_load(cache, blk, error, fetched);
-        pthread_mutex_unlock(&cache->lock);
-        run_store_hook(cache, blk, store);
-        pthread_mutex_lock(&cache->lock);
+        error = load_new_block(cache, blk, from, to, partial);
     }
     if (error) {
         unpin_locked(cache, blk);
@@ -360,6 +482,16 @@ int block_cache_read(block_cache *cache, const block_source *source, uint64_t in
     pthread_mutex_unlock(&cache->lock);
     *out = blk;
     return error;
+}
+
+int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out)
+{
+    size_t length = length_of_block(cache, source, index);
+    if (length == 0) {
+        *out = NULL;
+        return EINVAL;
+    }
+    return block_cache_read_range(cache, source, index, 0, length, false, out);
 }
 
 void block_cache_release(block_cache *cache, block *blk)

@@ -32,6 +32,14 @@ typedef struct block_source {
  * they should be stored (see block_cache_set_store_hook). */
 typedef int (*block_load_fn)(void *context, uint64_t index, void *buf, size_t len, bool *fetched);
 
+/* Loads bytes [from, to) of block index (offsets within the block, block_len bytes long) from
+ * the network into block_buf at the same offsets; other bytes of block_buf may be read by other
+ * threads meanwhile and must not be touched. When whole is non-NULL the caller owns the whole
+ * buffer: the function may instead fill all of it from the persistent cache and set *whole.
+ * Returns 0 or an errno value; called without any lock of the cache held. */
+typedef int (*block_load_range_fn)(void *context, uint64_t index, uint8_t *block_buf, size_t block_len,
+                                   size_t from, size_t to, bool *whole);
+
 /* Called with a freshly fetched block, pinned once more for the hook: its waiters have already
  * been woken; the hook stores it (on another thread) and then releases that pin. */
 typedef void (*block_store_hook)(void *hook_context, block *blk);
@@ -56,9 +64,25 @@ uint32_t block_cache_block_size(const block_cache *cache);
 
 void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void *hook_context);
 
+/* Enables partial blocks: a block is split in at most BLOCK_MAX_PIECES equal pieces, and
+ * block_cache_read_range may fetch only the pieces a read touches (a slice of a tensor read by
+ * one tensor-parallel rank would otherwise pull a whole block for a fraction of it). A partial
+ * block lives in memory only; once all its pieces are present it is complete, and goes to the
+ * store hook like any fetched block. */
+#define BLOCK_MAX_PIECES 64
+void block_cache_set_range_loader(block_cache *cache, block_load_range_fn load_range);
+
 /* Returns in *out the pinned, loaded block index of source: waits while another thread loads
  * it, or loads it on this thread. Returns 0 or an errno value (EIO when the load failed). */
 int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out);
+
+/* Returns in *out the pinned block index of source whose bytes [from, to) (offsets within the
+ * block) are present. With partial set (a young stream not reading the whole file) and a range
+ * loader, only the pieces covering [from, to) are fetched when the block is absent or partial;
+ * otherwise the whole block is loaded (missing pieces of a partial block are fetched). Other
+ * bytes of a partial block must not be read. Returns 0 or an errno value. */
+int block_cache_read_range(block_cache *cache, const block_source *source, uint64_t index, size_t from,
+                           size_t to, bool partial, block **out);
 
 /* The bytes of a loaded, pinned block. */
 const uint8_t *block_data(const block *blk);

@@ -159,6 +159,8 @@ static int build_context(fs_context *context, startup *s)
                                             .max_window = o->readahead_max,
                                             .whole_file_window = WHOLE_FILE_READAHEAD_BLOCKS * o->block_size};
     context->blocks = block_cache_new(o->memory_budget, o->block_size, remote_file_load_block);
+    if (context->blocks)
+        block_cache_set_range_loader(context->blocks, remote_file_load_block_range);
     context->fetch_pool = !context->blocks ? NULL
         : fetcher_new(context->blocks, o->threads, context->disk ? remote_file_store_block : NULL, STORE_THREADS);
     context->names = namespace_new(context);

@@ -51,14 +51,21 @@ void reader_close(open_file *handle)
 #define CONSUMED_LAG_BLOCKS 2
 
 /* Hands the blocks the stream has earned to the fetch pool, before this read waits. A
- * whole-file reader's blocks left behind go back for reuse. */
-static void read_ahead(open_file *handle, uint64_t offset, uint64_t length)
+ * whole-file reader's blocks left behind go back for reuse. Returns whether the read may fetch
+ * just the pieces of blocks it touches: a young stream (no read-ahead earned yet) that did not
+ * begin at the file's start is likely one rank's slice of a tensor, which needs a fraction of
+ * a block. */
+static bool read_ahead(open_file *handle, uint64_t offset, uint64_t length)
 {
     fs_context *context = handle->context;
     pthread_mutex_lock(&handle->lock);
     readahead_plan plan = readahead_on_read(&handle->stream, &context->readahead, offset, length,
                                             handle->file->source.size);
     bool whole_file = readahead_reads_whole_file(&handle->stream, &context->readahead);
+    /* (Not stream_start != 0: a fresh handle's first read joins the empty stream at byte 0.) */
+    bool from_file_start = handle->stream.stream_start == 0 &&
+                           handle->stream.contiguous_end == handle->stream.stream_end;
+    bool partial = !from_file_start && handle->stream.window == 0;
     pthread_mutex_unlock(&handle->lock);
     uint64_t block_size = context->readahead.block_size;
     uint64_t current = block_size ? offset / block_size : 0;
@@ -69,6 +76,7 @@ static void read_ahead(open_file *handle, uint64_t offset, uint64_t length)
         if (blk)
             fetcher_submit(context->fetch_pool, blk);
     }
+    return partial;
 }
 
 /* Records a read served without blocks (the header) in the stream, prefetching nothing: a
@@ -83,21 +91,22 @@ static void note_read(open_file *handle, uint64_t offset, uint64_t length)
     pthread_mutex_unlock(&handle->lock);
 }
 
-static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end, uint8_t *out)
+static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end, uint8_t *out, bool partial)
 {
     block_cache *blocks = handle->context->blocks;
     uint64_t block_size = block_cache_block_size(blocks);
     uint8_t *cursor = out;
     while (position < end) {
         uint64_t index = position / block_size;
-        block *blk;
-        int error = block_cache_read(blocks, &handle->file->source, index, &blk);
-        if (error)
-            return -error;
         uint64_t in_block = position - index * block_size;
-        uint64_t n = block_length(blk) - in_block;
+        uint64_t n = block_size - in_block;
         if (n > end - position)
             n = end - position;
+        block *blk;
+        int error = block_cache_read_range(blocks, &handle->file->source, index, in_block, in_block + n,
+                                           partial, &blk);
+        if (error)
+            return -error;
         memcpy(cursor, block_data(blk) + in_block, n);
         block_cache_release(blocks, blk);
         cursor += n;
@@ -155,15 +164,17 @@ int reader_read(open_file *handle, uint64_t offset, size_t size, read_result *ou
             return done < 0 ? -done : 0;
         }
     }
-    read_ahead(handle, offset, end - offset);
+    bool partial = read_ahead(handle, offset, end - offset);
     if (one_block) {
         uint64_t index = position / block_size;
-        int error = block_cache_read(context->blocks, &file->source, index, &out->pinned);
+        uint64_t in_block = position - index * block_size;
+        int error = block_cache_read_range(context->blocks, &file->source, index, in_block,
+                                           in_block + (end - position), partial, &out->pinned);
         if (!error)
             out->data = block_data(out->pinned) + (position - index * block_size);
         return error;
     }
-    long copied = copy_from_blocks(handle, position, end, scratch + (position - offset));
+    long copied = copy_from_blocks(handle, position, end, scratch + (position - offset), partial);
     return copied < 0 ? (int)-copied : 0;
 }
 

@@ -134,6 +134,25 @@ int remote_file_load_block(void *opaque, uint64_t index, void *buf, size_t len, 
     return error;
 }
 
+int remote_file_load_block_range(void *opaque, uint64_t index, uint8_t *block_buf, size_t block_len,
+                                 size_t from, size_t to, bool *whole)
+{
+    remote_file *file = opaque;
+    fs_context *context = file->context;
+    if (whole && context->disk) {
+        disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
+        if (disk_cache_read_block(context->disk, &key, index, block_buf, block_len)) {
+            atomic_fetch_add(&context->stats.disk_hits, 1);
+            *whole = true;
+            return 0;
+        }
+        atomic_fetch_add(&context->stats.disk_misses, 1);
+    }
+    uint64_t block_start = index * context->options.block_size;
+    return fetcher_read_split(context->fetch_pool, fetch_range_callback, file, block_start + from,
+                              block_buf + from, to - from, BLOCK_PART_SIZE);
+}
+
 void remote_file_store_block(void *opaque, uint64_t index, const void *data, size_t len)
 {
     remote_file *file = opaque;

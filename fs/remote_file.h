@@ -34,6 +34,11 @@ void remote_file_free(remote_file *file);
 /* The block cache's load function: persistent cache, else the Hub (*fetched set). */
 int remote_file_load_block(void *file, uint64_t index, void *buf, size_t len, bool *fetched);
 
+/* The block cache's range loader: bytes [from, to) of a block from the Hub, or (when whole is
+ * given) the whole block from the persistent cache, setting *whole. */
+int remote_file_load_block_range(void *file, uint64_t index, uint8_t *block_buf, size_t block_len,
+                                 size_t from, size_t to, bool *whole);
+
 /* Writes a fetched block to the persistent cache (a store thread calls it). */
 void remote_file_store_block(void *file, uint64_t index, const void *data, size_t len);
 

@@ -25,8 +25,8 @@ trap cleanup EXIT INT TERM
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Generating a Llama-shaped model (3 shards, bf16) and a local Hub that serves it"
-python3 scripts/make_model.py --out "$work/model" --preset small --shards 3 --dtype bf16 >/dev/null
+step "Generating a Llama-shaped model (3 shards, f16: numpy has no bfloat16) and a local Hub that serves it"
+python3 scripts/make_model.py --out "$work/model" --preset small --shards 3 --dtype f16 >/dev/null
 python3 scripts/hub_emulator.py import "$work/hub" demo-org/demo-llama "$work/model" >/dev/null
 python3 scripts/hub_emulator.py serve "$work/hub" --port 0 --cdn-port 0 \
   --ready-file "$work/ready.json" --log "$work/requests.log" 2>"$work/emulator.err" &
@@ -55,7 +55,8 @@ index = json.load(open(f"{model}/model.safetensors.index.json"))
 name = "model.layers.0.self_attn.q_proj.weight"
 with safe_open(f"{model}/{index['weight_map'][name]}", framework="numpy") as f:
     piece = f.get_slice(name)[0:4]
-    print(f"{name}: shape {f.get_slice(name).get_shape()}, rows 0..3 read, {piece.nbytes} bytes")
+    print(f"{name}: shape {f.get_slice(name).get_shape()}, rows 0..3 read ({piece.nbytes} bytes):")
+    print(piece[:, :6])
 PY
 
 step "hubfs load --tp 2 --rank 1 --device cpu"

@@ -203,8 +203,121 @@ static void consumed_blocks_are_reused_only_when_stored(void)
     block_cache_free(memory_only);
 }
 
+static atomic_ulong range_bytes_loaded;
+static atomic_int stores;
+
+/* Loads bytes [from, to) with the same pattern as fake_load, counting them; never the whole. */
+static int fake_load_range(void *context, uint64_t index, uint8_t *block_buf, size_t block_len, size_t from,
+                           size_t to, bool *whole)
+{
+    (void)context;
+    (void)whole;
+    if (to > block_len || from >= to)
+        return EINVAL;
+    if (atomic_load(&slow_ms))
+        usleep((useconds_t)atomic_load(&slow_ms) * 1000);
+    if (atomic_exchange(&fail_next, 0))
+        return EIO;
+    atomic_fetch_add(&range_bytes_loaded, to - from);
+    for (size_t i = from; i < to; i++)
+        block_buf[i] = (uint8_t)(index * 31 + i * 7);
+    return 0;
+}
+
+static void count_store(void *hook_context, block *blk)
+{
+    atomic_fetch_add(&stores, 1);
+    block_cache_release(hook_context, blk);
+}
+
+static bool range_is_right(const block *blk, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (block_data(blk)[i] != (uint8_t)(block_index(blk) * 31 + i * 7))
+            return false;
+    return true;
+}
+
+typedef struct piece_reader_args {
+    block_cache *cache;
+    const block_source *source;
+    size_t from, to;
+    int errors;
+} piece_reader_args;
+
+static void *piece_reader_main(void *arg)
+{
+    piece_reader_args *a = arg;
+    block *blk;
+    if (block_cache_read_range(a->cache, a->source, 1, a->from, a->to, true, &blk) != 0) {
+        a->errors++;
+        return NULL;
+    }
+    if (!range_is_right(blk, a->from, a->to))
+        a->errors++;
+    block_cache_release(a->cache, blk);
+    return NULL;
+}
+
+/* A slice read fetches only its pieces; concurrent readers of other pieces share nothing twice;
+ * a whole read completes the block, which is then stored once; a failed piece is retried. */
+static void partial_blocks_fetch_only_touched_pieces(void)
+{
+    block_cache *cache = block_cache_new(8 * BLOCK, BLOCK, fake_load);
+    block_cache_set_range_loader(cache, fake_load_range);
+    block_cache_set_store_hook(cache, count_store, cache);
+    block_source source = {.id = 9, .size = 4 * BLOCK};
+    size_t piece = BLOCK / BLOCK_MAX_PIECES;
+    atomic_store(&loads, 0);
+    atomic_store(&range_bytes_loaded, 0);
+
+    block *blk;
+    CHECK_EQ_INT(block_cache_read_range(cache, &source, 1, piece + 5, 3 * piece - 1, true, &blk), 0);
+    CHECK(range_is_right(blk, piece + 5, 3 * piece - 1));
+    block_cache_release(cache, blk);
+    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), 2 * piece);
+    CHECK(!block_cache_contains(cache, 9, 1));
+
+    atomic_store(&fail_next, 1);
+    CHECK_EQ_INT(block_cache_read_range(cache, &source, 1, 10 * piece, 11 * piece, true, &blk), EIO);
+
+    atomic_store(&slow_ms, 2);
+    enum { READERS = 8 };
+    pthread_t threads[READERS];
+    piece_reader_args args[READERS];
+    for (int i = 0; i < READERS; i++) {
+        /* overlapping ranges over pieces 0..16 (1 and 2 already present), some shared by two readers */
+        args[i] = (piece_reader_args){.cache = cache, .source = &source, .from = (size_t)i * 2 * piece + 3,
+                                      .to = (size_t)(i * 2 + 3) * piece};
+        pthread_create(&threads[i], NULL, piece_reader_main, &args[i]);
+    }
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK_EQ_INT(args[i].errors, 0);
+    }
+    atomic_store(&slow_ms, 0);
+    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), 17 * piece);
+    CHECK_EQ_INT(atomic_load(&stores), 0);
+
+    CHECK_EQ_INT(block_cache_read(cache, &source, 1, &blk), 0);
+    CHECK(block_is_right(blk, 1));
+    block_cache_release(cache, blk);
+    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), BLOCK);
+    CHECK_EQ_INT(atomic_load(&loads), 0);
+    CHECK_EQ_INT(atomic_load(&stores), 1);
+    CHECK(block_cache_contains(cache, 9, 1));
+
+    /* a read that is not partial loads an absent block whole, as before */
+    CHECK_EQ_INT(block_cache_read_range(cache, &source, 2, 5, 6, false, &blk), 0);
+    CHECK(block_is_right(blk, 2));
+    block_cache_release(cache, blk);
+    CHECK_EQ_INT(atomic_load(&loads), 1);
+    block_cache_free(cache);
+}
+
 int main(void)
 {
+    partial_blocks_fetch_only_touched_pieces();
     consumed_blocks_are_reused_only_when_stored();
     concurrent_readers_share_one_load();
     failed_load_is_retried();

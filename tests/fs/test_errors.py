@@ -12,15 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fs_support import GATED_REPO, PRIVATE_REPO, TINY_REPO, data_requests, sha256_of  # noqa: E402
-from mount import HUBFS, Mount, is_mounted, unmount  # noqa: E402
-
-
-def errno_of(call, *args):
-    try:
-        call(*args)
-    except OSError as e:
-        return e.errno
-    return 0
+from mount import HUBFS, Mount, errno_of, is_mounted, unmount  # noqa: E402
 
 
 @pytest.fixture

@@ -9,16 +9,9 @@ import stat
 import subprocess
 
 import harness
+from mount import errno_of
 
 NOBODY = 65534
-
-
-def errno_of(call, *args):
-    try:
-        call(*args)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def as_nobody(*command):

@@ -10,6 +10,7 @@ import urllib.parse
 import harness
 from harness import TOKEN, assert_correct_or_eio, read_all
 from hostile_proxy import HostileProxy
+from mount import errno_of
 
 READ_DEADLINE_S = 120 if harness.SANITIZED else 60
 
@@ -41,14 +42,6 @@ def every_xattr(root):
                 except OSError as e:
                     out.append(f"{path} {name}: {e}")
     return "\n".join(out)
-
-
-def errno_of(call, *args):
-    try:
-        call(*args)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def test_token_reaches_only_the_hub_and_is_never_shown(hub, figures):

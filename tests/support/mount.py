@@ -144,3 +144,12 @@ class Mount:
         if exc_type is None and status not in (0, None):
             raise AssertionError(f"hubfs exited with status {status}: {log[-4000:]}")
         return False
+
+
+def errno_of(call, *args):
+    """The errno call(*args) fails with, or 0 when it succeeds."""
+    try:
+        call(*args)
+    except OSError as e:
+        return e.errno
+    return 0
