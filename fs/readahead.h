@@ -12,6 +12,10 @@
  * checksum, a loader reading every tensor in order), not a slice of a tensor, which starts at
  * the slice's offset: such a stream gets whole_file_window at once and then read-ahead as large
  * as what it has read (the classic doubling), up to the maximum.
+ *
+ * While a stream has earned no window and is not such a whole-file reader, the reader fetches
+ * only the pieces of a block that a read touches (partial blocks, see blocks.h), so a slice
+ * costs its own bytes plus at most a piece at each end rather than whole blocks.
  */
 #ifndef HUBFS_READAHEAD_H
 #define HUBFS_READAHEAD_H
