@@ -159,7 +159,9 @@ static int build_context(fs_context *context, startup *s)
                                             .max_window = o->readahead_max,
                                             .whole_file_window = WHOLE_FILE_READAHEAD_BLOCKS * o->block_size};
     context->blocks = block_cache_new(o->memory_budget, o->block_size, remote_file_load_block);
-    if (context->blocks)
+    /* Off by default: piece fetches save bytes but cost a round trip each, which a Hub CDN's
+     * latency turns into a 7x slower tensor-parallel load (measured with the WAN bench). */
+    if (context->blocks && o->exact_slices)
         block_cache_set_range_loader(context->blocks, remote_file_load_block_range);
     context->fetch_pool = !context->blocks ? NULL
         : fetcher_new(context->blocks, o->threads, context->disk ? remote_file_store_block : NULL, STORE_THREADS);

@@ -32,6 +32,9 @@ void fs_options_print_help(FILE *out)
           "  --block-size SIZE     fetch and cache unit (default 8M)\n"
           "  --readahead-max SIZE  largest read-ahead window of one file (default 128M; 0 disables)\n"
           "  --threads N           fetch threads (default 16)\n"
+          "  --exact-slices        a read that starts a new, non-sequential stream fetches only the\n"
+          "                        128 KiB pieces it touches, not whole blocks: fewer bytes for\n"
+          "                        tensor slices, but one round trip per piece (slow on high-latency links)\n"
           "  -f, --foreground      stay in the foreground, logging to stderr (else to syslog)\n"
           "  -d                    FUSE debug output (implies -f)\n"
           "  -o OPT[,OPT...]       our keys above, or FUSE mount options (allow_other, ...)\n"
@@ -125,6 +128,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
         key[n] = name[n] == '_' ? '-' : name[n];
     key[n] = '\0';
     if (strcmp(key, "no-disk-cache") == 0) { o->disk_cache_enabled = false; return 1; }
+    if (strcmp(key, "exact-slices") == 0) { o->exact_slices = true; return 1; }
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
     static const char *const valued[] = {"endpoint", "token-file", "cache-dir", "cache-size",
                                          "memory-budget", "block-size", "readahead-max", "threads", NULL};
@@ -232,7 +236,7 @@ static int parse_flag(fs_options *o, int argc, char **argv, int *i, char *error,
     memcpy(name, arg + 2, name_length);
     name[name_length] = '\0';
     const char *value = equals ? equals + 1 : NULL;
-    bool takes_value = strcmp(name, "no-disk-cache") != 0;
+    bool takes_value = strcmp(name, "no-disk-cache") != 0 && strcmp(name, "exact-slices") != 0;
     if (takes_value && !value && *i + 1 < argc)
         value = argv[++*i];
     int applied = apply_option(o, name, value, error, error_size);

@@ -53,6 +53,12 @@ static void mount_helper(void)
     CHECK(o.endpoint && strcmp(o.endpoint, "http://127.0.0.1:9") == 0);
     CHECK(o.fuse_options && strcmp(o.fuse_options, "nosuid") == 0);
     CHECK(!o.foreground);
+    CHECK(!o.exact_slices);   /* off unless asked: piece fetches are slow on high-latency links */
+    fs_options_clear(&o);
+    char *exact[] = {"mount.hubfs", "hubfs", "/hf", "-o", "exact_slices", NULL};
+    CHECK_EQ_INT(fs_options_parse(5, exact, true, &o, error, sizeof error), 0);
+    CHECK(o.exact_slices);
+    CHECK(o.fuse_options == NULL || strstr(o.fuse_options, "exact") == NULL);
     fs_options_clear(&o);
 }
 
