@@ -23,6 +23,7 @@ const char *hub_status_name(hub_status status)
     case HUB_ERR_PROTOCOL: return "protocol";
     case HUB_ERR_OFFLINE: return "offline";
     case HUB_ERR_NO_MEMORY: return "no-memory";
+    case HUB_ERR_CANCELLED: return "cancelled";
     }
     return "unknown";
 }
@@ -75,6 +76,12 @@ hub_status hub_fail_offline(const hub_client *client, hub_error *err)
     return hub_fail(client, err, HUB_ERR_OFFLINE, 0,
                     "HF_HUB_OFFLINE=1 forbids network access: unset it to reach %s",
                     client->cfg.endpoint);
+}
+
+hub_status hub_fail_cancelled(const hub_client *client, hub_error *err)
+{
+    return hub_fail(client, err, HUB_ERR_CANCELLED, 0,
+                    "the request was cancelled: the filesystem is shutting down");
 }
 
 const char *hub_repo_url_prefix(hub_repo_type type)

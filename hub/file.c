@@ -35,12 +35,6 @@ typedef struct resolution {
     time_t expiry;
 } resolution;
 
-static bool same_origin_as_hub(const hub_client *client, const char *url)
-{
-    hub_origin origin;
-    return hub_url_origin(url, &origin) && hub_same_origin(&origin, &client->endpoint_origin);
-}
-
 /* X-Repo-Commit, X-Linked-Etag and X-Linked-Size exist only on the Hub's first answer. */
 static void take_first_answer_headers(const hub_transfer *t, resolution *r)
 {
@@ -84,7 +78,7 @@ static hub_status head_cdn(hub_client *client, const hub_call *call, resolution 
 static void set_data_url(hub_client *client, resolution *r, char *url)
 {
     r->data_url = url;
-    r->sends_token = client->cfg.token && same_origin_as_hub(client, url);
+    r->sends_token = client->cfg.token && hub_url_is_hub(client, url);
     r->expiry = 0;
     if (!r->sends_token && !hub_url_expiry(url, &r->expiry))
         r->expiry = time(NULL) + CDN_URL_DEFAULT_LIFETIME_S;
@@ -160,7 +154,7 @@ static hub_status resolve(hub_file *file, resolution *r, hub_error *err)
         }
         free(current);
         current = NULL;
-        if (same_origin_as_hub(client, next))
+        if (hub_url_is_hub(client, next))
             current = next;
         else
             set_data_url(client, r, next);

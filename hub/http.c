@@ -59,6 +59,7 @@ void hub_transfer_reset_answer(hub_transfer *t)
     t->range_received = 0;
     t->range_skip = 0;
     t->range_started = t->range_done = t->range_ignored = t->stalled = false;
+    t->too_slow = t->cancelled = false;
     t->sink_problem = NULL;
     t->done = false;
 }
@@ -228,24 +229,41 @@ static int64_t monotonic_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* Stall detection. CURLOPT_LOW_SPEED_* averages over several seconds, so a burst followed by
- * silence goes unnoticed for too long; this aborts once no byte moved for stall_timeout_ms. */
+/* Stall and trickle detection. CURLOPT_LOW_SPEED_* averages over several seconds, so a burst
+ * followed by silence goes unnoticed for too long; this aborts once no byte moved for
+ * stall_timeout_ms. A trickle (a few bytes now and then) is no better: once the grace period is
+ * over, an attempt must average min_rate_bytes_per_s, or it is abandoned and retried. */
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     (void)dltotal;
     (void)ultotal;
     hub_transfer *t = userdata;
+    const hub_config *cfg = &t->client->cfg;
+    if (atomic_load_explicit(&t->client->cancelled, memory_order_relaxed)) {
+        t->cancelled = true;
+        return 1;
+    }
     int64_t now = monotonic_ms();
     if (dlnow + ulnow != t->progress_bytes || t->progress_at_ms == 0) {
         t->progress_bytes = dlnow + ulnow;
         t->progress_at_ms = now;
-        return 0;
+    } else if (now - t->progress_at_ms >= cfg->stall_timeout_ms) {
+        t->stalled = true;
+        return 1;
     }
-    if (now - t->progress_at_ms < t->client->cfg.stall_timeout_ms)
-        return 0;
-    t->stalled = true;
-    return 1;
+    /* Measured from the first byte: waiting for a connection (curl queues transfers past the
+     * connection limit) or for the server's first byte is the stall rule's business. */
+    if (dlnow > 0 && t->first_byte_at_ms == 0)
+        t->first_byte_at_ms = now;
+    int64_t elapsed_ms = t->first_byte_at_ms ? now - t->first_byte_at_ms : 0;
+    bool body_expected = !t->head && !t->range_done;
+    if (body_expected && cfg->min_rate_bytes_per_s > 0 && elapsed_ms > cfg->stall_timeout_ms &&
+        (double)dlnow * 1000.0 / (double)elapsed_ms < (double)cfg->min_rate_bytes_per_s) {
+        t->too_slow = true;
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- loop thread ---- */
@@ -256,15 +274,41 @@ static long stall_seconds(const hub_config *cfg)
     return seconds < 1 ? 1 : seconds;
 }
 
-static CURLcode configure_easy(hub_client *client, hub_transfer *t, CURL *easy)
-{
-    const hub_config *cfg = &client->cfg;
-    CURLcode rc = CURLE_OK;
 #define SET(opt, val)                                                                    \
     do {                                                                                 \
         if (rc == CURLE_OK)                                                              \
             rc = curl_easy_setopt(easy, opt, val);                                       \
     } while (0)
+
+/* TLS trust and proxies. Verification is never switched off, and a CA bundle replaces the
+ * system store, as REQUESTS_CA_BUNDLE does for huggingface_hub. The proxy is the config's,
+ * never libcurl's own reading of the environment ("" turns that off), so hubfs does what it
+ * documents. */
+static CURLcode configure_transport(const hub_config *cfg, const hub_transfer *t, CURL *easy)
+{
+    CURLcode rc = CURLE_OK;
+    const char *proxy = strncasecmp(t->url, "https:", 6) == 0 ? cfg->https_proxy : cfg->http_proxy;
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_PROXY, proxy ? proxy : "");
+    SET(CURLOPT_NOPROXY, cfg->no_proxy ? cfg->no_proxy : "");
+    /* our headers (the token among them) go to the origin only, never into a CONNECT */
+    SET(CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE);
+    if (cfg->ca_bundle) {
+        const char *file = cfg->ca_bundle_is_directory ? NULL : cfg->ca_bundle;
+        const char *directory = cfg->ca_bundle_is_directory ? cfg->ca_bundle : NULL;
+        SET(CURLOPT_CAINFO, file);
+        SET(CURLOPT_CAPATH, directory);
+        SET(CURLOPT_PROXY_CAINFO, file);  /* an https:// proxy is verified the same way */
+        SET(CURLOPT_PROXY_CAPATH, directory);
+    }
+    return rc;
+}
+
+static CURLcode configure_easy(hub_client *client, hub_transfer *t, CURL *easy)
+{
+    const hub_config *cfg = &client->cfg;
+    CURLcode rc = configure_transport(cfg, t, easy);
     SET(CURLOPT_URL, t->url);
     SET(CURLOPT_PRIVATE, t);
     SET(CURLOPT_ERRORBUFFER, t->curl_message);
@@ -323,6 +367,7 @@ static void start_transfer(hub_client *client, hub_transfer *t)
     t->easy = easy;
     t->progress_bytes = 0;
     t->progress_at_ms = 0;   /* the stall clock starts when curl runs it, not while it queues */
+    t->first_byte_at_ms = 0;
     CURLcode rc = configure_easy(client, t, easy);
     if (rc == CURLE_OK && curl_multi_add_handle(client->loop.multi, easy) != CURLM_OK)
         rc = CURLE_OUT_OF_MEMORY;
@@ -365,9 +410,10 @@ static void *loop_main(void *arg)
         hub_transfer *queued = take_queue(loop, &stopping);
         while (queued) {
             hub_transfer *next = queued->next_queued;
-            if (stopping)
+            if (stopping || atomic_load(&client->cancelled)) {
+                queued->cancelled = true;
                 complete(queued, CURLE_ABORTED_BY_CALLBACK);
-            else
+            } else
                 start_transfer(client, queued);
             queued = next;
         }
@@ -425,6 +471,12 @@ void hub_loop_stop(hub_client *client)
     if (loop->queue_mutex_ready)
         pthread_mutex_destroy(&loop->queue_mutex);
     loop->queue_mutex_ready = false;
+}
+
+void hub_loop_wake(hub_client *client)
+{
+    if (client->loop.multi)
+        curl_multi_wakeup(client->loop.multi);
 }
 
 void hub_loop_run(hub_client *client, hub_transfer *t)

@@ -17,6 +17,8 @@
 #define HUB_ERROR_BODY_MAX 65536         /* bytes of an error answer kept for its message */
 #define HUB_JSON_BODY_MAX (64u << 20)    /* one API answer (tree page, repo info) */
 #define HUB_TREE_ENTRIES_MAX 1000000
+#define HUB_TREE_PATH_BYTES_MAX ((size_t)256 << 20)   /* of paths in one listing */
+#define HUB_TREE_PAGES_MAX 10000         /* the Hub pages by 1000: ten times the entry cap */
 #define HUB_REDIRECTS_MAX 10
 
 /* The headers hubfs reads; everything else is ignored. */
@@ -70,12 +72,15 @@ typedef struct hub_transfer {
     const char *sink_problem;    /* why the write callback refused the body (protocol error) */
     bool range_ignored;          /* the server answered 200 to the ranged request */
     bool stalled;                /* no byte arrived for stall_timeout_ms: aborted */
+    bool too_slow;               /* averaged less than min_rate_bytes_per_s after the grace */
+    bool cancelled;              /* hub_client_cancel_all aborted it */
 
     /* the loop thread's working state */
     struct hub_client *client;
     CURL *easy;
     curl_off_t progress_bytes;   /* bytes moved when progress was last seen */
     int64_t progress_at_ms;      /* monotonic time of that */
+    int64_t first_byte_at_ms;    /* when the body's first byte came; 0 before */
 
     /* completion, between the loop thread and the waiting caller */
     pthread_mutex_t mutex;
@@ -102,12 +107,27 @@ struct hub_client {
     struct curl_slist *headers_anonymous;   /* Accept-Encoding: identity */
     struct curl_slist *headers_with_token;  /* ... plus Authorization */
     hub_loop loop;
+    atomic_bool cancelled;                  /* hub_client_cancel_all: abort, never start */
+    pthread_mutex_t cancel_mutex;           /* with cancel_cond: retry waits end on cancel */
+    pthread_cond_t cancel_cond;
     _Atomic uint64_t requests, bytes_received, retries, resolves, in_flight;
+    hub_origin fallback_origin;             /* when cfg.fallback_endpoint is set */
+    atomic_bool endpoint_down;              /* failed twice in a row, no answer since */
+    _Atomic int64_t endpoint_down_until_ms; /* monotonic; requests go to the fallback until then */
+    _Atomic uint64_t fallback_requests;
 };
+
+/* ---- config.c ---- */
+
+/* dst's CA bundle and proxy strings become copies of src's (NULL where src has none); false
+ * when out of memory (then the copies that failed are NULL). */
+bool hub_config_copy_transport(hub_config *dst, const hub_config *src);
 
 /* ---- http.c: the event loop ---- */
 hub_status hub_loop_start(hub_client *client, hub_error *err);
 void hub_loop_stop(hub_client *client);
+/* Wakes the loop so that it aborts every running transfer (after client->cancelled is set). */
+void hub_loop_wake(hub_client *client);
 /* Queues t, wakes the loop and blocks until the answer is complete (one attempt). */
 void hub_loop_run(hub_client *client, hub_transfer *t);
 
@@ -136,6 +156,31 @@ hub_status hub_request(hub_client *client, hub_transfer *t, const hub_call *call
 hub_status hub_error_from_answer(hub_client *client, const hub_transfer *t, const hub_call *call,
                                  hub_error *err);
 
+/* ---- fallback.c: the endpoint's health and the fallback endpoint ---- */
+
+/* True for a URL on the endpoint's origin or the fallback endpoint's: the token's places. */
+bool hub_url_is_hub(const hub_client *client, const char *url);
+
+/* One request's dealings with the endpoint: where its attempts go and how many failed there. */
+typedef struct hub_route {
+    const char *asked_url;       /* the caller's URL (t->url is put back to it at the end) */
+    char *fallback_url;          /* asked_url on the fallback endpoint, once needed */
+    int endpoint_failures;       /* in a row, of the kind that means "down" */
+    bool moved;                  /* moved to the fallback once already: never again */
+} hub_route;
+
+/* Points t->url at where this attempt goes: asked_url, or its twin on the fallback endpoint
+ * while the endpoint is down. False when out of memory. */
+bool hub_route_attempt(hub_client *client, hub_route *route, hub_transfer *t);
+/* After an attempt (answered: a final HTTP answer; retryable: a failure worth retrying): a
+ * failure on the endpoint that means it is down counts towards marking it down (true: it is
+ * down now, move this request to the fallback without waiting, once); an answer from it marks
+ * it up again. */
+bool hub_route_outcome(hub_client *client, hub_route *route, const hub_transfer *t, bool answered,
+                       bool retryable);
+/* Puts t->url back and frees the route. */
+void hub_route_end(hub_route *route, hub_transfer *t);
+
 /* ---- errors.c ---- */
 
 /* Sets err (when not NULL) with the message formatted, the token scrubbed out; returns status. */
@@ -143,6 +188,7 @@ hub_status hub_fail(const hub_client *client, hub_error *err, hub_status status,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void hub_error_clear(hub_error *err);
 hub_status hub_fail_offline(const hub_client *client, hub_error *err);
+hub_status hub_fail_cancelled(const hub_client *client, hub_error *err);
 
 /* "", "datasets/" or "spaces/" */
 const char *hub_repo_url_prefix(hub_repo_type type);

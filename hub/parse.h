@@ -22,20 +22,84 @@ bool hub_is_hex(const char *s, size_t n);
 /* A repo-relative path: no leading '/', no "", "." or ".." components, no control characters
  * (NUL included), at most HUB_PATH_MAX bytes and HUB_NAME_MAX per component. */
 bool hub_path_is_valid(const char *path, size_t len);
+/* What makes path invalid, in a few words ("a control character", ...), or NULL when valid. */
+const char *hub_path_problem(const char *path, size_t len);
 /* "name" or "org/name" with [A-Za-z0-9._-] parts, no "..", at most 200 bytes. */
 bool hub_repo_id_is_valid(const char *id);
+
+/* ---- JSON checked and walked without building a tree (json_scan.c) ---- */
+
+#define HUB_JSON_NESTING_MAX 64          /* our answers are 3 levels deep */
+
+typedef struct hub_json_span {
+    const char *start;
+    size_t len;
+} hub_json_span;
+
+/* Called with each item of a container: key is the member's raw "name" (len 0 in an array),
+ * value the raw text of its value. Returns false to stop. */
+typedef bool (*hub_json_visit)(void *ctx, hub_json_span key, hub_json_span value);
+
+/* Whether json is exactly one RFC 8259 JSON text nested at most HUB_JSON_NESTING_MAX deep. */
+bool hub_json_is_valid(const char *json, size_t len);
+/* Checks json as above, then calls visit for each item of its top level, which must be an array
+ * (kind '[') or an object ('{'). False when json is invalid or of another kind. */
+bool hub_json_each_item(const char *json, size_t len, char kind, hub_json_visit visit, void *ctx);
+/* Whether the (valid) JSON text of span holds a \u0000 escape. */
+bool hub_json_span_has_escaped_nul(hub_json_span span);
 
 /* ---- JSON bodies (parse_json.c) ---- */
 
 /* The 40-hex "sha" of a repo-info answer, lowercased into sha_out. */
 bool hub_parse_repo_info_sha(const char *json, size_t len, char sha_out[HUB_SHA_HEX_LEN + 1]);
 
-/* Appends the entries of one tree page (a JSON array) to tree, growing tree->entries
- * (*capacity tracks the allocation). Fails, naming the offending entry in why, on anything
- * malformed or when the total would pass max_entries. On failure the entries already
- * appended stay (the caller frees the tree). */
-hub_status hub_parse_tree_page(const char *json, size_t len, hub_tree *tree, size_t *capacity,
-                               size_t max_entries, char *why, size_t why_cap);
+/* The "lastModified" of a repo-info answer (the date of the commit asked for) in Unix seconds;
+ * false when absent or not an ISO 8601 UTC date. */
+bool hub_parse_repo_info_date(const char *json, size_t len, int64_t *seconds_out);
+
+/* "2023-07-18T16:21:35.000Z" (any fraction, or none; 'Z' required; years 1970-9999) as Unix
+ * seconds; false for anything else. */
+bool hub_parse_iso8601_utc(const char *text, size_t len, int64_t *seconds_out);
+
+#define HUB_LIST_ITEM_JSON_MAX 65536   /* one repo of a listing page; the Hub sends under 1 KiB */
+
+/* A listing of an author's repos being read, page after page (GET /api/models?author=...).
+ * Zero it, then set list, author and max_names. */
+typedef struct hub_repo_list_builder {
+    hub_repo_list *list;
+    const char *author;
+    size_t max_names;            /* past it the rest is dropped and cut set */
+    size_t capacity;             /* names allocated */
+    size_t skipped;              /* items that were not AUTHOR/NAME with a valid NAME */
+    bool cut;
+} hub_repo_list_builder;
+
+/* Appends the NAME of each item {"id": "AUTHOR/NAME", ...} of one listing page (a JSON array)
+ * to the builder's list. AUTHOR compares without case, as the Hub's names do; an item that is
+ * not such an object, or whose NAME is no valid repo name, is left out and counted. Fails only
+ * on a page that is not a JSON array, or without memory. */
+hub_status hub_parse_repo_list_page(const char *json, size_t len, hub_repo_list_builder *builder,
+                                    char *why, size_t why_cap);
+
+#define HUB_TREE_ITEM_JSON_MAX 65536   /* one tree entry's JSON; a 4096-byte path fits escaped */
+
+/* A tree listing being read, page after page. Zero it, then set tree and the two limits. */
+typedef struct hub_tree_builder {
+    hub_tree *tree;
+    size_t capacity;             /* entries allocated */
+    size_t seen;                 /* entries read so far, kept or not: numbers them in messages */
+    size_t path_bytes;           /* bytes of the kept paths, their NULs included */
+    size_t max_entries;          /* past either limit the listing is cut: tree->truncated says so */
+    size_t max_path_bytes;
+} hub_tree_builder;
+
+/* Appends the entries of one tree page (a JSON array) to the builder's tree. An entry whose
+ * path no filesystem can show (hub_path_problem) is left out and counted in tree->skipped; past
+ * a limit the rest is left out and tree->truncated says why (the caller stops paging). Fails,
+ * naming the offending entry in why, on a page that is not valid JSON or an entry that is
+ * malformed otherwise. On failure the entries already appended stay (the caller frees them). */
+hub_status hub_parse_tree_page(const char *json, size_t len, hub_tree_builder *builder, char *why,
+                               size_t why_cap);
 
 /* The Hub's error text from a JSON error body ({"error": "..."}), sanitized to printable
  * ASCII and at most out_cap-1 bytes; false when there is none. */
@@ -58,8 +122,10 @@ typedef struct hub_content_range {
 
 bool hub_parse_content_range(const char *value, hub_content_range *out);
 
-/* Seconds of a Retry-After value (delta-seconds only), -1 when absent or not a number. */
-long hub_parse_retry_after_s(const char *value);
+/* Seconds to wait from now for a Retry-After value: delta-seconds, or an HTTP date (RFC 9110
+ * IMF-fixdate, or the obsolete RFC 850 and asctime forms), 0 for a date already past; at most
+ * 86400; -1 when absent or malformed. */
+long hub_parse_retry_after_s(const char *value, time_t now);
 /* The reset time t of a RateLimit value such as "api";r=0;t=89, -1 when absent. */
 long hub_parse_ratelimit_reset_s(const char *value);
 

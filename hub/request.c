@@ -29,6 +29,7 @@ static bool curl_code_is_retryable(CURLcode code)
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_ISSUER_ERROR:
     case CURLE_ABORTED_BY_CALLBACK:
     case CURLE_BAD_FUNCTION_ARGUMENT:
     case CURLE_NOT_BUILT_IN:
@@ -48,9 +49,9 @@ static bool body_truncated(const hub_transfer *t)
 
 static attempt_outcome classify(const hub_transfer *t)
 {
-    if (t->sink_problem)
+    if (t->sink_problem || t->cancelled)
         return ATTEMPT_FATAL;
-    if (t->stalled)
+    if (t->stalled || t->too_slow)
         return ATTEMPT_RETRYABLE;
     if (t->curl_code != CURLE_OK)
         return curl_code_is_retryable(t->curl_code) ? ATTEMPT_RETRYABLE : ATTEMPT_FATAL;
@@ -59,11 +60,11 @@ static attempt_outcome classify(const hub_transfer *t)
     return ATTEMPT_ANSWERED;
 }
 
-/* How long to wait before the next attempt: what the server asked (Retry-After, RateLimit),
- * else exponential backoff. */
+/* How long to wait before the next attempt: what the server asked (Retry-After in seconds or
+ * as a date, RateLimit), else exponential backoff (also when the date asked for has passed). */
 static long retry_wait_ms(const hub_config *cfg, const hub_transfer *t, int attempt)
 {
-    long asked = hub_parse_retry_after_s(t->headers[HUB_HDR_RETRY_AFTER]);
+    long asked = hub_parse_retry_after_s(t->headers[HUB_HDR_RETRY_AFTER], time(NULL));
     long reset = hub_parse_ratelimit_reset_s(t->headers[HUB_HDR_RATELIMIT]);
     if (reset > asked)
         asked = reset;
@@ -75,16 +76,61 @@ static long retry_wait_ms(const hub_config *cfg, const hub_transfer *t, int atte
     return wait > cfg->backoff_max_ms ? cfg->backoff_max_ms : wait;
 }
 
-static void sleep_ms(long ms)
+/* Waits ms, or less when the client is cancelled meanwhile. */
+static void wait_before_retry(hub_client *client, long ms)
 {
-    struct timespec left = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&client->cancel_mutex);
+    while (!atomic_load(&client->cancelled) &&
+           pthread_cond_timedwait(&client->cancel_cond, &client->cancel_mutex, &deadline) != ETIMEDOUT)
         ;
+    pthread_mutex_unlock(&client->cancel_mutex);
 }
 
 static const char *url_host(const char *url, hub_origin *origin)
 {
     return hub_url_origin(url, origin) ? origin->host : "the server";
+}
+
+static bool curl_code_is_certificate_problem(CURLcode code)
+{
+    return code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CACERT_BADFILE ||
+           code == CURLE_SSL_ISSUER_ERROR;
+}
+
+/* A certificate that was refused, or CAs that could not be loaded: say which CAs were used
+ * and how to give the right ones (never "turn verification off"). */
+static hub_status fail_certificate(hub_client *client, const hub_transfer *t, const char *host,
+                                   const hub_call *call, hub_error *err)
+{
+    const hub_config *cfg = &client->cfg;
+    char trusted[200];
+    if (cfg->ca_bundle)
+        snprintf(trusted, sizeof trusted, "the CA bundle %.120s from %s", cfg->ca_bundle,
+                 cfg->ca_bundle_origin ? cfg->ca_bundle_origin : "the configuration");
+    else
+        snprintf(trusted, sizeof trusted, "the system's CA store");
+    const char *how = "give the CA certificate(s) as a PEM file with --ca-bundle FILE or in "
+                      "CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE or SSL_CERT_FILE";
+    if (t->curl_code == CURLE_SSL_CACERT_BADFILE)
+        return hub_fail(client, err, HUB_ERR_NETWORK, 0, "cannot load %s while %s (%s): %s",
+                        trusted, call->what, t->curl_message, how);
+    if (strstr(t->curl_message, "subject name"))   /* a trusted certificate, for other names */
+        return hub_fail(client, err, HUB_ERR_NETWORK, 0,
+                        "the TLS certificate of %s is for another host name while %s (%s): reach "
+                        "the server by a name its certificate holds (check HF_ENDPOINT)",
+                        host, call->what, t->curl_message);
+    return hub_fail(client, err, HUB_ERR_NETWORK, 0,
+                    "the TLS certificate of %s was refused while %s (%s; checked against %s): if "
+                    "it comes from a private CA, %s",
+                    host, call->what, t->curl_message, trusted, how);
 }
 
 /* The error for an attempt that cannot be retried any more. */
@@ -93,6 +139,8 @@ static hub_status fail_attempt(hub_client *client, const hub_transfer *t, const 
 {
     hub_origin origin;
     const char *host = url_host(t->url, &origin);
+    if (t->cancelled)
+        return hub_fail_cancelled(client, err);
     if (t->sink_problem)
         return hub_fail(client, err, HUB_ERR_PROTOCOL, t->status, "%s from %s while %s %s: %s",
                         t->sink == HUB_SINK_GROW ? "unusable answer" : "unusable range answer",
@@ -104,8 +152,16 @@ static hub_status fail_attempt(hub_client *client, const hub_transfer *t, const 
                         "(HF_HUB_DOWNLOAD_TIMEOUT sets this limit)",
                         host, client->cfg.stall_timeout_ms, call->what, attempts,
                         attempts == 1 ? "" : "s");
+    if (t->too_slow)
+        return hub_fail(client, err, HUB_ERR_NETWORK, t->status,
+                        "%s sent less than %ld bytes/s while %s, %d time%s: the connection "
+                        "trickles (after the HF_HUB_DOWNLOAD_TIMEOUT grace period)",
+                        host, client->cfg.min_rate_bytes_per_s, call->what, attempts,
+                        attempts == 1 ? "" : "s");
     if (t->curl_code == CURLE_OUT_OF_MEMORY)
         return hub_fail(client, err, HUB_ERR_NO_MEMORY, 0, "out of memory while %s", call->what);
+    if (curl_code_is_certificate_problem(t->curl_code))
+        return fail_certificate(client, t, host, call, err);
     if (t->curl_code != CURLE_OK)
         return hub_fail(client, err, HUB_ERR_NETWORK, 0,
                         "network error talking to %s while %s (%s) after %d attempt%s: check the "
@@ -126,22 +182,42 @@ static hub_status fail_attempt(hub_client *client, const hub_transfer *t, const 
                     host, t->status, call->what, attempts);
 }
 
-hub_status hub_request(hub_client *client, hub_transfer *t, const hub_call *call, hub_error *err)
+static hub_status run_attempts(hub_client *client, hub_route *route, hub_transfer *t,
+                               const hub_call *call, hub_error *err)
 {
-    if (client->cfg.offline)
-        return hub_fail_offline(client, err);
     int max_attempts = client->cfg.max_retries + 1;
     for (int attempt = 0;; attempt++) {
+        if (!hub_route_attempt(client, route, t))
+            return hub_fail(client, err, HUB_ERR_NO_MEMORY, 0, "out of memory");
         hub_transfer_reset_answer(t);
         hub_loop_run(client, t);
         attempt_outcome outcome = classify(t);
+        if (hub_route_outcome(client, route, t, outcome == ATTEMPT_ANSWERED,
+                              outcome == ATTEMPT_RETRYABLE)) {
+            attempt = -1;                 /* on to the fallback, at once, with a full budget */
+            continue;
+        }
         if (outcome == ATTEMPT_ANSWERED)
             return HUB_OK;
         if (outcome == ATTEMPT_FATAL || attempt + 1 >= max_attempts)
             return fail_attempt(client, t, call, attempt + 1, err);
         atomic_fetch_add_explicit(&client->retries, 1, memory_order_relaxed);
-        sleep_ms(retry_wait_ms(&client->cfg, t, attempt));
+        wait_before_retry(client, retry_wait_ms(&client->cfg, t, attempt));
+        if (atomic_load(&client->cancelled))
+            return hub_fail_cancelled(client, err);
     }
+}
+
+hub_status hub_request(hub_client *client, hub_transfer *t, const hub_call *call, hub_error *err)
+{
+    if (client->cfg.offline)
+        return hub_fail_offline(client, err);
+    if (atomic_load(&client->cancelled))
+        return hub_fail_cancelled(client, err);
+    hub_route route = {.asked_url = t->url};
+    hub_status status = run_attempts(client, &route, t, call, err);
+    hub_route_end(&route, t);
+    return status;
 }
 
 /* The Hub's own words about the error: X-Error-Message, else the JSON body's "error". */
@@ -169,11 +245,14 @@ static bool error_code_is(const hub_transfer *t, const char *code)
 static hub_status fail_repo_not_found(hub_client *client, const hub_transfer *t,
                                       const hub_call *call, hub_error *err)
 {
+    /* The Hub answers a private repo exactly as a missing one (huggingface_hub raises
+     * RepositoryNotFoundError for both): the message names both possibilities. */
     return hub_fail(client, err, HUB_ERR_REPO_NOT_FOUND, t->status,
-                    "repository %s%s not found (if it is private, %s)",
+                    "repository %s%s not found, or private%s",
                     hub_repo_url_prefix(call->repo->type), call->repo->id,
-                    t->send_token ? "check that the account of HF_TOKEN can read it"
-                                  : "set HF_TOKEN");
+                    t->send_token ? " and not readable with this token: check the name, and that "
+                                    "the token's account can read the repo"
+                                  : ": set HF_TOKEN to a token that can read it, or check the name");
 }
 
 static hub_status fail_unauthorized(hub_client *client, const hub_transfer *t,

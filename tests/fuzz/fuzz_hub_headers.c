@@ -40,7 +40,10 @@ static void fuzz_value(unsigned selector, char *value)
         break;
     }
     case 2: {
-        long s = hub_parse_retry_after_s(value);
+        long s = hub_parse_retry_after_s(value, 1700000000);
+        long s_later = hub_parse_retry_after_s(value, 1700000000 + 10);
+        if ((s == -1) != (s_later == -1) || s_later > s)
+            abort();                       /* a wait never grows as time passes */
         long t = hub_parse_ratelimit_reset_s(value);
         if (s < -1 || t < -1 || s > 86400 || t > 86400)
             abort();

@@ -88,7 +88,11 @@ static hub_status run_tree(hub_client *client, const hub_repo *repo, const char 
                e->is_directory ? "directory" : "file", (unsigned long long)e->size, e->oid,
                e->is_lfs ? e->lfs_sha256 : "");
     }
-    printf("], ");
+    printf("], \"skipped\": %zu, \"skipped_shown\": ", tree.skipped);
+    print_json_string(tree.skipped_shown);
+    printf(", \"truncated\": ");
+    print_json_string(tree.truncated);
+    printf(", ");
     hub_tree_free(&tree);
     return HUB_OK;
 }

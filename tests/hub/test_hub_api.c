@@ -1,11 +1,47 @@
 /* The public API's argument and configuration checks, and offline behaviour: everything that
  * must be decided without the network (no server runs here; HF_ENDPOINT points at a closed
  * port so that an accidental request fails loudly as a network error). */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "check.h"
 #include "hub.h"
+
+/* libcurl allocates through these (curl_global_init_mem), so a test can see each block libcurl
+ * frees and whether it still held the token. */
+static const char *secret_watched;
+static int secret_blocks_freed;
+
+static void *watch_malloc(size_t size)
+{
+    return malloc(size);
+}
+
+static void watch_free(void *block)
+{
+    if (block && secret_watched &&
+        memmem(block, malloc_usable_size(block), secret_watched, strlen(secret_watched)))
+        secret_blocks_freed++;
+    free(block);
+}
+
+static void *watch_realloc(void *block, size_t size)
+{
+    return realloc(block, size);
+}
+
+static char *watch_strdup(const char *text)
+{
+    return strdup(text);
+}
+
+static void *watch_calloc(size_t count, size_t size)
+{
+    return calloc(count, size);
+}
 
 static hub_config base_config(void)
 {
@@ -106,11 +142,31 @@ static void test_unreachable_endpoint(void)
     hub_client_free(client);
 }
 
+/* The Authorization header lives in a curl_slist, which libcurl frees: it must be zeroed
+ * first, so that the token does not linger in freed memory. */
+static void test_token_wiped_from_curl_memory(void)
+{
+    hub_config cfg = base_config();
+    cfg.offline = true;                  /* no transfer: only the header list holds the token */
+    hub_client *client;
+    hub_error err;
+    secret_watched = cfg.token;
+    CHECK_EQ_INT(hub_client_new(&cfg, &client, &err), HUB_OK);
+    hub_client_free(client);
+    secret_watched = NULL;
+    CHECK_EQ_INT(secret_blocks_freed, 0);
+}
+
 int main(void)
 {
+    /* before any client: the first curl_global_init chooses libcurl's allocator */
+    CHECK_EQ_INT(curl_global_init_mem(CURL_GLOBAL_DEFAULT, watch_malloc, watch_free, watch_realloc,
+                                      watch_strdup, watch_calloc), CURLE_OK);
+    test_token_wiped_from_curl_memory();
     test_status_names();
     test_bad_configs();
     test_arguments_and_offline();
     test_unreachable_endpoint();
+    curl_global_cleanup();
     return check_finish("hub_api");
 }

@@ -4,6 +4,7 @@ Every byte is checked against the source files the emulator serves (sha256, slic
 counts, headers and timings against the emulator's own request log. A few protocol violations
 the emulator cannot produce come from a small hostile server defined here.
 """
+import email.utils
 import hashlib
 import http.server
 import json
@@ -175,7 +176,8 @@ def test_tree_follows_every_page(hub, probe, repo_type, repo):
 def test_tree_of_missing_repo_and_revision(hub, probe):
     result = probe("tree", "model", "test-org/missing", "main")
     assert result["status"] == "repo-not-found"
-    assert "repository test-org/missing not found (if it is private, set HF_TOKEN)" in result["message"]
+    assert ("repository test-org/missing not found, or private: set HF_TOKEN to a token that can "
+            "read it, or check the name") in result["message"]
     result = probe("tree", "model", TINY, "f" * 40)
     assert result["status"] == "revision-not-found"
 
@@ -464,7 +466,11 @@ def test_gated_repo(hub, probe, tmp_path):
 def test_private_repo(hub, probe):
     anonymous = probe("resolve", "model", PRIVATE, "main")
     assert anonymous["status"] == "repo-not-found"
-    assert anonymous["message"] == f"repository {PRIVATE} not found (if it is private, set HF_TOKEN)"
+    assert anonymous["message"] == (f"repository {PRIVATE} not found, or private: set HF_TOKEN to a "
+                                    "token that can read it, or check the name")
+    with_token = probe("resolve", "model", "test-org/missing", "main", token=TOKEN)
+    assert with_token["status"] == "repo-not-found"
+    assert "not found, or private and not readable with this token" in with_token["message"]
     hub.clear_log()
     assert probe("resolve", "model", PRIVATE, "main", token=TOKEN)["commit"] == hub.commits[PRIVATE]
     assert all(e["authorization"] for e in hub.log())
@@ -558,6 +564,42 @@ def test_config_from_environment(hub, tmp_path):
     assert config(HF_HUB_DOWNLOAD_TIMEOUT="soon")["status"] == "invalid-argument"
 
 
+def test_token_with_inner_whitespace_is_refused_naming_its_source(hub, tmp_path):
+    """CR LF inside a token would end the Authorization header and start another: every source
+    of the token is checked the same way, and the message says which one was bad."""
+    def config(**env):
+        return run_probe(hub.hub_url, "config", env=env)[0]
+
+    injected = "abc\r\nX-Injected: 1"
+    path_file = tmp_path / "tok"
+    path_file.write_bytes(injected.encode() + b"\n")
+    result = config(HF_TOKEN_PATH=str(path_file))
+    assert result["status"] == "invalid-argument", result
+    assert f"the token file {path_file} (HF_TOKEN_PATH)" in result["message"]
+    assert "X-Injected" not in result["message"]
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "token").write_bytes(b"hf_a b\n")
+    result = config(HF_HOME=str(home))
+    assert result["status"] == "invalid-argument"
+    assert f"the token file {home}/token ($HF_HOME/token)" in result["message"]
+    assert "whitespace, control or non-ASCII characters inside it" in result["message"]
+
+    result = config(HF_TOKEN="hf_x\ty")
+    assert result["status"] == "invalid-argument" and "from HF_TOKEN " in result["message"]
+    result = config(HUGGING_FACE_HUB_TOKEN="hf_x\x7f")
+    assert result["status"] == "invalid-argument" and "HUGGING_FACE_HUB_TOKEN" in result["message"]
+
+    (home / "token").write_bytes(b"hf_" + b"x" * 5000)
+    result = config(HF_HOME=str(home))
+    assert result["status"] == "invalid-argument" and "longer than 4096 bytes" in result["message"]
+    (home / "token").chmod(0o000)
+    if os.geteuid() != 0:                # root reads it anyway
+        assert config(HF_HOME=str(home))["status"] == "invalid-argument"
+    (home / "token").chmod(0o600)
+
+
 def test_token_file_is_used_for_requests(hub, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -590,8 +632,8 @@ class Hostile:
 
             def answer(self):
                 outer.requests.append((self.command, self.path, self.headers.get("Authorization")))
-                status, headers, body = outer.routes.get(self.path.partition("?")[0],
-                                                         (404, {}, b"{}"))
+                route = outer.routes.get(self.path.partition("?")[0], (404, {}, b"{}"))
+                status, headers, body = route(self) if callable(route) else route
                 if callable(body):
                     body = body(self)
                 self.send_response(status)
@@ -634,14 +676,64 @@ def test_hostile_tree_answers(hostile):
     result, _ = run_probe(hostile.url, "tree", "model", "o/n", SHA)
     assert result["status"] == "protocol" and "outside" in result["message"]
 
-    hostile.routes[tree] = (200, {}, json.dumps([tree_item("ok"), tree_item("x/../../etc")]).encode())
+    # an entry no filesystem can show is left out, and said so; the rest of the listing stays
+    hostile.routes[tree] = (200, {}, json.dumps([tree_item("ok"), tree_item("x/../../etc"),
+                                                 tree_item("new\nline"), tree_item("z")]).encode())
     result, _ = run_probe(hostile.url, "tree", "model", "o/n", SHA)
-    assert result["status"] == "protocol" and "x/../../etc" in result["message"]
+    assert result["status"] == "ok", result
+    assert [e["path"] for e in result["entries"]] == ["ok", "z"]
+    assert result["skipped"] == 2 and result["truncated"] == ""
+    assert '"x/../../etc" (a "." or ".." part)' in result["skipped_shown"]
+    assert '"new?line" (a control character such as a newline)' in result["skipped_shown"]
 
     self_link = f'<{hostile.url}{tree}?recursive=true&expand=false>; rel="next"'
     hostile.routes[tree] = (200, {"Link": self_link}, json.dumps([tree_item("a")]).encode())
     result, _ = run_probe(hostile.url, "tree", "model", "o/n", SHA)
     assert result["status"] == "protocol" and "does not end" in result["message"]
+
+
+def test_tree_pages_that_link_back_are_caught_at_once(hostile):
+    """A -> B -> A -> ...: the second visit of a page ends the listing with a clear error,
+    instead of requests without end."""
+    tree = f"/api/models/o/n/tree/{SHA}"
+    first = f"{hostile.url}{tree}?recursive=true&expand=false"
+
+    def ping_pong(handler):
+        on_b = "cursor=b" in handler.path
+        link = f'<{first}>; rel="next"' if on_b else f'<{hostile.url}{tree}?cursor=b>; rel="next"'
+        return 200, {"Link": link}, json.dumps([tree_item("b" if on_b else "a")]).encode()
+
+    hostile.routes[tree] = ping_pong
+    result, elapsed = run_probe(hostile.url, "tree", "model", "o/n", SHA, timeout=30)
+    assert result["status"] == "protocol", result
+    assert "does not end: page 2 links back to page 1" in result["message"]
+    assert len(hostile.requests) == 2 and elapsed < 10
+
+
+def test_retry_after_as_an_http_date_is_honoured(hostile):
+    """429 with Retry-After as an IMF-fixdate 3 s ahead: the retry waits until then (the backoff
+    alone would be 50 ms); a date in the past asks for no wait beyond the backoff."""
+    revision = "/api/models/o/n/revision/main"
+
+    def seconds_between_attempts(retry_after):
+        answered = []
+
+        def limited_once(handler):
+            answered.append(time.monotonic())
+            if len(answered) == 1:
+                return 429, {"Retry-After": retry_after}, b"{}"
+            return 200, {}, json.dumps({"sha": SHA}).encode()
+
+        hostile.routes[revision] = limited_once
+        result, _ = run_probe(hostile.url, "resolve", "model", "o/n", "main")
+        assert result["commit"] == SHA, result
+        assert len(answered) == 2
+        return answered[1] - answered[0]
+
+    waited = seconds_between_attempts(email.utils.formatdate(time.time() + 3, usegmt=True))
+    assert 1.9 <= waited <= 6, waited
+    waited = seconds_between_attempts(email.utils.formatdate(time.time() - 3600, usegmt=True))
+    assert waited < 1.5, waited
 
 
 def test_hostile_redirects(hostile):

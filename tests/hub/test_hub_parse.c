@@ -3,6 +3,7 @@
  * shapes in shared/design/hub-protocol.md), written out by hand. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "check.h"
 #include "parse.h"
@@ -56,53 +57,71 @@ static void test_repo_info(void)
                        "\"siblings\":[{\"rfilename\":\"a\"}]}";
     CHECK(hub_parse_repo_info_sha(info, strlen(info), sha));
     CHECK(strcmp(sha, SHA1_A) == 0);      /* lowercased */
+    /* the key written with an escape is the same key; the first "sha" counts */
+    const char *escaped = "{\"\\u0073ha\":\"" SHA1_A "\",\"sha\":\"bad\"}";
+    CHECK(hub_parse_repo_info_sha(escaped, strlen(escaped), sha));
     const char *bad[] = {"{\"sha\":\"abc\"}", "{\"sha\":12}", "[]", "{\"id\":\"x\"}", "not json",
-                         "{\"sha\":\"" SHA1_A "\"", "{\"sha\":\"" SHA1_A "0\"}"};
+                         "{\"sha\":\"" SHA1_A "\"", "{\"sha\":\"" SHA1_A "0\"}",
+                         "{\"sha\":\"" SHA1_A "\"} trailing", "{\"sha\":\"" SHA1_A "\",}",
+                         "{\"siblings\":[tru],\"sha\":\"" SHA1_A "\"}",
+                         "{\"sha\":\"" SHA1_A "\",\"x\":01}",
+                         "{\"sha\":\"0123456789abcdef0123456789abcdef0123456\\u0000\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(!hub_parse_repo_info_sha(bad[i], strlen(bad[i]), sha));
 }
 
-static hub_status parse_page(const char *json, hub_tree *tree, size_t *cap, size_t max,
-                             char *why, size_t why_cap)
+typedef struct listing {
+    hub_tree tree;
+    hub_tree_builder builder;
+    char why[256];
+} listing;
+
+static void listing_init(listing *l, size_t max_entries, size_t max_path_bytes)
 {
-    return hub_parse_tree_page(json, strlen(json), tree, cap, max, why, why_cap);
+    memset(l, 0, sizeof *l);
+    l->builder.tree = &l->tree;
+    l->builder.max_entries = max_entries;
+    l->builder.max_path_bytes = max_path_bytes;
 }
+
+static hub_status parse_page(listing *l, const char *json)
+{
+    l->why[0] = '\0';
+    return hub_parse_tree_page(json, strlen(json), &l->builder, l->why, sizeof l->why);
+}
+
+#define FILE_ITEM(path) "{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"" path "\"}"
 
 static void test_tree_page(void)
 {
-    hub_tree tree = {0};
-    size_t cap = 0;
-    char why[256];
+    listing l;
+    listing_init(&l, 100, 1 << 20);
     const char *page1 =
         "[{\"type\":\"directory\",\"oid\":\"" SHA1_A "\",\"size\":0,\"path\":\"sub\"},"
         "{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":12,\"path\":\"sub/a.json\"},"
         "{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":134,\"path\":\"m.safetensors\","
         "\"lfs\":{\"oid\":\"" SHA256_A "\",\"size\":123456789012,\"pointerSize\":134}}]";
-    CHECK_EQ_INT(parse_page(page1, &tree, &cap, 100, why, sizeof why), HUB_OK);
-    CHECK_EQ_INT(tree.count, 3);
-    CHECK(tree.entries[0].is_directory && strcmp(tree.entries[0].path, "sub") == 0);
-    CHECK(!tree.entries[1].is_directory && tree.entries[1].size == 12 && !tree.entries[1].is_lfs);
-    CHECK(tree.entries[2].is_lfs && tree.entries[2].size == 123456789012ULL);
-    CHECK(strcmp(tree.entries[2].lfs_sha256, SHA256_A) == 0);
-    CHECK(strcmp(tree.entries[2].oid, SHA1_A) == 0);
+    CHECK_EQ_INT(parse_page(&l, page1), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 3);
+    CHECK(l.tree.entries[0].is_directory && strcmp(l.tree.entries[0].path, "sub") == 0);
+    CHECK(!l.tree.entries[1].is_directory && l.tree.entries[1].size == 12 && !l.tree.entries[1].is_lfs);
+    CHECK(l.tree.entries[2].is_lfs && l.tree.entries[2].size == 123456789012ULL);
+    CHECK(strcmp(l.tree.entries[2].lfs_sha256, SHA256_A) == 0);
+    CHECK(strcmp(l.tree.entries[2].oid, SHA1_A) == 0);
 
     /* a second page appends */
-    const char *page2 = "[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"z\"}]";
-    CHECK_EQ_INT(parse_page(page2, &tree, &cap, 100, why, sizeof why), HUB_OK);
-    CHECK_EQ_INT(tree.count, 4);
-    CHECK_EQ_INT(parse_page("[]", &tree, &cap, 100, why, sizeof why), HUB_OK);
-    CHECK_EQ_INT(tree.count, 4);
-    /* the entry cap counts across pages */
-    CHECK_EQ_INT(parse_page(page2, &tree, &cap, 4, why, sizeof why), HUB_ERR_PROTOCOL);
-    CHECK_STR_CONTAINS(why, "more than 4 entries");
-    hub_tree_free(&tree);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("z") "]"), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 4);
+    CHECK_EQ_INT(parse_page(&l, " [ ] "), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 4);
+    CHECK(l.tree.skipped == 0 && !l.tree.truncated[0]);
+    hub_tree_free(&l.tree);
 
+    /* malformed pages and entries fail the listing, naming the entry */
     struct { const char *json; const char *why; } bad[] = {
         {"{}", "not a JSON array"},
-        {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"../etc/passwd\"}]",
-         "\"../etc/passwd\""},
-        {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"/abs\"}]", "safe relative"},
-        {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"a\\u0000b\"}]", "array"},
+        {"[" FILE_ITEM("a") ",]", "not valid JSON"},
+        {"[" FILE_ITEM("a") "] x", "not valid JSON"},
         {"[{\"type\":\"link\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"a\"}]", "type"},
         {"[{\"type\":\"file\",\"oid\":\"xyz\",\"size\":1,\"path\":\"a\"}]", "oid"},
         {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":-1,\"path\":\"a\"}]", "size"},
@@ -111,29 +130,171 @@ static void test_tree_page(void)
         {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"path\":\"a\"}]", "size"},
         {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"a\",\"lfs\":{\"oid\":\"x\"}}]",
          "lfs.oid"},
-        {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"ok\"},"
-         "{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"a/./b\"}]", "tree entry 1"},
+        {"[{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":7}]", "path is not a string"},
+        {"[" FILE_ITEM("ok") ",{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":1,\"path\":\"b\"},"
+         "{\"type\":\"file\",\"oid\":\"abc\",\"size\":1,\"path\":\"c\"}]", "tree entry 2 (\"c\")"},
         {"[1]", "not an object"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        hub_tree t = {0};
-        size_t c = 0;
-        why[0] = '\0';
-        CHECK_EQ_INT(parse_page(bad[i].json, &t, &c, 100, why, sizeof why), HUB_ERR_PROTOCOL);
-        CHECK_STR_CONTAINS(why, bad[i].why);
-        hub_tree_free(&t);
+        listing_init(&l, 100, 1 << 20);
+        CHECK_EQ_INT(parse_page(&l, bad[i].json), HUB_ERR_PROTOCOL);
+        CHECK_STR_CONTAINS(l.why, bad[i].why);
+        hub_tree_free(&l.tree);
     }
 
-    /* deep nesting is refused before cJSON recurses */
+    /* deep nesting is refused before anything recurses */
     char deep[4096];
     size_t n = 0;
     for (; n < 1000; n++)
         deep[n] = '[';
     deep[n] = '\0';
-    hub_tree t = {0};
-    size_t c = 0;
-    CHECK_EQ_INT(parse_page(deep, &t, &c, 100, why, sizeof why), HUB_ERR_PROTOCOL);
-    hub_tree_free(&t);
+    listing_init(&l, 100, 1 << 20);
+    CHECK_EQ_INT(parse_page(&l, deep), HUB_ERR_PROTOCOL);
+    hub_tree_free(&l.tree);
+}
+
+/* Entries whose path no filesystem can show are left out, counted and described; the rest of
+ * the listing stays. */
+static void test_tree_skips_unshowable_entries(void)
+{
+    char long_name[HUB_NAME_MAX + 2];
+    memset(long_name, 'n', HUB_NAME_MAX + 1);
+    long_name[HUB_NAME_MAX + 1] = '\0';
+    char long_path[HUB_PATH_MAX + 8];
+    for (size_t i = 0; i < sizeof long_path - 1; i++)
+        long_path[i] = i % 100 == 99 ? '/' : 'd';
+    long_path[sizeof long_path - 1] = '\0';
+    const char *paths[] = {"new\\nline", "../etc/passwd", "/abs", "a/./b", "dir//x", "x/..",
+                           "tab\\there", "nul\\u0000byte", "del\\u007f", "", long_name, long_path};
+    const char *reasons[] = {"control character", "\"..\"", "absolute", "\".\"", "empty part",
+                             "\"..\"", "control character", "control character",
+                             "control character", "empty path", "longer than 255", "longer than 4096"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        size_t size = strlen(paths[i]) + 1024;
+        char *page = malloc(size);
+        snprintf(page, size,
+                 "[" FILE_ITEM("config.json") ","
+                 "{\"type\":\"file\",\"oid\":\"" SHA1_A "\",\"size\":5,\"path\":\"%s\"},"
+                 FILE_ITEM("z.bin") "]", paths[i]);
+        listing l;
+        listing_init(&l, 100, 1 << 20);
+        CHECK_EQ_INT(parse_page(&l, page), HUB_OK);
+        CHECK_EQ_INT(l.tree.count, 2);
+        CHECK(l.tree.count == 2 && strcmp(l.tree.entries[0].path, "config.json") == 0 &&
+              strcmp(l.tree.entries[1].path, "z.bin") == 0);
+        CHECK_EQ_INT(l.tree.skipped, 1);
+        CHECK_STR_CONTAINS(l.tree.skipped_shown, reasons[i]);
+        for (const char *c = l.tree.skipped_shown; *c; c++)    /* sanitized for a log line */
+            CHECK(*c >= 0x20 && *c < 0x7f);
+        CHECK(strlen(l.tree.skipped_shown) < 160);
+        CHECK(!l.tree.truncated[0]);
+        hub_tree_free(&l.tree);
+        free(page);
+    }
+
+    /* the examples say what was left out, sanitized; the count covers every page */
+    listing l;
+    listing_init(&l, 100, 1 << 20);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("a\\nb") "," FILE_ITEM("ok") "]"), HUB_OK);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("c\\rd") "," FILE_ITEM("e/../f") "," FILE_ITEM("g/.") "]"),
+                 HUB_OK);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("h\\u0001") "]"), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 1);
+    CHECK_EQ_INT(l.tree.skipped, 5);
+    CHECK_STR_CONTAINS(l.tree.skipped_shown, "\"a?b\" (a control character such as a newline)");
+    CHECK_STR_CONTAINS(l.tree.skipped_shown, "\"c?d\"");
+    CHECK(strstr(l.tree.skipped_shown, "h?") == NULL);     /* only the first few */
+    hub_tree_free(&l.tree);
+
+    /* an entry too big to be one, and a lone UTF-16 surrogate cJSON cannot decode */
+    size_t big_size = HUB_TREE_ITEM_JSON_MAX + 1024;
+    char *big = malloc(big_size);
+    int at = snprintf(big, big_size, "[" FILE_ITEM("a") ",{\"type\":\"file\",\"oid\":\"" SHA1_A
+                      "\",\"size\":1,\"path\":\"b\",\"junk\":\"");
+    memset(big + at, 'x', HUB_TREE_ITEM_JSON_MAX);
+    snprintf(big + at + HUB_TREE_ITEM_JSON_MAX, big_size - at - HUB_TREE_ITEM_JSON_MAX,
+             "\"}," FILE_ITEM("\\ud800x") "," FILE_ITEM("\\udc00") "," FILE_ITEM("\\ud83d\\ude00") "]");
+    listing_init(&l, 100, 1 << 20);
+    CHECK_EQ_INT(parse_page(&l, big), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 2);                          /* "a" and the emoji */
+    CHECK(l.tree.count == 2 && strcmp(l.tree.entries[1].path, "\xf0\x9f\x98\x80") == 0);
+    CHECK_EQ_INT(l.tree.skipped, 3);
+    CHECK_STR_CONTAINS(l.tree.skipped_shown, "64 KiB");
+    hub_tree_free(&l.tree);
+    free(big);
+}
+
+/* Past the entry or path-bytes limit the listing is cut: the first entries stay, the cut is
+ * said. */
+static void test_tree_limits(void)
+{
+    listing l;
+    listing_init(&l, 4, 1 << 20);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("a") "," FILE_ITEM("b\\n") "," FILE_ITEM("c") "]"), HUB_OK);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("d") "," FILE_ITEM("e") "," FILE_ITEM("f") "]"), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 4);
+    CHECK(strcmp(l.tree.entries[3].path, "e") == 0);
+    CHECK_STR_CONTAINS(l.tree.truncated, "more than 4 entries");
+    CHECK_EQ_INT(l.tree.skipped, 1);                        /* the cut is not a skip */
+    /* once cut, later pages add nothing, even malformed ones */
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("g") "]"), HUB_OK);
+    CHECK_EQ_INT(parse_page(&l, "junk"), HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 4);
+    hub_tree_free(&l.tree);
+
+    /* bytes of paths: "aaaa" and "bbbb" take 5 each with their NULs: 11 bytes hold them, not
+     * "c" as well */
+    listing_init(&l, 100, 11);
+    CHECK_EQ_INT(parse_page(&l, "[" FILE_ITEM("aaaa") "," FILE_ITEM("bbbb") "," FILE_ITEM("c") "]"),
+                 HUB_OK);
+    CHECK_EQ_INT(l.tree.count, 2);
+    CHECK_STR_CONTAINS(l.tree.truncated, "MiB of paths");
+    hub_tree_free(&l.tree);
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss;
+}
+
+/* A len-byte JSON text: head, then "0,0,...,0", then tail. */
+static char *numbers_body(size_t len, const char *head, const char *tail)
+{
+    size_t head_len = strlen(head), tail_len = strlen(tail);
+    char *body = malloc(len);
+    memcpy(body, head, head_len);
+    size_t i = head_len;
+    for (; i + 2 < len - tail_len; i += 2)
+        memcpy(body + i, "0,", 2);
+    memcpy(body + i, len - tail_len - i == 2 ? "0 " : "0", len - tail_len - i);
+    memcpy(body + len - tail_len, tail, tail_len);
+    return body;
+}
+
+/* Bodies of many tiny values: parsing them must not cost many times their size (a cJSON tree
+ * of a whole body takes about 40 bytes per byte of these). */
+static void test_json_memory_is_bounded(void)
+{
+    size_t len = 32u << 20;
+    char *info = numbers_body(len, "{\"siblings\":[", "],\"sha\":\"" SHA1_A "\",\"error\":[\"e\",0]}");
+    char *page = numbers_body(len, "[", "]");
+    CHECK(hub_json_is_valid(info, len) && hub_json_is_valid(page, len));
+    long before = peak_rss_kib();
+    char sha[41], text[16];
+    CHECK(hub_parse_repo_info_sha(info, len, sha) && strcmp(sha, SHA1_A) == 0);
+    CHECK(hub_parse_error_body(info, len, text, sizeof text) && strcmp(text, "e") == 0);
+    listing l;
+    listing_init(&l, 100, 1 << 20);
+    CHECK_EQ_INT(hub_parse_tree_page(page, len, &l.builder, l.why, sizeof l.why), HUB_ERR_PROTOCOL);
+    CHECK_STR_CONTAINS(l.why, "not an object");
+    long grown_kib = peak_rss_kib() - before;
+    printf("peak memory growth parsing %zu MiB bodies of numbers: %ld KiB\n", len >> 20, grown_kib);
+    CHECK(grown_kib < (long)(len >> 10));                  /* less than one body */
+    hub_tree_free(&l.tree);
+    free(info);
+    free(page);
 }
 
 static void test_error_body(void)
@@ -219,12 +380,46 @@ static void test_content_range(void)
 
 static void test_retry_headers(void)
 {
-    CHECK_EQ_INT(hub_parse_retry_after_s("7"), 7);
-    CHECK_EQ_INT(hub_parse_retry_after_s(" 0 "), 0);
-    CHECK_EQ_INT(hub_parse_retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT"), -1);
-    CHECK_EQ_INT(hub_parse_retry_after_s("99999999999999999999"), -1);
-    CHECK_EQ_INT(hub_parse_retry_after_s("9999999"), 86400);
-    CHECK_EQ_INT(hub_parse_retry_after_s(NULL), -1);
+    time_t now = 1700000000;
+    CHECK_EQ_INT(hub_parse_retry_after_s("7", now), 7);
+    CHECK_EQ_INT(hub_parse_retry_after_s(" 0 ", now), 0);
+    CHECK_EQ_INT(hub_parse_retry_after_s("99999999999999999999", now), -1);
+    CHECK_EQ_INT(hub_parse_retry_after_s("9999999", now), 86400);
+    CHECK_EQ_INT(hub_parse_retry_after_s("-5", now), -1);
+    CHECK_EQ_INT(hub_parse_retry_after_s("", now), -1);
+    CHECK_EQ_INT(hub_parse_retry_after_s(NULL, now), -1);
+
+    /* HTTP dates (RFC 9110 section 5.6.7), relative to now. The Unix times are Python's
+     * calendar.timegm(email.utils.parsedate_tz(date)): 784111777 is the RFC's example date. */
+    time_t rfc_example = 784111777;
+    const char *same_moment[] = {"Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                                 "Sun Nov  6 08:49:37 1994", "  Sun, 06 Nov 1994 08:49:37 GMT  "};
+    for (size_t i = 0; i < sizeof same_moment / sizeof *same_moment; i++) {
+        CHECK_EQ_INT(hub_parse_retry_after_s(same_moment[i], rfc_example - 120), 120);
+        CHECK_EQ_INT(hub_parse_retry_after_s(same_moment[i], rfc_example), 0);
+        CHECK_EQ_INT(hub_parse_retry_after_s(same_moment[i], rfc_example + 3600), 0);  /* past */
+        CHECK_EQ_INT(hub_parse_retry_after_s(same_moment[i], rfc_example - 200000), 86400);
+    }
+    CHECK_EQ_INT(hub_parse_retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 30), 30);
+    CHECK_EQ_INT(hub_parse_retry_after_s("Thu, 29 Feb 1996 00:00:00 GMT", 825552000 - 1), 1);
+    CHECK_EQ_INT(hub_parse_retry_after_s("Fri, 31 Dec 2049 23:59:59 GMT", 2524607999 - 59), 59);
+    /* RFC 850's two-digit year: the century that puts the date at most 50 years ahead */
+    time_t end_of_2025 = 1767225590;    /* 2025-12-31 23:59:50 */
+    CHECK_EQ_INT(hub_parse_retry_after_s("Thursday, 01-Jan-26 00:00:10 GMT", end_of_2025), 20);
+    CHECK_EQ_INT(hub_parse_retry_after_s("Sunday, 06-Nov-94 08:49:37 GMT", end_of_2025), 0);
+    CHECK_EQ_INT(hub_parse_retry_after_s("Monday, 01-Jan-75 00:00:00 GMT", end_of_2025), 86400);
+    CHECK_EQ_INT(hub_parse_retry_after_s("Thursday, 01-Jan-76 00:00:00 GMT", end_of_2025), 0);
+
+    const char *malformed[] = {
+        "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 29 Feb 1900 08:49:37 GMT", "Sun, 06 Nov 1994 24:00:00 GMT",
+        "Sun, 06 Nov 1994 08:60:00 GMT", "Sun, 06 Nov 1994 08:49:37 UTC", "Sun, 6 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 94 08:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 GMT junk", "Sun, 06 Nov 1994 08:49:37",
+        "Sun, 00 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT", "Sunday, 06 Nov 1994 08:49:37 GMT",
+        "Sun Nov 6 08:49:37 1994", "Sun Nov  6 08:49:37 94", "Sun, 06-Nov-94 08:49:37 GMT",
+        "sun, 06 nov 1994 08:49:37 gmt", "Sun,", "Sun",
+    };
+    for (size_t i = 0; i < sizeof malformed / sizeof *malformed; i++)
+        CHECK_EQ_INT(hub_parse_retry_after_s(malformed[i], rfc_example - 120), -1);
     CHECK_EQ_INT(hub_parse_ratelimit_reset_s("\"api\";r=0;t=89"), 89);
     CHECK_EQ_INT(hub_parse_ratelimit_reset_s("\"resolvers\"; r=0; t=3"), 3);
     CHECK_EQ_INT(hub_parse_ratelimit_reset_s("\"api\";r=12;t=89"), -1);  /* quota left */
@@ -315,6 +510,9 @@ int main(void)
     test_validators();
     test_repo_info();
     test_tree_page();
+    test_tree_skips_unshowable_entries();
+    test_tree_limits();
+    test_json_memory_is_bounded();
     test_error_body();
     test_numbers_and_etags();
     test_link();

@@ -1,0 +1,9 @@
+"""The TLS suite's fixtures live in tls_fixtures.py (importable by the tests, unlike a conftest)."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+sys.path.insert(0, HERE)
+
+from tls_fixtures import tls  # noqa: E402,F401
