@@ -1,6 +1,7 @@
 /* `hubfs inspect` and `hubfs load`: argument handling and output around loader.h. */
 #include "loader.h"
 #include "loader_cli.h"
+#include "target.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -20,8 +21,9 @@ static void inspect_usage(FILE *out)
             "usage: hubfs inspect PATH [--json]\n\n"
             "Lists every tensor of a model (dtype, shape, bytes, shard, file offset) with totals\n"
             "per dtype and the parameter count. PATH is a .safetensors file or a model directory\n"
-            "(model.safetensors, or model.safetensors.index.json and its shards). Reads headers\n"
-            "only: on a hubfs mount no weight bytes are fetched.\n\n"
+            "(model.safetensors, or model.safetensors.index.json and its shards), or without a\n"
+            "mount hf://[datasets/]ORG/NAME[@REV][/PATH]. Reads headers only: on a hubfs mount or\n"
+            "from hf:// no weight bytes are fetched.\n\n"
             "  --json   machine-readable output\n");
 }
 
@@ -32,15 +34,104 @@ static void load_usage(FILE *out)
             "                  [--save OUT.safetensors] [--threads T] [--chunk-mib M]\n\n"
             "Loads tensor-parallel rank R of N's slices of a model into host memory or a GPU,\n"
             "streaming through bounded buffers with T reads (default 8) of M MiB (default 8) in\n"
-            "flight, and prints tensors, bytes, seconds and GB/s.\n\n"
+            "flight, and prints tensors, bytes, seconds and GB/s. PATH is as for inspect: a\n"
+            "local path (a mount's too) or hf://[datasets/]ORG/NAME[@REV][/PATH].\n\n"
             "  --tp N        world size; default WORLD_SIZE, OMPI_COMM_WORLD_SIZE, SLURM_NTASKS, 1\n"
             "  --rank R      rank; default RANK, OMPI_COMM_WORLD_RANK, SLURM_PROCID, 0\n"
-            "  --device D    cpu (default), cuda:K, or cuda = cuda:<local rank> (LOCAL_RANK,\n"
-            "                OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID)\n"
-            "  --plan FILE   JSON {\"pattern\": \"style\"} replacing the model's plan; `*` matches\n"
-            "                a layer index; styles colwise, rowwise, vocab, replicate\n"
-            "                (default: config.json's base_model_tp_plan, else Llama rules)\n"
-            "  --save OUT    write the rank's tensors to OUT as a safetensors file\n");
+            "  --device D    cpu (default), cuda:K, or cuda: the one GPU the process sees when\n"
+            "                there is one (a launcher that sets CUDA_VISIBLE_DEVICES per rank),\n"
+            "                else cuda:<local rank> (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK,\n"
+            "                SLURM_LOCALID)\n"
+            "  --threads T   reads in flight (default 8; 16 from hf://)\n"
+            "  --chunk-mib M bytes per read (default 8). A GPU load stages through T + 2 pinned\n"
+            "                buffers of M MiB, never more than 1 GiB of them (threads beyond\n"
+            "                what fits wait for a buffer)\n"
+            "  --plan FILE   JSON {\"pattern\": \"style\"} merged over the model's plan: its entries\n"
+            "                replace those with the same pattern, add the others and win where\n"
+            "                both match; `*` matches one name component (a layer index); styles\n"
+            "                colwise, rowwise, vocab, replicate. The model's plan is config.json's\n"
+            "                base_model_tp_plan, else Llama rules; embeddings and the LM head are\n"
+            "                split by vocabulary unless an entry matches them\n"
+            "  --save OUT    write the rank's tensors to OUT as a safetensors file (written aside,\n"
+            "                then renamed over OUT; a symlink at OUT is replaced, not followed)\n");
+}
+
+/* The length of the well-formed UTF-8 sequence at s (1 to 4 bytes), or 0. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+             : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n <= 1) return n;
+    uint32_t cp = c & (0x7Fu >> n);
+    for (size_t k = 1; k < n; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0; /* stops at the NUL too */
+        cp = cp << 6 | (s[k] & 0x3Fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* `s` made safe for a terminal (malloc'd, NULL when out of memory). Tensor and shard names
+ * come from the model files, and a control character in them (ESC, CR, BEL...) would drive
+ * the terminal: C0 controls, DEL and bytes of invalid UTF-8 become \xNN, C1 controls \u00NN
+ * (terminals act on those too), and a backslash \\, so that what is shown is unambiguous. */
+static char *terminal_safe(const char *s)
+{
+    size_t len = strlen(s);
+    char *out = malloc(4 * len + 1), *o = out; /* at most 4 output bytes per input byte */
+    if (!out) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_sequence(p);
+        if (n == 0 || *p < 0x20 || *p == 0x7F) {
+            o += sprintf(o, "\\x%02x", *p++);
+        } else if (*p == '\\') {
+            o += sprintf(o, "\\\\");
+            p++;
+        } else if (n == 2 && p[0] == 0xC2 && p[1] < 0xA0) {
+            o += sprintf(o, "\\u%04x", p[1]);
+            p += 2;
+        } else {
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* `s` with each byte of invalid UTF-8 replaced by U+FFFD (malloc'd, NULL when out of
+ * memory): cJSON escapes control characters but copies bytes, and JSON must be UTF-8.
+ * Shard names from an index file are not checked for UTF-8 as header names are. */
+static char *valid_utf8(const char *s)
+{
+    char *out = malloc(3 * strlen(s) + 1), *o = out;
+    if (!out) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_sequence(p);
+        if (n == 0) {
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            p++;
+        } else {
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Prints "hubfs COMMAND: MESSAGE": loader errors quote names from the model files. */
+static void report_error(const char *command, const char *message)
+{
+    char *safe = terminal_safe(message);
+    fprintf(stderr, "hubfs %s: %s\n", command, safe ? safe : "out of memory");
+    free(safe);
 }
 
 static const char *format_shape(const loader_tensor_info *t, char *buf, size_t len)
@@ -81,25 +172,51 @@ static size_t sum_by_dtype(const loader_model *m, dtype_total *totals)
     return kinds;
 }
 
-static void print_inspect_text(const char *path, const loader_model *m, const dtype_total *totals,
-                               size_t kinds)
+/* The terminal-safe names of the model's tensors and the longest one's length. */
+static char **safe_names(const loader_model *m, size_t *longest)
 {
-    size_t count = loader_model_tensor_count(m), name_width = 4;
-    for (size_t i = 0; i < count; i++) {
+    size_t count = loader_model_tensor_count(m);
+    char **names = calloc(count ? count : 1, sizeof *names);
+    for (size_t i = 0; names && i < count; i++) {
         loader_tensor_info t;
         loader_model_tensor(m, i, &t);
-        if (strlen(t.name) > name_width) name_width = strlen(t.name);
+        if (!(names[i] = terminal_safe(t.name))) {
+            while (i > 0) free(names[--i]);
+            free(names);
+            return NULL;
+        }
+        if (strlen(names[i]) > *longest) *longest = strlen(names[i]);
     }
-    printf("%s: %zu tensors\n\n", path, count);
+    return names;
+}
+
+static int print_inspect_text(const char *path, const loader_model *m, const dtype_total *totals,
+                              size_t kinds)
+{
+    size_t count = loader_model_tensor_count(m), name_width = 4;
+    char **names = safe_names(m, &name_width), *safe_path = terminal_safe(path);
+    if (!names || !safe_path) {
+        free(names);
+        free(safe_path);
+        fprintf(stderr, "hubfs inspect: out of memory\n");
+        return 1;
+    }
+    printf("%s: %zu tensors\n\n", safe_path, count);
     printf("%-*s  %-11s %-22s %14s  %-36s %14s\n", (int)name_width, "NAME", "DTYPE", "SHAPE",
            "BYTES", "SHARD", "OFFSET");
     for (size_t i = 0; i < count; i++) {
         loader_tensor_info t;
         char shape[256];
         loader_model_tensor(m, i, &t);
-        printf("%-*s  %-11s %-22s %14" PRIu64 "  %-36s %14" PRIu64 "\n", (int)name_width, t.name,
-               t.dtype, format_shape(&t, shape, sizeof shape), t.nbytes, t.shard, t.offset);
+        char *shard = terminal_safe(t.shard);
+        printf("%-*s  %-11s %-22s %14" PRIu64 "  %-36s %14" PRIu64 "\n", (int)name_width, names[i],
+               t.dtype, format_shape(&t, shape, sizeof shape), t.nbytes, shard ? shard : "?",
+               t.offset);
+        free(shard);
+        free(names[i]);
     }
+    free(names);
+    free(safe_path);
     uint64_t parameters = 0, bytes = 0;
     printf("\n%-11s %10s %16s %16s\n", "DTYPE", "TENSORS", "BYTES", "PARAMETERS");
     for (size_t k = 0; k < kinds; k++) {
@@ -110,6 +227,7 @@ static void print_inspect_text(const char *path, const loader_model *m, const dt
     }
     printf("\nparameters: %" PRIu64 " (%.3f B), tensor bytes: %" PRIu64 " (%.3f GB)\n", parameters,
            (double)parameters / 1e9, bytes, (double)bytes / 1e9);
+    return 0;
 }
 
 static cJSON *tensor_json(const loader_model *m, size_t i)
@@ -119,12 +237,15 @@ static cJSON *tensor_json(const loader_model *m, size_t i)
     loader_model_tensor(m, i, &t);
     loader_model_data_offsets(m, i, &begin, &end);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", t.name);
+    char *name = valid_utf8(t.name), *shard = valid_utf8(t.shard);
+    cJSON_AddStringToObject(o, "name", name ? name : "");
     cJSON_AddStringToObject(o, "dtype", t.dtype);
     cJSON *shape = cJSON_AddArrayToObject(o, "shape");
     for (size_t d = 0; d < t.ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t.shape[d]));
     cJSON_AddNumberToObject(o, "bytes", (double)t.nbytes);
-    cJSON_AddStringToObject(o, "shard", t.shard);
+    cJSON_AddStringToObject(o, "shard", shard ? shard : "");
+    free(name);
+    free(shard);
     cJSON_AddNumberToObject(o, "offset", (double)t.offset);
     cJSON *offsets = cJSON_AddArrayToObject(o, "data_offsets");
     cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)begin));
@@ -132,8 +253,12 @@ static cJSON *tensor_json(const loader_model *m, size_t i)
     return o;
 }
 
-static int print_inspect_json(const loader_model *m, const dtype_total *totals, size_t kinds)
+char *loader_inspect_json(const loader_model *m)
 {
+    size_t count = loader_model_tensor_count(m);
+    dtype_total *totals = calloc(count ? count : 1, sizeof *totals);
+    if (!totals) return NULL;
+    size_t kinds = sum_by_dtype(m, totals);
     cJSON *root = cJSON_CreateObject(), *tensors = cJSON_AddArrayToObject(root, "tensors");
     cJSON *dtypes = cJSON_AddObjectToObject(root, "dtypes");
     for (size_t i = 0; i < loader_model_tensor_count(m); i++) cJSON_AddItemToArray(tensors, tensor_json(m, i));
@@ -150,6 +275,13 @@ static int print_inspect_json(const loader_model *m, const dtype_total *totals, 
     cJSON_AddNumberToObject(root, "bytes", (double)bytes);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
+    free(totals);
+    return text;
+}
+
+static int print_inspect_json(const loader_model *m)
+{
+    char *text = loader_inspect_json(m);
     if (!text) {
         fprintf(stderr, "hubfs inspect: out of memory\n");
         return 1;
@@ -159,7 +291,7 @@ static int print_inspect_json(const loader_model *m, const dtype_total *totals, 
     return 0;
 }
 
-int loader_cli_inspect(int argc, char **argv)
+int loader_cli_inspect(int argc, char **argv, loader_cli_opener open_model)
 {
     static const struct option options[] = {
         {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
@@ -179,8 +311,8 @@ int loader_cli_inspect(int argc, char **argv)
     const char *path = argv[optind];
     char err[LOADER_ERR_LEN];
     loader_model *model;
-    if (loader_model_open(path, &model, err, sizeof err) != 0) {
-        fprintf(stderr, "hubfs inspect: %s\n", err);
+    if ((open_model ? open_model : loader_model_open)(path, &model, err, sizeof err) != 0) {
+        report_error("inspect", err);
         return 1;
     }
     size_t count = loader_model_tensor_count(model);
@@ -190,8 +322,7 @@ int loader_cli_inspect(int argc, char **argv)
         fprintf(stderr, "hubfs inspect: out of memory\n");
     } else {
         size_t kinds = sum_by_dtype(model, totals);
-        rc = json ? print_inspect_json(model, totals, kinds)
-                  : (print_inspect_text(path, model, totals, kinds), 0);
+        rc = json ? print_inspect_json(model) : print_inspect_text(path, model, totals, kinds);
     }
     free(totals);
     loader_model_close(model);
@@ -331,7 +462,10 @@ static int verify_against_host(const loader_model *model, loader_options options
                 fprintf(stderr, "hubfs load: verify: %s\n", err);
                 rc = 1;
             } else if (memcmp(a, b, n) != 0) {
-                fprintf(stderr, "hubfs load: verify: tensor '%s' differs from the host load\n", t.name);
+                char *name = terminal_safe(t.name);
+                fprintf(stderr, "hubfs load: verify: tensor '%s' differs from the host load\n",
+                        name ? name : "?");
+                free(name);
                 rc = 1;
             }
         }
@@ -356,14 +490,29 @@ static void print_summary(const load_args *a, const loader_rank *rank)
            (double)loader_rank_bytes_read(rank) / 1e6);
 }
 
-int loader_cli_load(int argc, char **argv)
+/* `--device cuda`: the local rank's GPU, or the only GPU the process sees — a launcher that
+ * gives each rank one GPU through CUDA_VISIBLE_DEVICES leaves every rank a cuda:0. */
+static int resolve_cuda(unsigned local_rank, char *device, size_t len)
+{
+    int visible = target_cuda_visible_devices();
+    if (visible > 1 && local_rank >= (unsigned)visible) {
+        fprintf(stderr, "hubfs load: --device cuda: local rank %u has no GPU: this process sees "
+                "%d (cuda:0..%d); pass --device cuda:K or give each rank its GPU with "
+                "CUDA_VISIBLE_DEVICES\n", local_rank, visible, visible - 1);
+        return -1;
+    }
+    snprintf(device, len, "cuda:%u", visible == 1 ? 0 : local_rank);
+    return 0;
+}
+
+int loader_cli_load(int argc, char **argv, loader_cli_opener open_model)
 {
     load_args a;
     int rc = parse_load_args(argc, argv, &a);
     if (rc >= 0) return rc;
     char device[32], err[LOADER_ERR_LEN];
     if (a.device && strcmp(a.device, "cuda") == 0) {
-        snprintf(device, sizeof device, "cuda:%u", a.local_rank);
+        if (resolve_cuda(a.local_rank, device, sizeof device) != 0) return 1;
         a.device = device;
     }
     progress_bar bar = {-1};
@@ -376,20 +525,20 @@ int loader_cli_load(int argc, char **argv)
     }
     loader_model *model;
     loader_rank *rank = NULL;
-    if (loader_model_open(a.path, &model, err, sizeof err) != 0) {
-        fprintf(stderr, "hubfs load: %s\n", err);
+    if ((open_model ? open_model : loader_model_open)(a.path, &model, err, sizeof err) != 0) {
+        report_error("load", err);
         return 1;
     }
     rc = 0;
     if (loader_load(model, &options, &rank, err, sizeof err) != 0) {
-        fprintf(stderr, "hubfs load: %s\n", err);
+        report_error("load", err);
         rc = 1;
     } else {
         print_summary(&a, rank);
         if (a.verify) rc = verify_against_host(model, options, rank);
         if (rc == 0 && a.save) {
             if (loader_rank_save(rank, a.save, err, sizeof err) != 0) {
-                fprintf(stderr, "hubfs load: %s\n", err);
+                report_error("load", err);
                 rc = 1;
             } else {
                 printf("saved %s\n", a.save);

@@ -4,13 +4,14 @@
 
 #include "loader.h"
 #include "safetensors.h"
+#include "source.h"
 
 #include <cjson/cJSON.h>
 
 typedef struct model_shard {
-    char *path;
-    char *file_name;
-    int fd;
+    char *file_name;         /* its name in the source */
+    char *path;              /* for messages: "<location>/<file_name>" */
+    loader_file *file;
     st_header header;
 } model_shard;
 
@@ -20,7 +21,7 @@ typedef struct model_tensor {
 } model_tensor;
 
 struct loader_model {
-    char *dir;               /* where config.json would be */
+    loader_source *source;   /* owned; holds config.json when there is one */
     model_shard *shards;
     size_t shard_count;
     model_tensor *tensors;   /* by shard, then file offset */

@@ -1,11 +1,11 @@
-/* The reader pool. Threads take jobs in file order from a shared cursor, so a shard is read
- * front to back with `threads` explicit preads in flight (a lazy mount sees a deep,
- * sequential queue), and each thread hints the kernel about the job `lookahead` places ahead.
- * Memory is the target's staging buffers: bounded, whatever the tensor sizes. */
+/* The reader pool. Each file first hears the ranges it will be read at (will_need: a source
+ * may prefetch them), then threads take jobs in file order from a shared cursor, so a shard is
+ * read front to back with `threads` explicit reads in flight (a lazy mount or a remote source
+ * sees a deep, sequential queue). Memory is the target's staging buffers: bounded, whatever
+ * the tensor sizes. */
 #include "reader.h"
 #include "util.h"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,7 +15,6 @@
 typedef struct reader_state {
     read_job *jobs;
     size_t count;
-    size_t lookahead;
     load_target *target;
     const reader_config *config;
     atomic_size_t next;
@@ -33,9 +32,19 @@ static int compare_jobs(const void *a, const void *b)
     return 0;
 }
 
-static void advise(const read_job *job)
+/* One will_need call per file with its jobs' ranges (jobs sorted, so a file's are adjacent
+ * and in order). A hint: when out of memory, none is given. */
+void reader_announce(const read_job *jobs, size_t count)
 {
-    posix_fadvise(job->fd, (off_t)job->file_offset, (off_t)job->read_bytes, POSIX_FADV_WILLNEED);
+    loader_range *ranges = malloc((count ? count : 1) * sizeof *ranges);
+    if (!ranges) return;
+    for (size_t first = 0, end; first < count; first = end) {
+        loader_file *file = jobs[first].file;
+        for (end = first; end < count && jobs[end].file == file; end++)
+            ranges[end - first] = (loader_range){jobs[end].file_offset, jobs[end].read_bytes};
+        if (file->ops->will_need) file->ops->will_need(file, ranges, end - first);
+    }
+    free(ranges);
 }
 
 /* The first failure wins: "<file>: <what went wrong>", or just what when path is NULL. */
@@ -54,17 +63,22 @@ static void record_error(reader_state *s, const char *path, const char *what)
     pthread_mutex_unlock(&s->lock);
 }
 
+static int read_bytes(const read_job *job, void *buf, char *err, size_t errlen)
+{
+    return job->file->ops->read_at(job->file, job->file_offset, buf, job->read_bytes, err, errlen);
+}
+
 static int run_job(reader_state *s, const read_job *job, char *err, size_t errlen)
 {
     load_target *t = s->target;
     void *direct = job->contiguous ? t->direct(t, job->copy.dst_offset, job->read_bytes) : NULL;
-    if (direct) return pread_full(job->fd, direct, job->read_bytes, job->file_offset, err, errlen);
+    if (direct) return read_bytes(job, direct, err, errlen);
     if (job->read_bytes > t->staging_bytes)
         return fail(err, errlen, "internal error: a read of %zu bytes exceeds the %zu-byte staging",
                     job->read_bytes, t->staging_bytes);
     void *staging = t->staging_acquire(t, err, errlen);
     if (!staging) return -1;
-    if (pread_full(job->fd, staging, job->read_bytes, job->file_offset, err, errlen) != 0) {
+    if (read_bytes(job, staging, err, errlen) != 0) {
         t->staging_release(t, staging);
         return -1;
     }
@@ -76,9 +90,12 @@ static void *reader_thread(void *arg)
     reader_state *s = arg;
     char err[1024];
     while (!atomic_load(&s->failed)) {
+        if (s->config->cancel && atomic_load(s->config->cancel)) {
+            record_error(s, NULL, "cancelled");
+            break;
+        }
         size_t i = atomic_fetch_add(&s->next, 1);
         if (i >= s->count) break;
-        if (i + s->lookahead < s->count) advise(&s->jobs[i + s->lookahead]);
         const read_job *job = &s->jobs[i];
         if (run_job(s, job, err, sizeof err) != 0) {
             record_error(s, job->path, err);
@@ -98,13 +115,12 @@ int reader_run(read_job *jobs, size_t count, load_target *target, const reader_c
 {
     if (count > 1) qsort(jobs, count, sizeof *jobs, compare_jobs);
     unsigned threads = config->threads ? config->threads : 1;
-    reader_state s = {.jobs = jobs, .count = count, .target = target, .config = config,
-                      .lookahead = 2 * (size_t)threads};
+    reader_state s = {.jobs = jobs, .count = count, .target = target, .config = config};
     atomic_init(&s.next, 0);
     atomic_init(&s.failed, false);
     pthread_mutex_init(&s.lock, NULL);
     for (size_t i = 0; i < count; i++) s.total_bytes += (uint64_t)jobs[i].copy.width * jobs[i].copy.rows;
-    for (size_t i = 0; i < count && i < s.lookahead; i++) advise(&jobs[i]);
+    if (!config->announced) reader_announce(jobs, count);
     pthread_t *ids = calloc(threads, sizeof *ids);
     unsigned started = 0;
     if (!ids) record_error(&s, NULL, "out of memory");

@@ -5,10 +5,8 @@
 #include "util.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const st_dtype_info dtypes[] = {
     {"BOOL", 8},        {"U8", 8},          {"I8", 8},           {"F8_E4M3", 8},
@@ -398,18 +396,15 @@ int st_parse_buffer(const uint8_t *file, size_t size, st_header *out, char *err,
     return 0;
 }
 
-int st_read_header(int fd, const char *path, st_header *out, char *err, size_t errlen)
+int st_read_header(loader_file *file, const char *path, st_header *out, char *err, size_t errlen)
 {
     char why[400];
     memset(out, 0, sizeof *out);
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
-    uint64_t file_size = (uint64_t)st.st_size;
+    uint64_t file_size = file->size;
     uint8_t prefix[8];
     uint64_t header_len = 0;
     if (file_size >= 8) {
-        if (pread_full(fd, prefix, 8, 0, why, sizeof why) != 0)
+        if (file->ops->read_at(file, 0, prefix, 8, why, sizeof why) != 0)
             return fail(err, errlen, "%s: %s", path, why);
         header_len = load_le64(prefix);
     }
@@ -417,7 +412,7 @@ int st_read_header(int fd, const char *path, st_header *out, char *err, size_t e
         return fail(err, errlen, "%s: %s", path, why);
     uint8_t *json = malloc(header_len ? (size_t)header_len : 1);
     if (!json) return fail(err, errlen, "%s: out of memory for the header", path);
-    int rc = pread_full(fd, json, (size_t)header_len, 8, why, sizeof why);
+    int rc = header_len ? file->ops->read_at(file, 8, json, (size_t)header_len, why, sizeof why) : 0;
     if (rc == 0)
         rc = st_parse_header(json, (size_t)header_len, file_size - 8 - header_len, out, why,
                              sizeof why);

@@ -6,6 +6,8 @@
 #ifndef HUBFS_LOADER_SAFETENSORS_H
 #define HUBFS_LOADER_SAFETENSORS_H
 
+#include "source.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,10 +57,10 @@ int st_check_header_length(uint64_t header_len, uint64_t file_size, char *err, s
 /* Parses a whole file held in memory (the length prefix, the header, the data size). */
 int st_parse_buffer(const uint8_t *file, size_t size, st_header *out, char *err, size_t errlen);
 
-/* Reads and parses the header of the open file `fd` with exactly two preads: the 8-byte
- * length and the header itself (never the data: on a lazy mount no weight bytes are
- * fetched). Errors are prefixed with `path`. */
-int st_read_header(int fd, const char *path, st_header *out, char *err, size_t errlen);
+/* Reads and parses the header of `file` with exactly two reads: the 8-byte length and the
+ * header itself (never the data: on a lazy mount no weight bytes are fetched). Errors are
+ * prefixed with `path`. */
+int st_read_header(loader_file *file, const char *path, st_header *out, char *err, size_t errlen);
 
 /* The tensor called `name`, or NULL. */
 const st_tensor *st_find(const st_header *header, const char *name);

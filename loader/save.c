@@ -1,7 +1,13 @@
 /* Writing a loaded rank as a safetensors file: the header (tensors packed back to back in
  * rank order, padded with spaces to 8 bytes as the reference writer does), then each
- * tensor's bytes copied back from the target through one bounded buffer. The file appears
- * under its name only once complete. */
+ * tensor's bytes copied back from the target through one bounded buffer.
+ *
+ * The file appears under its name only once complete: it is written to OUT.tmp.<pid>.<random>
+ * in the same directory, created exclusively and never through a symlink (someone who can
+ * write to that directory cannot make us truncate another file by planting a link at a
+ * guessable name), removed on every failure, and renamed over OUT at the end. An existing
+ * OUT is replaced; if it is a symlink, the link is replaced and its target left alone. The
+ * mode is 0644 less the umask, as for any output file: weights are not secrets. */
 #include "rank.h"
 #include "util.h"
 
@@ -11,9 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define COPY_BUFFER_BYTES (8u << 20)
+#define TEMP_NAME_ATTEMPTS 16
 
 typedef struct text {
     char *data;
@@ -88,13 +97,57 @@ static int write_tensors(const loader_rank *rank, int fd, char *err, size_t errl
         for (uint64_t done = 0; rc == 0 && done < rt->nbytes;) {
             size_t n = rt->nbytes - done < COPY_BUFFER_BYTES ? (size_t)(rt->nbytes - done)
                                                              : COPY_BUFFER_BYTES;
-            rc = rank->target->read_back(rank->target, rt->arena_offset + done, buffer, n, err, errlen);
+            rc = loader_rank_read(rank, rt->arena_offset + done, buffer, n, err, errlen);
             if (rc == 0) rc = write_full(fd, buffer, n, err, errlen);
             done += n;
         }
     }
     free(buffer);
     return rc;
+}
+
+static uint64_t random_suffix(void)
+{
+    uint64_t value;
+    if (getrandom(&value, sizeof value, GRND_NONBLOCK) == (ssize_t)sizeof value) return value;
+    /* No entropy yet (early boot): exclusive creation still keeps us safe, only less quiet. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Creates a fresh temporary file next to `path`; returns its descriptor and *tmp (to free),
+ * or -1 with a message. */
+static int create_temp(const char *path, char **tmp, char *err, size_t errlen)
+{
+    size_t len = strlen(path) + 64;
+    *tmp = malloc(len);
+    if (!*tmp) return fail(err, errlen, "out of memory");
+    int fd = -1;
+    for (int attempt = 0; fd < 0 && attempt < TEMP_NAME_ATTEMPTS; attempt++) {
+        snprintf(*tmp, len, "%s.tmp.%ld.%016llx", path, (long)getpid(),
+                 (unsigned long long)random_suffix());
+        fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) {
+        fail(err, errlen, "cannot create %s: %s", *tmp, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+    }
+    return fd;
+}
+
+static int write_file(const loader_rank *rank, int fd, const text *header, char *err,
+                      size_t errlen)
+{
+    uint8_t prefix[8];
+    store_le64(prefix, header->len);
+    if (write_full(fd, prefix, 8, err, errlen) != 0 ||
+        write_full(fd, header->data, header->len, err, errlen) != 0 ||
+        write_tensors(rank, fd, err, errlen) != 0)
+        return -1;
+    return 0;
 }
 
 int loader_rank_save(const loader_rank *rank, const char *path, char *err, size_t errlen)
@@ -105,36 +158,17 @@ int loader_rank_save(const loader_rank *rank, const char *path, char *err, size_
         free(header.data);
         return fail(err, errlen, "out of memory building the header");
     }
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    if (!tmp) {
-        free(header.data);
-        return fail(err, errlen, "out of memory");
+    char why[LOADER_ERR_LEN], *tmp;
+    int fd = create_temp(path, &tmp, why, sizeof why), rc = fd < 0 ? -1 : 0;
+    if (rc == 0) {
+        rc = write_file(rank, fd, &header, why, sizeof why);
+        if (close(fd) != 0 && rc == 0)
+            rc = fail(why, sizeof why, "closing %s: %s", tmp, strerror(errno));
+        if (rc == 0 && rename(tmp, path) != 0)
+            rc = fail(why, sizeof why, "renaming %s: %s", tmp, strerror(errno));
+        if (rc != 0) unlink(tmp);
     }
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-    int rc = -1, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    char why[LOADER_ERR_LEN];
-    uint8_t prefix[8];
-    store_le64(prefix, header.len);
-    if (fd < 0) {
-        snprintf(why, sizeof why, "%s", strerror(errno));
-    } else if (write_full(fd, prefix, 8, why, sizeof why) == 0 &&
-               write_full(fd, header.data, header.len, why, sizeof why) == 0 &&
-               write_tensors(rank, fd, why, sizeof why) == 0) {
-        rc = 0;
-    }
-    if (fd >= 0 && close(fd) != 0 && rc == 0) {
-        snprintf(why, sizeof why, "%s", strerror(errno));
-        rc = -1;
-    }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        snprintf(why, sizeof why, "%s", strerror(errno));
-        rc = -1;
-    }
-    if (rc != 0) {
-        unlink(tmp);
-        fail(err, errlen, "cannot save %s: %s", path, why);
-    }
+    if (rc != 0) fail(err, errlen, "cannot save %s: %s", path, why);
     free(tmp);
     free(header.data);
     return rc;

@@ -92,6 +92,29 @@ static int host_read_back(load_target *t, uint64_t offset, void *dst, size_t len
     return 0;
 }
 
+static void *host_take_arena(load_target *t)
+{
+    host_target *h = (host_target *)t;
+    void *arena = h->arena;
+    h->arena = NULL;
+    h->arena_bytes = 0;
+    return arena;
+}
+
+static void host_free_arena(load_target *t, void *arena, uint64_t bytes)
+{
+    (void)t;
+    if (arena) munmap(arena, bytes ? (size_t)bytes : 1);
+}
+
+static int host_copy_out(load_target *t, const void *src, void *dst, size_t len, char *err,
+                         size_t errlen)
+{
+    (void)t; (void)err; (void)errlen;
+    memcpy(dst, src, len);
+    return 0;
+}
+
 static void host_destroy(load_target *t)
 {
     host_target *h = (host_target *)t;
@@ -99,7 +122,7 @@ static void host_destroy(load_target *t)
     for (unsigned i = 0; i < h->buffer_count; i++) free(h->all_buffers[i]);
     free(h->all_buffers);
     free(h->free_buffers);
-    if (h->arena) munmap(h->arena, h->arena_bytes ? (size_t)h->arena_bytes : 1);
+    host_free_arena(t, h->arena, h->arena_bytes);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->available);
     free(h);
@@ -111,7 +134,8 @@ load_target *target_host_create(size_t staging_bytes, unsigned staging_count, ch
     host_target *h = calloc(1, sizeof *h);
     if (!h) return fail(err, errlen, "out of memory"), NULL;
     h->base = (load_target){"cpu", staging_bytes, host_alloc, host_direct, host_acquire,
-                            host_release, host_write, host_finish, host_read_back, host_destroy};
+                            host_release, host_write, host_finish, NULL, host_read_back,
+                            host_destroy, host_take_arena, host_free_arena, host_copy_out};
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->available, NULL);
     h->all_buffers = calloc(staging_count, sizeof *h->all_buffers);
@@ -139,5 +163,10 @@ load_target *target_cuda_create(int device, size_t staging_bytes, unsigned stagi
     fail(err, errlen, "cuda:%d requested but this hubfs was built without CUDA (no CUDA "
          "toolkit at build time); use --device cpu", device);
     return NULL;
+}
+
+int target_cuda_visible_devices(void)
+{
+    return 0;
 }
 #endif

@@ -52,6 +52,16 @@ int write_full(int fd, const void *buf, size_t len, char *err, size_t errlen)
     return 0;
 }
 
+char *join_location(const char *location, const char *name)
+{
+    size_t n = strlen(location);
+    int slash = n > 0 && location[n - 1] != '/';
+    size_t size = n + (size_t)slash + strlen(name) + 1;
+    char *path = malloc(size);
+    if (path) snprintf(path, size, "%s%s%s", location, slash ? "/" : "", name);
+    return path;
+}
+
 char *read_small_file(const char *path, size_t max, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

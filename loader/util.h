@@ -27,6 +27,10 @@ int pread_full(int fd, void *buf, size_t len, uint64_t offset, char *err, size_t
 /* Writes exactly len bytes. 0 or -1. */
 int write_full(int fd, const void *buf, size_t len, char *err, size_t errlen);
 
+/* "<location>/<name>", or name alone when location is "" (see loader_source.location);
+ * NULL when out of memory. */
+char *join_location(const char *location, const char *name);
+
 /* Reads a whole (small) file into a NUL-terminated buffer, refusing more than max bytes. */
 char *read_small_file(const char *path, size_t max, char *err, size_t errlen);
 

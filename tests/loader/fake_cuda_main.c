@@ -3,5 +3,5 @@
 
 int main(int argc, char **argv)
 {
-    return loader_cli_load(argc, argv);
+    return loader_cli_load(argc, argv, NULL);
 }
