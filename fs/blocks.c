@@ -1,49 +1,38 @@
-/* blocks.c — in-memory blocks: a hash table, an LRU list, single-flight loads, the budget. */
+/* blocks.c — in-memory blocks: a hash table, an LRU list, page bitmaps, claims, waiters and the
+ * memory budget. */
 #include "blocks.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #define BUCKET_COUNT 4096
-/* Buffers of evicted full blocks kept for the next block: a fresh mapping costs a page fault
+/* Buffers of evicted complete blocks kept for new blocks: a fresh mapping costs a page fault
  * and a zeroed page per 4 KiB, a fifth of the CPU of a cold read. They count as memory used. */
 #define MAX_SPARE_BUFFERS 8
-
-/* PARTIAL: some pieces present (present_pieces), others maybe being fetched (inflight_pieces);
- * whole-block loads only ever start on absent blocks, so they never race a piece fetch. */
-typedef enum block_state { BLOCK_LOADING, BLOCK_READY, BLOCK_FAILED, BLOCK_PARTIAL } block_state;
 
 struct block {
     block_source source;
     uint64_t index;
     size_t length;
-    uint8_t *data;
-    block_state state;
-    int load_error;
+    size_t page_count;
+    uint8_t *data;               /* mapped at the first claim */
+    bool whole_charge;           /* a spare buffer: charged whole, already resident */
+    uint64_t charged;            /* bytes of the budget this block holds */
+    uint64_t *present, *inflight, *served;   /* one bit per page each */
+    size_t present_count, inflight_count, served_count;
     int pins;
-    uint64_t present_pieces;     /* while PARTIAL: bit i = piece i is loaded */
-    uint64_t inflight_pieces;    /* while PARTIAL: bit i = a thread is fetching piece i */
-    bool unread;                 /* loaded by read-ahead and not read yet */
-    bool consumed;               /* its reader has gone past it: reuse its buffer first */
-    bool in_table;
-    pthread_cond_t loaded;
+    block_waiter *waiters;
     block *hash_next;
     block *lru_prev, *lru_next;
 };
 
 struct block_cache {
     pthread_mutex_t lock;
-    pthread_cond_t budget_freed;
-    int budget_waiters;
     uint64_t budget;
     uint32_t block_size;
-    block_load_fn load;
-    block_load_range_fn load_range;
-    size_t piece_size;
-    block_store_hook store_hook;
-    void *store_hook_context;
     block *buckets[BUCKET_COUNT];
     block *lru_oldest, *lru_newest;
     uint8_t *spares[MAX_SPARE_BUFFERS];
@@ -51,45 +40,44 @@ struct block_cache {
     block_cache_counters counters;
 };
 
+/* ---- page bitmaps ---------------------------------------------------------------------- */
+
+static bool bit_test(const uint64_t *bits, size_t i) { return bits[i / 64] >> (i % 64) & 1; }
+static void bit_set(uint64_t *bits, size_t i) { bits[i / 64] |= 1ULL << (i % 64); }
+static void bit_clear(uint64_t *bits, size_t i) { bits[i / 64] &= ~(1ULL << (i % 64)); }
+
+static bool all_set(const uint64_t *bits, size_t first, size_t end)
+{
+    for (size_t i = first; i < end; i++)
+        if (!bit_test(bits, i))
+            return false;
+    return true;
+}
+
+static size_t count_set(const uint64_t *bits, size_t first, size_t end)
+{
+    size_t count = 0;
+    for (size_t i = first; i < end; i++)
+        count += bit_test(bits, i);
+    return count;
+}
+
+static size_t first_page_of(size_t offset) { return offset / BLOCK_PAGE_SIZE; }
+static size_t end_page_of(size_t offset) { return (offset + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE; }
+
+static size_t page_bytes(const block *blk, size_t first, size_t end)
+{
+    size_t to = end * BLOCK_PAGE_SIZE < blk->length ? end * BLOCK_PAGE_SIZE : blk->length;
+    return to - first * BLOCK_PAGE_SIZE;
+}
+
+/* ---- table, LRU, buffers ----------------------------------------------------------------- */
+
 static size_t bucket_of(uint64_t source_id, uint64_t index)
 {
     uint64_t h = source_id * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xBF58476D1CE4E5B9ULL;
     return (size_t)((h ^ (h >> 29)) % BUCKET_COUNT);
 }
-
-block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size, block_load_fn load)
-{
-    block_cache *cache = calloc(1, sizeof *cache);
-    if (!cache)
-        return NULL;
-    pthread_mutex_init(&cache->lock, NULL);
-    pthread_cond_init(&cache->budget_freed, NULL);
-    cache->budget = memory_budget;
-    cache->block_size = block_size;
-    cache->load = load;
-    cache->piece_size = (block_size + BLOCK_MAX_PIECES - 1) / BLOCK_MAX_PIECES;
-    if (cache->piece_size == 0)
-        cache->piece_size = 1;
-    cache->counters.memory_budget = memory_budget;
-    return cache;
-}
-
-uint32_t block_cache_block_size(const block_cache *cache) { return cache->block_size; }
-void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void *hook_context)
-{
-    cache->store_hook = hook;
-    cache->store_hook_context = hook_context;
-}
-
-void block_cache_set_range_loader(block_cache *cache, block_load_range_fn load_range)
-{
-    cache->load_range = load_range;
-}
-
-const uint8_t *block_data(const block *blk) { return blk->data; }
-uint64_t block_index(const block *blk) { return blk->index; }
-const block_source *block_source_of(const block *blk) { return &blk->source; }
-size_t block_length(const block *blk) { return blk->length; }
 
 static block *find_block(block_cache *cache, uint64_t source_id, uint64_t index)
 {
@@ -97,17 +85,6 @@ static block *find_block(block_cache *cache, uint64_t source_id, uint64_t index)
         if (b->source.id == source_id && b->index == index)
             return b;
     return NULL;
-}
-
-static void unlink_from_table(block_cache *cache, block *blk)
-{
-    if (!blk->in_table)
-        return;
-    block **link = &cache->buckets[bucket_of(blk->source.id, blk->index)];
-    while (*link != blk)
-        link = &(*link)->hash_next;
-    *link = blk->hash_next;
-    blk->in_table = false;
 }
 
 static void lru_unlink(block_cache *cache, block *blk)
@@ -128,57 +105,6 @@ static void lru_append(block_cache *cache, block *blk)
     cache->lru_newest = blk;
 }
 
-/* Reserves a buffer for a block of length bytes: a spare one when it has the block size, else
- * NULL with the memory counted, for map_buffer to map outside the lock (mapping and populating
- * 8 MiB takes milliseconds: under the lock it stalled every reader of every block). The lock is
- * held; memory_used already counts spares. */
-static void recycle_consumed_block(block_cache *cache);
-
-static uint8_t *take_buffer(block_cache *cache, size_t length)
-{
-    /* Only with a persistent cache: a consumed block is then cheap to get back (from disk) if
-     * the kernel drops its pages; without one, memory is the only copy short of the network. */
-    if (length == cache->block_size && cache->spare_count == 0 && cache->store_hook)
-        recycle_consumed_block(cache);
-    if (length == cache->block_size && cache->spare_count > 0)
-        return cache->spares[--cache->spare_count];
-    cache->counters.memory_used += length;
-    return NULL;
-}
-
-/* Maps the buffer of a block take_buffer left unmapped; called without the lock by the thread
- * that loads the block. Returns 0 or ENOMEM. */
-static int map_buffer(block *blk)
-{
-    if (blk->data)
-        return 0;
-    void *data = mmap(NULL, blk->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (data == MAP_FAILED)
-        return ENOMEM;
-    /* Huge pages where the kernel allows them (best effort): fewer faults, memory-cgroup
-     * charges and page pins in the kernel's FUSE copy. Zeroing them is costly, which buffer
-     * reuse (spares, consumed blocks) keeps rare. Populated here, on the loading thread, and
-     * not by the event loop's first write. */
-    (void)madvise(data, blk->length, MADV_HUGEPAGE);
-    (void)madvise(data, blk->length, MADV_POPULATE_WRITE);
-    blk->data = data;
-    return 0;
-}
-
-static void give_back_buffer(block_cache *cache, uint8_t *data, size_t length)
-{
-    if (!data) {   /* reserved, never mapped */
-        cache->counters.memory_used -= length;
-        return;
-    }
-    if (length == cache->block_size && cache->spare_count < MAX_SPARE_BUFFERS) {
-        cache->spares[cache->spare_count++] = data;
-        return;
-    }
-    munmap(data, length);
-    cache->counters.memory_used -= length;
-}
-
 static bool drop_spare(block_cache *cache)
 {
     if (cache->spare_count == 0)
@@ -188,73 +114,98 @@ static bool drop_spare(block_cache *cache)
     return true;
 }
 
-/* Frees a block no one pins; the lock is held. */
+/* Frees a block no one pins (so none of its pages is claimed); keeps a complete buffer as a
+ * spare. The lock is held. */
 static void destroy_block(block_cache *cache, block *blk)
 {
-    unlink_from_table(cache, blk);
+    block **link = &cache->buckets[bucket_of(blk->source.id, blk->index)];
+    while (*link != blk)
+        link = &(*link)->hash_next;
+    *link = blk->hash_next;
     lru_unlink(cache, blk);
-    give_back_buffer(cache, blk->data, blk->length);
-    pthread_cond_destroy(&blk->loaded);
+    cache->counters.wasted_bytes += (uint64_t)(blk->present_count - blk->served_count) * BLOCK_PAGE_SIZE;
+    cache->counters.memory_used -= blk->charged;
+    bool reusable = blk->data && blk->length == cache->block_size && blk->present_count == blk->page_count;
+    if (reusable && cache->spare_count < MAX_SPARE_BUFFERS) {
+        cache->spares[cache->spare_count++] = blk->data;
+        cache->counters.memory_used += cache->block_size;
+    } else if (blk->data) {
+        munmap(blk->data, blk->length);
+    }
+    cache->counters.blocks--;
+    free(blk->present);
     free(blk);
-    if (cache->budget_waiters)
-        pthread_cond_broadcast(&cache->budget_freed);
 }
 
-/* Evicts the least recently used unpinned, loaded block (sparing unread read-ahead blocks when
- * spare_unread is set). */
-static bool evict_one(block_cache *cache, bool spare_unread)
+/* Whether a block may go without losing bytes nobody has read: everything it holds was served
+ * (the kernel's page cache has it) or it holds nothing. */
+static bool holds_nothing_unread(const block *blk)
 {
-    for (block *b = cache->lru_oldest; b; b = b->lru_next) {
-        bool loaded = b->state == BLOCK_READY || b->state == BLOCK_PARTIAL;
-        if (b->pins == 0 && loaded && !(spare_unread && b->unread)) {
-            destroy_block(cache, b);
-            cache->counters.evictions++;
-            return true;
-        }
-    }
-    return false;
+    return blk->served_count == blk->present_count;
 }
 
-/* Frees the oldest consumed block no one pins, which leaves its buffer as a spare. */
-static void recycle_consumed_block(block_cache *cache)
+/* Evicts one unpinned block: first one holding nothing unread, then (unless keep_unread) the
+ * least recently used. The lock is held. */
+static bool evict_one(block_cache *cache, bool keep_unread)
 {
-    for (block *b = cache->lru_oldest; b; b = b->lru_next) {
-        if (b->consumed && b->pins == 0 && b->state == BLOCK_READY && b->length == cache->block_size) {
-            destroy_block(cache, b);
-            cache->counters.evictions++;
-            return;
-        }
-    }
-}
-
-/* Whether a block of length bytes can be allocated now: a spare, or room in the budget. */
-static bool fits(const block_cache *cache, size_t length)
-{
-    if (length == cache->block_size && cache->spare_count > 0)
-        return true;
-    return cache->counters.memory_used + length <= cache->budget;
-}
-
-/* Makes room for a reader's block. Returns true when room was made without dropping the lock;
- * false when it waited, so the caller must look the block up again. A budget smaller than one
- * block is exceeded rather than deadlocking: with nothing allocated there is nothing to wait for. */
-static bool reserve_for_reader(block_cache *cache, size_t length)
-{
-    while (!fits(cache, length)) {
-        if (drop_spare(cache) || evict_one(cache, false))
-            continue;
-        if (cache->counters.memory_used == 0)
-            return true;
-        cache->budget_waiters++;
-        pthread_cond_wait(&cache->budget_freed, &cache->lock);
-        cache->budget_waiters--;
+    block *victim = NULL;
+    for (block *b = cache->lru_oldest; b && !victim; b = b->lru_next)
+        if (b->pins == 0 && holds_nothing_unread(b))
+            victim = b;
+    for (block *b = cache->lru_oldest; b && !victim && !keep_unread; b = b->lru_next)
+        if (b->pins == 0)
+            victim = b;
+    if (!victim)
         return false;
-    }
+    destroy_block(cache, victim);
+    cache->counters.evictions++;
     return true;
+}
+
+/* Hands a spare buffer to a block about to claim at least half of itself (resident already, it
+ * is charged whole: less would waste it). The lock is held. */
+static bool take_spare(block_cache *cache, block *blk, uint64_t wanted)
+{
+    if (blk->data || blk->length != cache->block_size || wanted < blk->length / 2 || cache->spare_count == 0)
+        return false;
+    blk->data = cache->spares[--cache->spare_count];
+    blk->whole_charge = true;
+    blk->charged = blk->length;   /* the spare's charge, now the block's */
+    return true;
+}
+
+/* Makes room for the bytes blk wants to claim. Evicting a complete block frees no memory by
+ * itself (its buffer becomes a spare): the claiming block takes that buffer when it can, else
+ * the spare is dropped. Returns false only when within_budget and it cannot fit. */
+static bool make_room(block_cache *cache, block *blk, uint64_t wanted, bool within_budget)
+{
+    for (;;) {
+        uint64_t charge = blk->whole_charge ? 0 : wanted;
+        if (cache->counters.memory_used + charge <= cache->budget)
+            return true;
+        if (take_spare(cache, blk, wanted) || drop_spare(cache) || evict_one(cache, within_budget))
+            continue;
+        return !within_budget || blk->whole_charge;
+    }
+}
+
+/* Gives the block its buffer: a spare when one fits, else a lazy mapping. */
+static int map_buffer(block_cache *cache, block *blk, uint64_t wanted)
+{
+    if (blk->data || take_spare(cache, blk, wanted))
+        return 0;
+    void *data = mmap(NULL, blk->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    if (data == MAP_FAILED)
+        return ENOMEM;
+    blk->data = data;
+    return 0;
 }
 
 static size_t length_of_block(const block_cache *cache, const block_source *source, uint64_t index)
 {
+    if (index > UINT64_MAX / cache->block_size)
+        return 0;
     uint64_t start = index * cache->block_size;
     if (start >= source->size)
         return 0;
@@ -262,313 +213,20 @@ static size_t length_of_block(const block_cache *cache, const block_source *sour
     return remaining < cache->block_size ? (size_t)remaining : cache->block_size;
 }
 
-/* Inserts a new loading block pinned once; NULL when out of memory. The lock is held. */
-static block *insert_loading_block(block_cache *cache, const block_source *source, uint64_t index,
-                                   size_t length)
+/* ---- public ---------------------------------------------------------------------------- */
+
+block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size)
 {
-    block *blk = calloc(1, sizeof *blk);
-    if (!blk)
+    if (block_size < BLOCK_PAGE_SIZE || block_size % BLOCK_PAGE_SIZE)
         return NULL;
-    blk->data = take_buffer(cache, length);
-    blk->source = *source;
-    blk->index = index;
-    blk->length = length;
-    blk->state = BLOCK_LOADING;
-    blk->pins = 1;
-    pthread_cond_init(&blk->loaded, NULL);
-    size_t bucket = bucket_of(source->id, index);
-    blk->hash_next = cache->buckets[bucket];
-    cache->buckets[bucket] = blk;
-    blk->in_table = true;
-    lru_append(cache, blk);
-    cache->counters.loads_in_flight++;
-    return blk;
-}
-
-/* Records the outcome of a load and wakes the waiters; the lock is held. Returns whether the
- * store hook must be called (it then holds a pin of its own). */
-static bool finish_load(block_cache *cache, block *blk, int error, bool fetched)
-{
-    cache->counters.loads_in_flight--;
-    if (error) {
-        blk->state = BLOCK_FAILED;
-        blk->load_error = error;
-        unlink_from_table(cache, blk);    /* a later read retries with a fresh block */
-        cache->counters.load_failures++;
-    } else {
-        blk->state = BLOCK_READY;
-    }
-    pthread_cond_broadcast(&blk->loaded);
-    bool store = !error && fetched && cache->store_hook;
-    if (store)
-        blk->pins++;
-    return store;
-}
-
-static void run_store_hook(block_cache *cache, block *blk, bool store)
-{
-    if (store)
-        cache->store_hook(cache->store_hook_context, blk);
-}
-
-static void unpin_locked(block_cache *cache, block *blk)
-{
-    if (--blk->pins > 0)
-        return;
-    if (blk->state == BLOCK_FAILED)
-        destroy_block(cache, blk);
-    else if (cache->budget_waiters)
-        pthread_cond_broadcast(&cache->budget_freed);
-}
-
-static int wait_until_loaded(block_cache *cache, block *blk)
-{
-    while (blk->state == BLOCK_LOADING)
-        pthread_cond_wait(&blk->loaded, &cache->lock);
-    return blk->state == BLOCK_FAILED ? blk->load_error : 0;
-}
-
-/* Bits of the pieces covering [from, to) of a block; from < to. */
-static uint64_t piece_mask(const block_cache *cache, size_t from, size_t to)
-{
-    size_t first = from / cache->piece_size, last = (to - 1) / cache->piece_size;
-    uint64_t count = last - first + 1;
-    uint64_t ones = count >= 64 ? ~0ULL : (1ULL << count) - 1;
-    return ones << first;
-}
-
-/* Fetches the claimed pieces (runs of adjacent pieces as one range each); no lock held. */
-static int load_claimed_pieces(block_cache *cache, block *blk, uint64_t claimed)
-{
-    for (size_t piece = 0; piece < BLOCK_MAX_PIECES; piece++) {
-        if (!(claimed >> piece & 1))
-            continue;
-        size_t run_end = piece;
-        while (run_end + 1 < BLOCK_MAX_PIECES && (claimed >> (run_end + 1) & 1))
-            run_end++;
-        size_t from = piece * cache->piece_size;
-        size_t to = (run_end + 1) * cache->piece_size;
-        if (to > blk->length)
-            to = blk->length;
-        int error = cache->load_range(blk->source.context, blk->index, blk->data, blk->length, from, to, NULL);
-        if (error)
-            return error;
-        piece = run_end;
-    }
-    return 0;
-}
-
-/* Makes bytes [from, to) of a pinned partial block present: claims the missing pieces no one
- * fetches, fetches them without the lock, and waits for those others fetch. A failed fetch
- * leaves its pieces missing (a later read retries). The lock is held. */
-static int fill_pieces(block_cache *cache, block *blk, size_t from, size_t to)
-{
-    uint64_t needed = piece_mask(cache, from, to);
-    while ((blk->present_pieces & needed) != needed) {
-        uint64_t claimed = needed & ~blk->present_pieces & ~blk->inflight_pieces;
-        if (!claimed) {
-            pthread_cond_wait(&blk->loaded, &cache->lock);
-            continue;
-        }
-        blk->inflight_pieces |= claimed;
-        pthread_mutex_unlock(&cache->lock);
-        int error = load_claimed_pieces(cache, blk, claimed);
-        pthread_mutex_lock(&cache->lock);
-        blk->inflight_pieces &= ~claimed;
-        bool store = false;
-        if (error) {
-            cache->counters.load_failures++;
-        } else {
-            blk->present_pieces |= claimed;
-            if (blk->present_pieces == piece_mask(cache, 0, blk->length)) {
-                blk->state = BLOCK_READY;
-                store = cache->store_hook != NULL;
-                if (store)
-                    blk->pins++;
-            }
-        }
-        pthread_cond_broadcast(&blk->loaded);
-        if (error)
-            return error;
-        if (store) {
-            pthread_mutex_unlock(&cache->lock);
-            run_store_hook(cache, blk, true);
-            pthread_mutex_lock(&cache->lock);
-        }
-    }
-    return 0;
-}
-
-/* Loads a block this thread just inserted (LOADING, so it owns the buffer): the whole block, or
- * with partial only the pieces covering [from, to) unless the persistent cache has it all.
- * Called without the lock; returns with it held. */
-static int load_new_block(block_cache *cache, block *blk, size_t from, size_t to, bool partial)
-{
-    bool fetched = false, whole = false;
-    from -= from % cache->piece_size;   /* whole pieces: they are the unit of presence */
-    to = (to + cache->piece_size - 1) / cache->piece_size * cache->piece_size;
-    if (to > blk->length)
-        to = blk->length;
-    int error = map_buffer(blk);
-    if (!error && partial)
-        error = cache->load_range(blk->source.context, blk->index, blk->data, blk->length, from, to, &whole);
-    else if (!error)
-        error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
-    pthread_mutex_lock(&cache->lock);
-    if (!error && partial && !whole) {
-        cache->counters.loads_in_flight--;
-        blk->state = BLOCK_PARTIAL;
-        blk->present_pieces = piece_mask(cache, from, to);
-        if (blk->present_pieces == piece_mask(cache, 0, blk->length)) {
-            blk->state = BLOCK_READY;
-            fetched = true;
-            cache->counters.loads_in_flight++;   /* finish_load below counts it down again */
-        } else {
-            pthread_cond_broadcast(&blk->loaded);
-            return 0;
-        }
-    }
-    bool store = finish_load(cache, blk, error, fetched);
-    if (store) {
-        pthread_mutex_unlock(&cache->lock);
-        run_store_hook(cache, blk, true);
-        pthread_mutex_lock(&cache->lock);
-    }
-    return error;
-}
-
-int block_cache_read_range(block_cache *cache, const block_source *source, uint64_t index, size_t from,
-                           size_t to, bool partial, block **out)
-{
-    *out = NULL;
-    size_t length = length_of_block(cache, source, index);
-    if (length == 0 || from >= to || to > length)
-        return EINVAL;
-    partial = partial && cache->load_range;
-    pthread_mutex_lock(&cache->lock);
-    block *blk;
-    for (;;) {
-        blk = find_block(cache, source->id, index);
-        if (blk || reserve_for_reader(cache, length))
-            break;
-    }
-    int error = 0;
-    if (blk) {
-        cache->counters.hits++;
-        blk->pins++;
-        blk->consumed = false;
-        lru_unlink(cache, blk);
-        lru_append(cache, blk);
-        error = wait_until_loaded(cache, blk);
-        /* A reader that is not a young slice stream completes the block (as a whole load would). */
-        if (!error && blk->state == BLOCK_PARTIAL)
-            error = partial ? fill_pieces(cache, blk, from, to) : fill_pieces(cache, blk, 0, length);
-    } else {
-        cache->counters.misses++;
-        blk = insert_loading_block(cache, source, index, length);
-        if (!blk) {
-            pthread_mutex_unlock(&cache->lock);
-            return ENOMEM;
-        }
-        pthread_mutex_unlock(&cache->lock);
-        error = load_new_block(cache, blk, from, to, partial);
-    }
-    if (error) {
-        unpin_locked(cache, blk);
-        blk = NULL;
-    } else {
-        blk->unread = false;
-    }
-    pthread_mutex_unlock(&cache->lock);
-    *out = blk;
-    return error;
-}
-
-int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out)
-{
-    size_t length = length_of_block(cache, source, index);
-    if (length == 0) {
-        *out = NULL;
-        return EINVAL;
-    }
-    return block_cache_read_range(cache, source, index, 0, length, false, out);
-}
-
-void block_cache_release(block_cache *cache, block *blk)
-{
-    pthread_mutex_lock(&cache->lock);
-    unpin_locked(cache, blk);
-    pthread_mutex_unlock(&cache->lock);
-}
-
-block *block_cache_prefetch(block_cache *cache, const block_source *source, uint64_t index)
-{
-    size_t length = length_of_block(cache, source, index);
-    if (length == 0)
+    block_cache *cache = calloc(1, sizeof *cache);
+    if (!cache)
         return NULL;
-    block *blk = NULL;
-    pthread_mutex_lock(&cache->lock);
-    if (!find_block(cache, source->id, index)) {
-        while (!fits(cache, length) && (drop_spare(cache) || evict_one(cache, true))) {
-        }
-        if (fits(cache, length)) {
-            blk = insert_loading_block(cache, source, index, length);
-            if (blk) {
-                blk->unread = true;
-                cache->counters.prefetches++;
-            }
-        } else {
-            cache->counters.prefetch_skipped++;
-        }
-    }
-    pthread_mutex_unlock(&cache->lock);
-    return blk;
-}
-
-void block_cache_load(block_cache *cache, block *blk)
-{
-    bool fetched = false;
-    int error = map_buffer(blk);
-    if (!error)
-        error = cache->load(blk->source.context, blk->index, blk->data, blk->length, &fetched);
-    pthread_mutex_lock(&cache->lock);
-    bool store = finish_load(cache, blk, error, fetched);
-    unpin_locked(cache, blk);
-    pthread_mutex_unlock(&cache->lock);
-    run_store_hook(cache, blk, store);
-}
-
-void block_cache_abandon(block_cache *cache, block *blk)
-{
-    pthread_mutex_lock(&cache->lock);
-    finish_load(cache, blk, ECANCELED, false);
-    unpin_locked(cache, blk);
-    pthread_mutex_unlock(&cache->lock);
-}
-
-void block_cache_mark_consumed(block_cache *cache, uint64_t source_id, uint64_t index)
-{
-    pthread_mutex_lock(&cache->lock);
-    block *blk = find_block(cache, source_id, index);
-    if (blk && blk->state == BLOCK_READY)
-        blk->consumed = true;
-    pthread_mutex_unlock(&cache->lock);
-}
-
-bool block_cache_contains(block_cache *cache, uint64_t source_id, uint64_t index)
-{
-    pthread_mutex_lock(&cache->lock);
-    block *blk = find_block(cache, source_id, index);
-    bool ready = blk && blk->state == BLOCK_READY;
-    pthread_mutex_unlock(&cache->lock);
-    return ready;
-}
-
-void block_cache_get_counters(block_cache *cache, block_cache_counters *out)
-{
-    pthread_mutex_lock(&cache->lock);
-    *out = cache->counters;
-    pthread_mutex_unlock(&cache->lock);
+    pthread_mutex_init(&cache->lock, NULL);
+    cache->budget = memory_budget;
+    cache->block_size = block_size;
+    cache->counters.memory_budget = memory_budget;
+    return cache;
 }
 
 void block_cache_free(block_cache *cache)
@@ -579,7 +237,302 @@ void block_cache_free(block_cache *cache)
         destroy_block(cache, cache->lru_oldest);
     while (drop_spare(cache)) {
     }
-    pthread_cond_destroy(&cache->budget_freed);
     pthread_mutex_destroy(&cache->lock);
     free(cache);
+}
+
+uint32_t block_cache_block_size(const block_cache *cache) { return cache->block_size; }
+const uint8_t *block_data(const block *blk) { return blk->data; }
+size_t block_length(const block *blk) { return blk->length; }
+uint64_t block_index(const block *blk) { return blk->index; }
+const block_source *block_source_of(const block *blk) { return &blk->source; }
+
+static block *new_block(const block_source *source, uint64_t index, size_t length)
+{
+    block *blk = calloc(1, sizeof *blk);
+    size_t pages = (length + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE;
+    size_t words = (pages + 63) / 64;
+    uint64_t *bits = blk ? calloc(3 * words, sizeof *bits) : NULL;   /* one allocation, 3 maps */
+    if (!bits) {
+        free(blk);
+        return NULL;
+    }
+    blk->source = *source;
+    blk->index = index;
+    blk->length = length;
+    blk->page_count = pages;
+    blk->present = bits;
+    blk->inflight = bits + words;
+    blk->served = bits + 2 * words;
+    return blk;
+}
+
+int block_cache_get(block_cache *cache, const block_source *source, uint64_t index, block **out)
+{
+    *out = NULL;
+    size_t length = length_of_block(cache, source, index);
+    if (length == 0)
+        return EINVAL;
+    pthread_mutex_lock(&cache->lock);
+    block *blk = find_block(cache, source->id, index);
+    if (!blk && (blk = new_block(source, index, length)) != NULL) {
+        size_t bucket = bucket_of(source->id, index);
+        blk->hash_next = cache->buckets[bucket];
+        cache->buckets[bucket] = blk;
+        cache->counters.blocks++;
+    } else if (blk) {
+        lru_unlink(cache, blk);
+    }
+    if (blk) {
+        lru_append(cache, blk);
+        blk->pins++;
+    }
+    pthread_mutex_unlock(&cache->lock);
+    *out = blk;
+    return blk ? 0 : ENOMEM;
+}
+
+void block_cache_pin(block_cache *cache, block *blk)
+{
+    pthread_mutex_lock(&cache->lock);
+    blk->pins++;
+    pthread_mutex_unlock(&cache->lock);
+}
+
+void block_cache_put(block_cache *cache, block *blk)
+{
+    pthread_mutex_lock(&cache->lock);
+    blk->pins--;
+    /* Nothing present and nobody using it: an empty block is no cache. */
+    if (blk->pins == 0 && blk->present_count == 0)
+        destroy_block(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+}
+
+/* Claims pages [first, end), all free, as one run. The lock is held. */
+static void claim_pages(block_cache *cache, block *blk, size_t first, size_t end, page_run *run)
+{
+    for (size_t i = first; i < end; i++)
+        bit_set(blk->inflight, i);
+    blk->inflight_count += end - first;
+    cache->counters.pages_in_flight += end - first;
+    if (!blk->whole_charge) {
+        uint64_t bytes = page_bytes(blk, first, end);
+        blk->charged += bytes;
+        cache->counters.memory_used += bytes;
+    }
+    blk->pins++;
+    *run = (page_run){.blk = blk, .first_page = first, .end_page = end};
+}
+
+static uint64_t missing_bytes(const block *blk, size_t first, size_t end)
+{
+    size_t count = 0;
+    for (size_t i = first; i < end; i++)
+        count += !bit_test(blk->present, i) && !bit_test(blk->inflight, i);
+    return (uint64_t)count * BLOCK_PAGE_SIZE;
+}
+
+size_t block_cache_claim(block_cache *cache, block *blk, size_t from, size_t to, bool within_budget,
+                         size_t max_run_bytes, page_run *runs, size_t max_runs)
+{
+    size_t max_pages = max_run_bytes / BLOCK_PAGE_SIZE ? max_run_bytes / BLOCK_PAGE_SIZE : 1;
+    if (to > blk->length)
+        to = blk->length;
+    if (from >= to || max_runs == 0)
+        return 0;
+    size_t first = first_page_of(from), end = end_page_of(to);
+    pthread_mutex_lock(&cache->lock);
+    size_t count = 0;
+    uint64_t wanted = missing_bytes(blk, first, end);
+    bool room = wanted == 0 || blk->whole_charge || make_room(cache, blk, wanted, within_budget);
+    if (room && wanted && map_buffer(cache, blk, wanted) != 0)
+        room = false;
+    if (!room)
+        cache->counters.ahead_refused += wanted / BLOCK_PAGE_SIZE;
+    for (size_t i = first; room && i < end && count < max_runs; i++) {
+        if (bit_test(blk->present, i) || bit_test(blk->inflight, i))
+            continue;
+        size_t run_end = i + 1;
+        while (run_end < end && run_end - i < max_pages && !bit_test(blk->present, run_end) &&
+               !bit_test(blk->inflight, run_end))
+            run_end++;
+        claim_pages(cache, blk, i, run_end, &runs[count++]);
+        i = run_end - 1;   /* the loop steps to run_end */
+    }
+    pthread_mutex_unlock(&cache->lock);
+    return count;
+}
+
+uint8_t *block_run_buffer(const page_run *run) { return run->blk->data + block_run_offset(run); }
+size_t block_run_offset(const page_run *run) { return run->first_page * BLOCK_PAGE_SIZE; }
+size_t block_run_length(const page_run *run) { return page_bytes(run->blk, run->first_page, run->end_page); }
+
+static bool waiter_satisfied(const block *blk, const block_waiter *w)
+{
+    return all_set(blk->present, w->first_page, w->end_page);
+}
+
+/* Whether some page the waiter needs is neither present nor claimed any more. */
+static bool waiter_orphaned(const block *blk, const block_waiter *w)
+{
+    for (size_t i = w->first_page; i < w->end_page; i++)
+        if (!bit_test(blk->present, i) && !bit_test(blk->inflight, i))
+            return true;
+    return false;
+}
+
+/* Moves the waiters that can be answered now onto fired (error for the orphaned ones). */
+static block_waiter *collect_ready_waiters(block *blk, int error)
+{
+    block_waiter *fired = NULL;
+    for (block_waiter **link = &blk->waiters; *link;) {
+        block_waiter *w = *link;
+        bool satisfied = waiter_satisfied(blk, w);
+        if (satisfied || waiter_orphaned(blk, w)) {
+            *link = w->next;
+            w->registered = false;
+            w->result = satisfied ? 0 : error ? error : EIO;
+            w->next = fired;
+            fired = w;
+        } else {
+            link = &w->next;
+        }
+    }
+    return fired;
+}
+
+void block_cache_complete(block_cache *cache, const page_run *run, int error)
+{
+    block *blk = run->blk;
+    if (error && !blk->whole_charge)   /* give back what a failed load may have faulted in */
+        (void)madvise(block_run_buffer(run), block_run_length(run), MADV_DONTNEED);
+    pthread_mutex_lock(&cache->lock);
+    for (size_t i = run->first_page; i < run->end_page; i++) {
+        bit_clear(blk->inflight, i);
+        if (!error)
+            bit_set(blk->present, i);
+    }
+    size_t pages = run->end_page - run->first_page;
+    blk->inflight_count -= pages;
+    cache->counters.pages_in_flight -= pages;
+    if (error) {
+        cache->counters.load_failures++;
+        if (!blk->whole_charge) {
+            uint64_t bytes = page_bytes(blk, run->first_page, run->end_page);
+            blk->charged -= bytes;
+            cache->counters.memory_used -= bytes;
+        }
+    } else {
+        blk->present_count += pages;
+    }
+    block_waiter *fired = collect_ready_waiters(blk, error);
+    blk->pins--;
+    if (blk->pins == 0 && blk->present_count == 0)
+        destroy_block(cache, blk);
+    pthread_mutex_unlock(&cache->lock);
+    while (fired) {
+        block_waiter *next = fired->next;   /* on_ready may free the waiter */
+        fired->on_ready(fired, fired->result);
+        fired = next;
+    }
+}
+
+bool block_cache_has(block_cache *cache, block *blk, size_t from, size_t to)
+{
+    if (from >= to)
+        return true;
+    pthread_mutex_lock(&cache->lock);
+    bool present = all_set(blk->present, first_page_of(from), end_page_of(to));
+    pthread_mutex_unlock(&cache->lock);
+    return present;
+}
+
+int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, block_waiter *waiter)
+{
+    if (to > blk->length)
+        to = blk->length;
+    waiter->blk = blk;
+    waiter->first_page = first_page_of(from);
+    waiter->end_page = end_page_of(to);
+    waiter->registered = false;
+    pthread_mutex_lock(&cache->lock);
+    int result;
+    size_t present = count_set(blk->present, waiter->first_page, waiter->end_page);
+    if (present == waiter->end_page - waiter->first_page) {
+        cache->counters.hits += present;
+        result = 1;
+    } else if (waiter_orphaned(blk, waiter)) {
+        result = -1;
+    } else {
+        cache->counters.hits += present;
+        cache->counters.misses += waiter->end_page - waiter->first_page - present;
+        waiter->registered = true;
+        waiter->next = blk->waiters;
+        blk->waiters = waiter;
+        result = 0;
+    }
+    pthread_mutex_unlock(&cache->lock);
+    return result;
+}
+
+bool block_cache_cancel_wait(block_cache *cache, block_waiter *waiter)
+{
+    pthread_mutex_lock(&cache->lock);
+    bool was_registered = waiter->registered;
+    if (was_registered) {
+        block_waiter **link = &waiter->blk->waiters;
+        while (*link != waiter)
+            link = &(*link)->next;
+        *link = waiter->next;
+        waiter->registered = false;
+    }
+    pthread_mutex_unlock(&cache->lock);
+    return was_registered;
+}
+
+void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t to)
+{
+    if (to > blk->length)
+        to = blk->length;
+    if (from >= to)
+        return;
+    pthread_mutex_lock(&cache->lock);
+    for (size_t i = first_page_of(from); i < end_page_of(to); i++)
+        if (bit_test(blk->present, i) && !bit_test(blk->served, i)) {
+            bit_set(blk->served, i);
+            blk->served_count++;
+        }
+    pthread_mutex_unlock(&cache->lock);
+}
+
+bool block_cache_copy_present(block_cache *cache, uint64_t source_id, uint64_t index, size_t from, size_t to,
+                              void *dst)
+{
+    pthread_mutex_lock(&cache->lock);
+    block *blk = find_block(cache, source_id, index);
+    bool present = blk && to <= blk->length && from < to &&
+                   all_set(blk->present, first_page_of(from), end_page_of(to));
+    if (present)
+        memcpy(dst, blk->data + from, to - from);
+    pthread_mutex_unlock(&cache->lock);
+    return present;
+}
+
+uint64_t block_cache_present_bytes(block_cache *cache, uint64_t source_id, uint64_t index)
+{
+    pthread_mutex_lock(&cache->lock);
+    block *blk = find_block(cache, source_id, index);
+    uint64_t bytes = blk ? (uint64_t)blk->present_count * BLOCK_PAGE_SIZE : 0;
+    if (blk && bytes > blk->length)
+        bytes = blk->length;
+    pthread_mutex_unlock(&cache->lock);
+    return bytes;
+}
+
+void block_cache_get_counters(block_cache *cache, block_cache_counters *out)
+{
+    pthread_mutex_lock(&cache->lock);
+    *out = cache->counters;
+    pthread_mutex_unlock(&cache->lock);
 }

@@ -1,14 +1,18 @@
-/* blocks.h — the in-memory block cache: aligned blocks of remote files, one fetch per block
- * however many readers want it (single flight), LRU eviction, and one memory budget shared by
- * every open file and all read-ahead.
+/* blocks.h — the in-memory block cache: aligned blocks of remote files whose bytes are present
+ * page by page, one memory budget shared by every open file, single flight per page, and waiters
+ * that are told when the pages they need arrive.
  *
- * A block is identified by (source id, block index). Its bytes are loaded by the load function
- * given at creation, outside any lock of the cache. Readers wait on the block's condition
- * variable while it loads. A block that failed to load is dropped, so a later read retries.
+ * Blocks (8 MiB by default) are the unit of bookkeeping, not of fetching: a reader that needs
+ * 128 KiB of a block claims just those pages, and the bytes around them stay absent. A claimed
+ * run of pages belongs to its claimer until it completes it (present, or failed and absent
+ * again); a second reader of the same pages waits for that run instead of fetching it again.
  *
- * Budget rules: read-ahead only takes memory that is free or held by blocks already read; a
- * reader evicts any unpinned block and otherwise waits for pinned blocks to be released. A
- * reader holds at most one pin while it waits, so readers can't deadlock on the budget.
+ * Memory: a block's buffer is mapped lazily and charged per page claimed, so the budget tracks
+ * what is resident. Claims made for read-ahead fit the budget or are refused; claims a reader
+ * waits on evict what they must and may exceed it (a reader is never refused its bytes). Blocks
+ * whose every page was served to the kernel (whose page cache now holds them) go first.
+ *
+ * Thread-safe; no callback runs with the cache's lock held.
  */
 #ifndef HUBFS_BLOCKS_H
 #define HUBFS_BLOCKS_H
@@ -17,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define BLOCK_PAGE_SIZE 4096u
+
 typedef struct block_cache block_cache;
 typedef struct block block;
 
@@ -24,93 +30,98 @@ typedef struct block block;
 typedef struct block_source {
     uint64_t id;                 /* unique per remote file */
     uint64_t size;               /* file size: the last block is shorter */
-    void *context;               /* handed to the load function */
+    void *context;               /* the remote file */
 } block_source;
 
-/* Fills buf (len bytes) with block index of the source; returns 0 or an errno value. Called
- * without any lock of the cache held. Sets *fetched when the bytes came from the network, so
- * they should be stored (see block_cache_set_store_hook). */
-typedef int (*block_load_fn)(void *context, uint64_t index, void *buf, size_t len, bool *fetched);
+/* A run of pages of one block, claimed for loading: [first_page, end_page). */
+typedef struct page_run {
+    block *blk;
+    size_t first_page, end_page;
+} page_run;
 
-/* Loads bytes [from, to) of block index (offsets within the block, block_len bytes long) from
- * the network into block_buf at the same offsets; other bytes of block_buf may be read by other
- * threads meanwhile and must not be touched. When whole is non-NULL the caller owns the whole
- * buffer: the function may instead fill all of it from the persistent cache and set *whole.
- * Returns 0 or an errno value; called without any lock of the cache held. */
-typedef int (*block_load_range_fn)(void *context, uint64_t index, uint8_t *block_buf, size_t block_len,
-                                   size_t from, size_t to, bool *whole);
-
-/* Called with a freshly fetched block, pinned once more for the hook: its waiters have already
- * been woken; the hook stores it (on another thread) and then releases that pin. */
-typedef void (*block_store_hook)(void *hook_context, block *blk);
+/* Someone waiting for bytes of a block. The owner sets on_ready; the rest is the cache's. */
+typedef struct block_waiter block_waiter;
+struct block_waiter {
+    /* Called once, without the cache's lock, when every page waited for is present (error 0)
+     * or a page of it failed to load (an errno value). */
+    void (*on_ready)(block_waiter *waiter, int error);
+    block *blk;
+    size_t first_page, end_page;
+    bool registered;
+    int result;                  /* what on_ready will be told, decided under the lock */
+    block_waiter *next;
+};
 
 typedef struct block_cache_counters {
-    uint64_t memory_used;        /* bytes of block buffers allocated */
+    uint64_t memory_used;        /* bytes charged: pages claimed or present, spare buffers */
     uint64_t memory_budget;
-    uint64_t hits;               /* reads served by a block already present or loading */
-    uint64_t misses;             /* reads that had to load the block */
-    uint64_t loads_in_flight;
-    uint64_t prefetches;         /* read-ahead blocks started */
-    uint64_t prefetch_skipped;   /* read-ahead refused for lack of budget */
+    uint64_t blocks;
+    uint64_t hits;               /* pages a reader found present */
+    uint64_t misses;             /* pages a reader had to wait for */
+    uint64_t pages_in_flight;
+    uint64_t ahead_refused;      /* read-ahead pages refused for lack of budget */
     uint64_t evictions;
-    uint64_t load_failures;
+    uint64_t load_failures;      /* runs completed with an error */
+    uint64_t wasted_bytes;       /* evicted pages that were fetched and never served */
 } block_cache_counters;
 
-block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size, block_load_fn load);
-/* All blocks must have been released. */
+block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size);
+/* Every block must have been put back and every run completed. */
 void block_cache_free(block_cache *cache);
 
 uint32_t block_cache_block_size(const block_cache *cache);
 
-void block_cache_set_store_hook(block_cache *cache, block_store_hook hook, void *hook_context);
+/* Pins block index of source, creating it (no page present) when absent. 0 or ENOMEM/EINVAL. */
+int block_cache_get(block_cache *cache, const block_source *source, uint64_t index, block **out);
+/* Takes one more pin on a block the caller holds pinned (e.g. to store it after a run). */
+void block_cache_pin(block_cache *cache, block *blk);
+/* Drops a pin taken by block_cache_get or block_cache_pin. */
+void block_cache_put(block_cache *cache, block *blk);
 
-/* Enables partial blocks: a block is split in at most BLOCK_MAX_PIECES equal pieces, and
- * block_cache_read_range may fetch only the pieces a read touches (a slice of a tensor read by
- * one tensor-parallel rank would otherwise pull a whole block for a fraction of it). A partial
- * block lives in memory only; once all its pieces are present it is complete, and goes to the
- * store hook like any fetched block. */
-#define BLOCK_MAX_PIECES 64
-void block_cache_set_range_loader(block_cache *cache, block_load_range_fn load_range);
+/* Claims the pages covering bytes [from, to) of a pinned block that are neither present nor
+ * claimed, as at most max_runs runs of at most max_run_bytes each (written to runs; the count
+ * is returned). Each run pins the block once more and must be completed with
+ * block_cache_complete. With within_budget (read-ahead) only what fits the budget without
+ * evicting unread read-ahead is claimed. */
+size_t block_cache_claim(block_cache *cache, block *blk, size_t from, size_t to, bool within_budget,
+                         size_t max_run_bytes, page_run *runs, size_t max_runs);
 
-/* Returns in *out the pinned, loaded block index of source: waits while another thread loads
- * it, or loads it on this thread. Returns 0 or an errno value (EIO when the load failed). */
-int block_cache_read(block_cache *cache, const block_source *source, uint64_t index, block **out);
+/* Where a claimed run's bytes go: [run first byte, run end byte) of the block's buffer. */
+uint8_t *block_run_buffer(const page_run *run);
+size_t block_run_offset(const page_run *run);   /* byte offset of the run in its block */
+size_t block_run_length(const page_run *run);   /* bytes, shorter at the file's end */
 
-/* Returns in *out the pinned block index of source whose bytes [from, to) (offsets within the
- * block) are present. With partial set (a young stream not reading the whole file) and a range
- * loader, only the pieces covering [from, to) are fetched when the block is absent or partial;
- * otherwise the whole block is loaded (missing pieces of a partial block are fetched). Other
- * bytes of a partial block must not be read. Returns 0 or an errno value. */
-int block_cache_read_range(block_cache *cache, const block_source *source, uint64_t index, size_t from,
-                           size_t to, bool partial, block **out);
+/* Completes a claimed run: its pages are present (error 0) or absent again (error); wakes the
+ * waiters that now have all their pages, or that needed a page of a failed run. Unpins. */
+void block_cache_complete(block_cache *cache, const page_run *run, int error);
 
-/* The bytes of a loaded, pinned block. */
+/* Whether bytes [from, to) of a pinned block are present. */
+bool block_cache_has(block_cache *cache, block *blk, size_t from, size_t to);
+
+/* Registers waiter for bytes [from, to) of a pinned block (the caller keeps its pin until
+ * on_ready). Returns 0 when registered, 1 when all is present already (not registered), or
+ * -1 when a page is neither present nor claimed (claim it first, then wait again). */
+int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, block_waiter *waiter);
+
+/* Withdraws a registered waiter. True when it was still registered (on_ready will never be
+ * called); false when on_ready has been or is being called. */
+bool block_cache_cancel_wait(block_cache *cache, block_waiter *waiter);
+
+/* Records that bytes [from, to) of a pinned, present range were handed to the kernel. */
+void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t to);
+
+/* Copies bytes [from, to) of block index of source into dst when every page of them is present
+ * (true); false otherwise. Never creates a block. */
+bool block_cache_copy_present(block_cache *cache, uint64_t source_id, uint64_t index, size_t from, size_t to,
+                              void *dst);
+
+/* Bytes of the block present in memory (for planning; a peek). */
+uint64_t block_cache_present_bytes(block_cache *cache, uint64_t source_id, uint64_t index);
+
 const uint8_t *block_data(const block *blk);
 size_t block_length(const block *blk);
 uint64_t block_index(const block *blk);
 const block_source *block_source_of(const block *blk);
-
-void block_cache_release(block_cache *cache, block *blk);
-
-/* Read-ahead: when block index is absent and the budget allows it without waiting, inserts it
- * in the loading state, pinned, and returns it: the caller must then call block_cache_load
- * exactly once (typically on a fetch thread). Returns NULL when present or refused. */
-block *block_cache_prefetch(block_cache *cache, const block_source *source, uint64_t index);
-
-/* Loads a block returned by block_cache_prefetch, wakes its waiters and drops the pin. */
-void block_cache_load(block_cache *cache, block *blk);
-
-/* Gives up a block returned by block_cache_prefetch without loading it (shutdown). */
-void block_cache_abandon(block_cache *cache, block *blk);
-
-/* Tells the cache that the reader of block index of source went past it for good (a stream
- * reading the whole file; the kernel's page cache keeps the bytes): when a store hook (the
- * persistent cache) holds the block too, its buffer is reused first, before fresh memory, which
- * the kernel must zero and charge page by page. */
-void block_cache_mark_consumed(block_cache *cache, uint64_t source_id, uint64_t index);
-
-/* Whether block index of source is present and loaded (a peek: changes nothing). */
-bool block_cache_contains(block_cache *cache, uint64_t source_id, uint64_t index);
 
 void block_cache_get_counters(block_cache *cache, block_cache_counters *out);
 

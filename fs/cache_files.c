@@ -160,45 +160,99 @@ int cache_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
     return 0;
 }
 
-int cache_write_record(int index_fd, uint64_t block_index, bool present, uint32_t crc)
+static void encode_record(uint8_t *out, const cache_record *record)
 {
-    uint8_t record[CACHE_RECORD_SIZE];
-    put_u32(record, present ? RECORD_PRESENT : 0);
-    put_u32(record + 4, present ? crc : 0);
-    return cache_pwrite_all(index_fd, record, sizeof record,
-                            CACHE_INDEX_HEADER_SIZE + block_index * CACHE_RECORD_SIZE);
+    bool present = record->state == CACHE_BLOCK_PRESENT;
+    put_u32(out, present ? RECORD_PRESENT : 0);
+    put_u32(out + 4, present ? record->crc : 0);
 }
 
-int cache_read_records(int index_fd, uint64_t block_count, cache_record *records)
+static void decode_record(const uint8_t *in, cache_record *record)
+{
+    bool present = get_u32(in) == RECORD_PRESENT;
+    record->state = present ? CACHE_BLOCK_PRESENT : CACHE_BLOCK_ABSENT;
+    record->crc = present ? get_u32(in + 4) : 0;
+}
+
+static off_t record_offset(uint64_t unit)
+{
+    return (off_t)(CACHE_INDEX_HEADER_SIZE + unit * CACHE_RECORD_SIZE);
+}
+
+int cache_write_records(int index_fd, uint64_t first, uint64_t count, const cache_record *records)
+{
+    uint8_t *encoded = malloc(count ? count * CACHE_RECORD_SIZE : 1);
+    if (!encoded)
+        return ENOMEM;
+    for (uint64_t i = 0; i < count; i++)
+        encode_record(encoded + i * CACHE_RECORD_SIZE, &records[i]);
+    int err = cache_pwrite_all(index_fd, encoded, count * CACHE_RECORD_SIZE, (uint64_t)record_offset(first));
+    free(encoded);
+    return err;
+}
+
+/* Reads what the file holds of the records of [first, first + count): the rest is absent. */
+static int read_record_chunk(int index_fd, uint64_t first, uint64_t count, uint8_t *chunk, cache_record *records)
+{
+    size_t want = count * CACHE_RECORD_SIZE, got = 0;
+    while (got < want) {
+        ssize_t n = pread(index_fd, chunk + got, want - got, record_offset(first) + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            break;   /* a truncated index: the missing records stay absent */
+        got += (size_t)n;
+    }
+    memset(chunk + got, 0, want - got);
+    for (uint64_t i = 0; i < count; i++)
+        decode_record(chunk + i * CACHE_RECORD_SIZE, &records[i]);
+    return 0;
+}
+
+int cache_read_records(int index_fd, uint64_t first, uint64_t count, cache_record *records)
+{
+    enum { STACK_RECORDS = 512 };   /* 4 KiB: a read path call needs no allocation */
+    uint8_t chunk[STACK_RECORDS * CACHE_RECORD_SIZE];
+    int err = 0;
+    for (uint64_t done = 0; !err && done < count; done += STACK_RECORDS) {
+        uint64_t n = count - done < STACK_RECORDS ? count - done : STACK_RECORDS;
+        err = read_record_chunk(index_fd, first + done, n, chunk, records + done);
+    }
+    return err;
+}
+
+/* The first unit at or after unit whose record may be non-zero (SEEK_DATA), or unit_count. */
+static uint64_t next_data_unit(int index_fd, uint64_t unit, uint64_t unit_count)
+{
+    off_t data = lseek(index_fd, record_offset(unit), SEEK_DATA);
+    if (data < 0)
+        return errno == ENXIO ? unit_count : unit;   /* ENXIO: only a hole is left */
+    uint64_t data_unit = (uint64_t)(data - CACHE_INDEX_HEADER_SIZE) / CACHE_RECORD_SIZE;
+    return data_unit < unit ? unit : data_unit < unit_count ? data_unit : unit_count;
+}
+
+int cache_scan_records(int index_fd, uint64_t unit_count, cache_records_visitor *visit, void *context)
 {
     uint8_t *chunk = malloc(RECORDS_PER_READ * CACHE_RECORD_SIZE);
-    if (!chunk)
-        return ENOMEM;
-    memset(records, 0, block_count * sizeof *records);
-    int err = 0;
-    for (uint64_t first = 0; first < block_count && !err; first += RECORDS_PER_READ) {
-        uint64_t count = block_count - first < RECORDS_PER_READ ? block_count - first : RECORDS_PER_READ;
-        ssize_t n;
-        do
-            n = pread(index_fd, chunk, count * CACHE_RECORD_SIZE,
-                      (off_t)(CACHE_INDEX_HEADER_SIZE + first * CACHE_RECORD_SIZE));
-        while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            err = errno;
-            break;
+    cache_record *records = malloc(RECORDS_PER_READ * sizeof *records);
+    int err = chunk && records ? 0 : ENOMEM;
+    for (uint64_t unit = 0; !err && unit < unit_count;) {
+        uint64_t data_unit = next_data_unit(index_fd, unit, unit_count);
+        if (data_unit > unit) {
+            visit(context, unit, data_unit - unit, NULL);
+            unit = data_unit;
+            continue;
         }
-        /* A short read is a truncated index: the missing records stay absent. */
-        for (uint64_t i = 0; i < (uint64_t)n / CACHE_RECORD_SIZE; i++) {
-            const uint8_t *record = chunk + i * CACHE_RECORD_SIZE;
-            if (get_u32(record) == RECORD_PRESENT) {
-                records[first + i].state = CACHE_BLOCK_PRESENT;
-                records[first + i].crc = get_u32(record + 4);
-            }
-        }
-        if ((uint64_t)n < count * CACHE_RECORD_SIZE)
-            break;
+        uint64_t count = unit_count - unit < RECORDS_PER_READ ? unit_count - unit : RECORDS_PER_READ;
+        err = read_record_chunk(index_fd, unit, count, chunk, records);
+        if (!err)
+            visit(context, unit, count, records);
+        unit += count;
     }
     free(chunk);
+    free(records);
     return err;
 }
 
@@ -278,7 +332,7 @@ int cache_read_prefix(int dir_fd, const char *stem, void *buf, size_t capacity, 
 {
     char name[CACHE_NAME_MAX];
     cache_file_name(name, stem, ".prefix");
-    int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+    int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno;
     uint8_t header[CACHE_PREFIX_HEADER_SIZE];

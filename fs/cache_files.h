@@ -1,13 +1,14 @@
-/* cache_files.h — the on-disk formats of the persistent block cache (private to disk_cache.c).
+/* cache_files.h — the on-disk formats of the persistent cache (private to disk_cache*.c).
  *
  * A blob is stored under a stem: its etag when that is a sha256/sha1 in lowercase hex, otherwise
  * "x" + a 128-bit hash of the etag (the index keeps the real etag, so a name clash never mixes
  * two blobs up); then "-" and the blob size. Files, all 0600 in the cache directory:
  *
- *   STEM.data    sparse; block i at offset i * block_size
- *   STEM.index   a 512-byte header {magic "HUBFSIX1", version, block size, blob size, etag,
- *                crc32 of the header} then one 8-byte record per block {marker, crc32 of the
- *                block}; the marker is RECORD_PRESENT only once the block's data is durable
+ *   STEM.data    sparse; unit i at offset i * block_size
+ *   STEM.index   a 512-byte header {magic "HUBFSIX1", version, block (unit) size, blob size,
+ *                etag, crc32 of the header} then one 8-byte record per unit {marker, crc32 of
+ *                the unit}; the marker is RECORD_PRESENT only once the unit's data is durable.
+ *                Sparse: a hole reads as absent records
  *   STEM.prefix  {magic "HUBFSPF1", length, crc32 of length and bytes} then the bytes;
  *                replaced whole by renaming a temporary file
  *   .tmp-*       temporary files, removed when the cache opens
@@ -29,11 +30,10 @@ enum {
     CACHE_NAME_MAX = CACHE_STEM_MAX + 32,    /* a stem with a suffix or a temporary name */
     CACHE_PREFIX_HEADER_SIZE = 16,
 };
-#define CACHE_MAX_BLOCKS (UINT64_C(1) << 24)          /* 128 MiB of index at most */
+#define CACHE_MAX_BLOCKS (UINT64_C(1) << 24)          /* 128 MiB of (sparse) index at most */
 #define CACHE_MAX_PREFIX_LEN (UINT32_C(128) << 20)    /* safetensors headers are <= 100 MB */
 
-/* A block's state in memory; on disk only ABSENT and PRESENT exist. */
-enum cache_block_state { CACHE_BLOCK_ABSENT, CACHE_BLOCK_PRESENT, CACHE_BLOCK_WRITING };
+enum cache_block_state { CACHE_BLOCK_ABSENT, CACHE_BLOCK_PRESENT };
 
 typedef struct cache_record {
     uint32_t crc;
@@ -61,12 +61,19 @@ void cache_encode_index_header(const cache_index_header *header, uint8_t out[CAC
 /* False when the bytes are not a valid header of this version. */
 bool cache_decode_index_header(const uint8_t in[CACHE_INDEX_HEADER_SIZE], cache_index_header *header);
 
-/* Writes block index's record to the index file. Returns 0 or an errno value. */
-int cache_write_record(int index_fd, uint64_t block_index, bool present, uint32_t crc);
+/* Writes the records of units [first, first + count) with one pwrite. Returns 0 or an errno
+ * value. */
+int cache_write_records(int index_fd, uint64_t first, uint64_t count, const cache_record *records);
 
-/* Reads block_count records; a record past the end of a short file is absent.
+/* Reads the records of units [first, first + count); records past the end of a short file are
+ * absent. Returns 0 or an errno value. */
+int cache_read_records(int index_fd, uint64_t first, uint64_t count, cache_record *records);
+
+/* Calls visit for the records of units [0, unit_count) in order, a chunk at a time; holes of
+ * the index (every record absent) come as records == NULL and are skipped over, not read.
  * Returns 0 or an errno value. */
-int cache_read_records(int index_fd, uint64_t block_count, cache_record *records);
+typedef void cache_records_visitor(void *context, uint64_t first, uint64_t count, const cache_record *records);
+int cache_scan_records(int index_fd, uint64_t unit_count, cache_records_visitor *visit, void *context);
 
 /* Creates STEM.index with the header and every record absent, atomically (temporary file and
  * rename). temp_seq makes the temporary name unique. Returns 0 or an errno value. */

@@ -8,7 +8,7 @@
 #include "fetcher.h"
 #include "hub.h"
 #include "options.h"
-#include "readahead.h"
+#include "planner.h"
 #include "stats.h"
 
 #include <pthread.h>
@@ -24,11 +24,14 @@ typedef struct fs_repo {
     char *id;                    /* "org/name" */
     char *revision;              /* as asked, decoded: "main", "refs/pr/1", a SHA */
     char *display_name;          /* "org/name@rev" or "datasets/org/name@rev": log key */
+    char *hf_folder;             /* its folder in the huggingface_hub cache: "models--org--name" */
     char commit[HUB_SHA_HEX_LEN + 1];
+    int64_t commit_date;         /* Unix seconds, the files' times; 0 when unknown */
     repo_stats *stats;           /* shared by every pin of the same name, across refreshes */
     uint64_t root_ino;
     pthread_mutex_t tree_lock;   /* held while the tree is listed, once */
     bool tree_loaded;            /* under the namespace lock */
+    atomic_bool bulk_reading;    /* a reader reads its tensors whole: its shards are prefetched */
 } fs_repo;
 
 /* What an open file or directory holds for the kernel (fi->fh points at the enclosing struct).
@@ -47,11 +50,13 @@ typedef struct fs_context {
     block_cache *blocks;
     fetcher *fetch_pool;
     fs_namespace *names;
-    readahead_config readahead;
+    planner_config planner;
     fs_stats stats;
     struct fuse_session *session;
     pthread_mutex_t handles_lock;
     fs_handle *handles;
+    pthread_mutex_t open_files_lock;
+    struct remote_file *open_files;   /* files with an open handle (remote_file.open_next) */
 } fs_context;
 
 void fs_handle_track(fs_context *context, fs_handle *handle, void (*close)(fs_handle *handle));

@@ -1,9 +1,9 @@
-/* disk_cache.c — the persistent block cache: loading a blob's index, reading and writing
- * blocks and prefixes (locking rules: disk_cache_internal.h).
+/* disk_cache.c — the persistent cache: loading a blob's files, reading and writing ranges of
+ * units and prefixes (locking rules: disk_cache_internal.h).
  *
- * Crash safety. A block is written and fdatasync'ed before its index record says PRESENT, so
- * a record never precedes its data onto the disk; the record itself is not synced, as losing
- * it only loses a cached block. Every read verifies the block's crc32 whatever happened
+ * Crash safety. Units are written and fdatasync'ed before their index records say PRESENT, so
+ * a record never precedes its data onto the disk; the records themselves are not synced, as
+ * losing them only loses cached units. Every read verifies each unit's crc32 whatever happened
  * before: a crash, a torn write, a damaged disk, someone editing the files.
  */
 #include "disk_cache_internal.h"
@@ -22,7 +22,7 @@ static int open_index(disk_cache *cache, blob *b, int *fd_out)
 {
     char name[CACHE_NAME_MAX];
     cache_file_name(name, b->stem, ".index");
-    int fd = openat(cache->dir_fd, name, O_RDWR | O_CLOEXEC);
+    int fd = openat(cache->dir_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno;
     uint8_t encoded[CACHE_INDEX_HEADER_SIZE];
@@ -64,10 +64,10 @@ static int create_files(disk_cache *cache, blob *b, int *index_fd_out)
                                  atomic_fetch_add(&cache->temp_seq, 1));
     if (err)
         return err;
-    /* A fresh index has no block: whatever an old data file held is garbage now. */
+    /* A fresh index has no unit: whatever an old data file held is garbage now. */
     char name[CACHE_NAME_MAX];
     cache_file_name(name, b->stem, ".data");
-    int data_fd = openat(cache->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int data_fd = openat(cache->dir_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (data_fd >= 0)
         close(data_fd);
     err = data_fd < 0 ? errno : open_index(cache, b, index_fd_out);
@@ -76,8 +76,8 @@ static int create_files(disk_cache *cache, blob *b, int *index_fd_out)
     return err;
 }
 
-/* Opens the blob's files and reads its records. With create, makes empty files when there are
- * none (or they are unusable). Returns 0, ENOENT (nothing stored) or an errno value. */
+/* Opens the blob's files. With create, makes empty files when there are none (or they are
+ * unusable). Returns 0, ENOENT (nothing stored) or an errno value. */
 static int load_blob(disk_cache *cache, blob *b, bool create)
 {
     if (b->loaded)
@@ -95,31 +95,18 @@ static int load_blob(disk_cache *cache, blob *b, bool create)
     }
     if (err)
         return err;
-
     char name[CACHE_NAME_MAX];
     cache_file_name(name, b->stem, ".data");
-    int data_fd = openat(cache->dir_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    cache_record *records = calloc(b->block_count ? b->block_count : 1, sizeof *records);
-    err = data_fd < 0 ? errno : !records ? ENOMEM : cache_read_records(index_fd, b->block_count, records);
-    if (err) {
+    int data_fd = openat(cache->dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (data_fd < 0) {
+        err = errno;
         close(index_fd);
-        if (data_fd >= 0)
-            close(data_fd);
-        free(records);
         return err;
     }
-    uint64_t block_bytes = 0;
-    for (uint64_t i = 0; i < b->block_count; i++)
-        if (records[i].state == CACHE_BLOCK_PRESENT)
-            block_bytes += dc_block_length(cache, b, i);
-
     b->index_fd = index_fd;
     b->data_fd = data_fd;
-    b->records = records;
     b->loaded = true;
     pthread_mutex_lock(&cache->lock);
-    cache->bytes_stored += block_bytes - b->block_bytes; /* 0 unless the index changed under us */
-    b->block_bytes = block_bytes;
     if (!b->has_files) {
         b->has_files = true;
         dc_list_append(&cache->by_access, b, false);
@@ -129,72 +116,182 @@ static int load_blob(disk_cache *cache, blob *b, bool create)
     return 0;
 }
 
-/* Marks a block absent on disk and in memory and frees its space. b->mutex held. */
-static void drop_block(disk_cache *cache, blob *b, uint64_t block_index)
+/* Marks a unit absent on disk and frees its space. b->mutex held. */
+static void drop_unit(disk_cache *cache, blob *b, uint64_t unit)
 {
-    uint64_t len = dc_block_length(cache, b, block_index);
-    cache_write_record(b->index_fd, block_index, false, 0);
-    b->records[block_index].state = CACHE_BLOCK_ABSENT;
-    dc_punch_hole(b->data_fd, block_index * cache->block_size, len);
+    uint64_t len = dc_block_length(cache, b, unit);
+    cache_record absent = {.state = CACHE_BLOCK_ABSENT};
+    cache_write_records(b->index_fd, unit, 1, &absent);
+    dc_punch_hole(b->data_fd, unit * cache->block_size, len);
     b->block_bytes -= len;
     pthread_mutex_lock(&cache->lock);
     cache->bytes_stored -= len;
     pthread_mutex_unlock(&cache->lock);
 }
 
-/* ---- blocks ------------------------------------------------------------------------------- */
+/* ---- reading ------------------------------------------------------------------------------ */
 
-static bool valid_block(const disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
-                        const void *buf, size_t len)
+enum { RECORDS_PER_STEP = 1024 };   /* records read under the blob mutex at a time */
+
+/* What one read_range call is serving from our files. */
+typedef struct range_read {
+    disk_cache *cache;
+    blob *b;
+    int data_fd;
+    uint64_t offset;              /* of buf[0] in the blob */
+    uint64_t end;                 /* offset + len */
+    uint8_t *buf;
+    uint8_t *scratch;             /* one unit, for units the range covers in part */
+} range_read;
+
+/* A unit that did not verify: unless a writer replaced it meanwhile, its bytes are damaged. */
+static void unit_failed(range_read *r, uint64_t unit, uint32_t expected_crc)
 {
-    if (!cache || !dc_valid_key(key) || !buf || block_index >= cache_block_count(key->size, cache->block_size))
-        return false;
-    uint64_t offset = block_index * cache->block_size;
-    uint64_t expected = key->size - offset < cache->block_size ? key->size - offset : cache->block_size;
-    return len == expected;
+    cache_record record;
+    pthread_mutex_lock(&r->b->mutex);
+    if (cache_read_records(r->b->index_fd, unit, 1, &record) == 0 && record.state == CACHE_BLOCK_PRESENT &&
+        record.crc == expected_crc) {
+        drop_unit(r->cache, r->b, unit);
+        atomic_fetch_add(&r->cache->checksum_failures, 1);
+    }
+    pthread_mutex_unlock(&r->b->mutex);
 }
 
-/* Serves a block of our own files, verifying its checksum. */
-static bool read_own_block(disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
-                           void *buf, size_t len)
+static bool unit_verifies(range_read *r, uint64_t unit, const uint8_t *bytes, uint32_t expected_crc)
+{
+    if (cache_crc32(bytes, dc_block_length(r->cache, r->b, unit)) == expected_crc)
+        return true;
+    unit_failed(r, unit, expected_crc);
+    return false;
+}
+
+/* A unit the range covers in part: read whole into scratch, verified, then the part copied. */
+static bool read_partial_unit(range_read *r, uint64_t unit, uint32_t expected_crc)
+{
+    uint64_t start = unit * r->cache->block_size, len = dc_block_length(r->cache, r->b, unit);
+    if (!r->scratch && !(r->scratch = malloc(r->cache->block_size)))
+        return false;
+    if (cache_pread_all(r->data_fd, r->scratch, len, start) != 0) {
+        unit_failed(r, unit, expected_crc);
+        return false;
+    }
+    if (!unit_verifies(r, unit, r->scratch, expected_crc))
+        return false;
+    uint64_t from = start > r->offset ? start : r->offset;
+    uint64_t to = start + len < r->end ? start + len : r->end;
+    memcpy(r->buf + (from - r->offset), r->scratch + (from - start), to - from);
+    return true;
+}
+
+/* Units [first, first + count), all inside the range: one pread straight into buf (one per unit
+ * when that fails, to find which), then each verified. Returns how many verified, from first. */
+static uint64_t read_whole_units(range_read *r, uint64_t first, uint64_t count, const cache_record *records)
+{
+    uint32_t bs = r->cache->block_size;
+    uint64_t start = first * bs, len = (count - 1) * bs + dc_block_length(r->cache, r->b, first + count - 1);
+    bool one_read = cache_pread_all(r->data_fd, r->buf + (start - r->offset), len, start) == 0;
+    for (uint64_t i = 0; i < count; i++) {
+        uint8_t *unit_bytes = r->buf + (start + i * bs - r->offset);
+        uint64_t unit_len = dc_block_length(r->cache, r->b, first + i);
+        if (!one_read && cache_pread_all(r->data_fd, unit_bytes, unit_len, start + i * bs) != 0) {
+            unit_failed(r, first + i, records[i].crc);
+            return i;
+        }
+        if (!unit_verifies(r, first + i, unit_bytes, records[i].crc))
+            return i;
+    }
+    return count;
+}
+
+static bool covered_whole(const range_read *r, uint64_t unit)
+{
+    uint64_t start = unit * r->cache->block_size;
+    return start >= r->offset && start + dc_block_length(r->cache, r->b, unit) <= r->end;
+}
+
+/* Serves present units [first, first + count) in order; returns the units that verified. */
+static uint64_t read_present_units(range_read *r, uint64_t first, uint64_t count, const cache_record *records)
+{
+    uint64_t done = 0;
+    while (done < count) {
+        if (!covered_whole(r, first + done)) {
+            if (!read_partial_unit(r, first + done, records[done].crc))
+                return done;
+            done++;
+            continue;
+        }
+        uint64_t run = 1;
+        while (done + run < count && covered_whole(r, first + done + run))
+            run++;
+        uint64_t verified = read_whole_units(r, first + done, run, records + done);
+        done += verified;
+        if (verified < run)
+            return done;
+    }
+    return done;
+}
+
+/* Serves the range from our own files: the bytes served from its start. */
+static size_t read_own_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, uint8_t *buf,
+                             size_t len)
 {
     blob *b = dc_acquire_blob(cache, key, false);
     if (!b)
-        return false;
-    pthread_mutex_lock(&b->mutex);
-    bool present = load_blob(cache, b, false) == 0 && b->records[block_index].state == CACHE_BLOCK_PRESENT;
-    uint32_t expected_crc = present ? b->records[block_index].crc : 0;
-    int data_fd = b->data_fd;
-    pthread_mutex_unlock(&b->mutex);
-
-    bool verified = present && cache_pread_all(data_fd, buf, len, block_index * cache->block_size) == 0 &&
-                    cache_crc32(buf, len) == expected_crc;
-    if (present && !verified) {
+        return 0;
+    range_read r = {.cache = cache, .b = b, .offset = offset, .end = offset + len, .buf = buf};
+    uint32_t bs = cache->block_size;
+    uint64_t served_end = offset, last = (r.end - 1) / bs;
+    cache_record records[RECORDS_PER_STEP];
+    while (served_end < r.end) {
+        uint64_t first = served_end / bs;
+        uint64_t count = last - first + 1 < RECORDS_PER_STEP ? last - first + 1 : RECORDS_PER_STEP;
         pthread_mutex_lock(&b->mutex);
-        /* Unless a writer replaced the block meanwhile, its bytes are damaged: drop them. */
-        if (b->records[block_index].state == CACHE_BLOCK_PRESENT && b->records[block_index].crc == expected_crc) {
-            drop_block(cache, b, block_index);
-            atomic_fetch_add(&cache->checksum_failures, 1);
-        }
+        int err = load_blob(cache, b, false);
+        if (!err)
+            err = cache_read_records(b->index_fd, first, count, records);
+        r.data_fd = b->data_fd;
         pthread_mutex_unlock(&b->mutex);
+        uint64_t present = 0;
+        while (!err && present < count && records[present].state == CACHE_BLOCK_PRESENT)
+            present++;
+        uint64_t verified = present ? read_present_units(&r, first, present, records) : 0;
+        if (verified == 0)
+            break;
+        uint64_t units_end = (first + verified) * bs;
+        served_end = units_end < r.end ? units_end : r.end;
+        if (verified < count)
+            break;
     }
-    dc_release_blob(cache, b, verified);
-    return verified;
+    free(r.scratch);
+    dc_release_blob(cache, b, served_end > offset);
+    return (size_t)(served_end - offset);
 }
 
-bool disk_cache_read_block(disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
-                           void *buf, size_t len)
+static bool valid_range(const disk_cache *cache, const disk_cache_blob_key *key, const void *buf, uint64_t offset,
+                        size_t len)
 {
-    if (!valid_block(cache, key, block_index, buf, len)) {
+    return cache && dc_valid_key(key) && (buf || !len) && offset <= key->size && len <= key->size - offset;
+}
+
+size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, void *buf,
+                             size_t len)
+{
+    if (!valid_range(cache, key, buf, offset, len)) {
         if (cache)
             atomic_fetch_add(&cache->block_misses, 1);
-        return false;
+        return 0;
     }
-    bool hit = read_own_block(cache, key, block_index, buf, len) ||
-               hf_cache_read(cache->hf, key->etag, key->size, block_index * cache->block_size, buf, len);
-    atomic_fetch_add(hit ? &cache->block_hits : &cache->block_misses, 1);
-    return hit;
+    if (len == 0)
+        return 0;
+    size_t served = read_own_range(cache, key, offset, buf, len);
+    if (served < len && hf_cache_read(cache->hf, key->hf_repo_folder, key->etag, key->size, offset + served,
+                                      (uint8_t *)buf + served, len - served))
+        served = len;
+    atomic_fetch_add(served == len ? &cache->block_hits : &cache->block_misses, 1);
+    return served;
 }
+
+/* ---- writing ------------------------------------------------------------------------------ */
 
 #define DIRECT_IO_ALIGNMENT 4096
 
@@ -217,29 +314,224 @@ static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offs
     return *err != EINVAL;   /* EINVAL: O_DIRECT refused after all; write buffered */
 }
 
-/* Writes the data durably, then the record. Returns 0 or an errno value. */
-static int store_block(disk_cache *cache, blob *b, int data_fd, uint64_t block_index, const void *buf,
-                       size_t len, uint32_t crc)
+/* What one write_range call stores: units [first, first + count) lie completely inside the
+ * caller's range; wanted[i] is unit first + i's record once written, write[i] whether this call
+ * writes it (not when it is stored already, or another call is writing it). */
+typedef struct range_write {
+    disk_cache *cache;
+    blob *b;
+    int data_fd;
+    const uint8_t *buf;
+    uint64_t offset;              /* of buf[0] in the blob */
+    uint64_t first, count;
+    cache_record *wanted;
+    bool *write;
+    uint64_t write_bytes;
+    unit_flight flight;
+} range_write;
+
+static bool in_flight_elsewhere(const blob *b, const unit_flight *mine, uint64_t unit)
 {
-    uint64_t offset = block_index * cache->block_size;
-    int err = 0;
-    if (!write_direct(data_fd, buf, len, offset, &err))
-        err = cache_pwrite_all(data_fd, buf, len, offset);
-    if (!err && fdatasync(data_fd) != 0)
-        err = errno;
-    pthread_mutex_lock(&b->mutex);
-    if (!err)
-        err = cache_write_record(b->index_fd, block_index, true, crc);
-    if (err) {
-        b->records[block_index].state = CACHE_BLOCK_ABSENT;
-        dc_punch_hole(data_fd, offset, len);
-    } else {
-        b->records[block_index].state = CACHE_BLOCK_PRESENT;
-        b->records[block_index].crc = crc;
-        b->block_bytes += len;
+    for (const unit_flight *f = b->flights; f; f = f->next)
+        if (f != mine && unit >= f->first && unit < f->end)
+            return true;
+    return false;
+}
+
+static void remove_flight(blob *b, unit_flight *flight)
+{
+    for (unit_flight **slot = &b->flights; *slot; slot = &(*slot)->next) {
+        if (*slot == flight) {
+            *slot = flight->next;
+            return;
+        }
     }
-    pthread_mutex_unlock(&b->mutex);
+}
+
+/* Decides which units to write and claims the range. A stored unit with other bytes than ours
+ * is dropped first: its record says absent before its data is overwritten. b->mutex held. */
+static int plan_writes(range_write *w)
+{
+    blob *b = w->b;
+    cache_record *stored = malloc(w->count * sizeof *stored);
+    int err = stored ? cache_read_records(b->index_fd, w->first, w->count, stored) : ENOMEM;
+    for (uint64_t i = 0; !err && i < w->count; i++) {
+        uint64_t unit = w->first + i;
+        bool present = stored[i].state == CACHE_BLOCK_PRESENT;
+        w->write[i] = !(present && stored[i].crc == w->wanted[i].crc) && !in_flight_elsewhere(b, NULL, unit);
+        if (w->write[i] && present)
+            drop_unit(w->cache, b, unit);
+        if (w->write[i])
+            w->write_bytes += dc_block_length(w->cache, b, unit);
+    }
+    free(stored);
+    if (!err) {
+        w->flight = (unit_flight){.first = w->first, .end = w->first + w->count, .next = b->flights};
+        b->flights = &w->flight;
+    }
     return err;
+}
+
+/* Writes each run of units to write with one pwrite, then syncs once. */
+static int write_units(range_write *w)
+{
+    uint32_t bs = w->cache->block_size;
+    for (uint64_t i = 0; i < w->count;) {
+        if (!w->write[i]) {
+            i++;
+            continue;
+        }
+        uint64_t run = 1;
+        while (i + run < w->count && w->write[i + run])
+            run++;
+        uint64_t start = (w->first + i) * bs;
+        size_t len = (size_t)((run - 1) * bs + dc_block_length(w->cache, w->b, w->first + i + run - 1));
+        const uint8_t *bytes = w->buf + (start - w->offset);
+        int err = 0;
+        if (!write_direct(w->data_fd, bytes, len, start, &err))
+            err = cache_pwrite_all(w->data_fd, bytes, len, start);
+        if (err)
+            return err;
+        i += run;
+    }
+    return fdatasync(w->data_fd) == 0 ? 0 : errno;
+}
+
+/* The span [*from, *to) of the units written, in offsets of w->wanted. */
+static void written_span(const range_write *w, uint64_t *from, uint64_t *to)
+{
+    *from = 0;
+    while (!w->write[*from])
+        (*from)++;
+    *to = w->count;
+    while (!w->write[*to - 1])
+        (*to)--;
+}
+
+/* Records the written units present (one read and one write of the span's records), or on a
+ * failure frees what was written. Releases the claim. b->mutex held. */
+static int record_writes(range_write *w, int err)
+{
+    blob *b = w->b;
+    uint64_t from, to;
+    written_span(w, &from, &to);
+    cache_record *records = malloc((to - from) * sizeof *records);
+    if (!err)
+        err = records ? cache_read_records(b->index_fd, w->first + from, to - from, records) : ENOMEM;
+    for (uint64_t i = from; !err && i < to; i++)
+        if (w->write[i])
+            records[i - from] = w->wanted[i];
+    if (!err && (err = cache_write_records(b->index_fd, w->first + from, to - from, records)) != 0) {
+        for (uint64_t i = from; i < to; i++)   /* some may have reached the file: take them back */
+            if (w->write[i])
+                records[i - from] = (cache_record){.state = CACHE_BLOCK_ABSENT};
+        cache_write_records(b->index_fd, w->first + from, to - from, records);
+    }
+    for (uint64_t i = from; err && i < to; i++) {
+        uint64_t unit = w->first + i;
+        if (w->write[i])
+            dc_punch_hole(w->data_fd, unit * w->cache->block_size, dc_block_length(w->cache, b, unit));
+    }
+    if (!err)
+        b->block_bytes += w->write_bytes;
+    free(records);
+    remove_flight(b, &w->flight);
+    return err;
+}
+
+/* Units [*first, *first + *count) lie completely inside [offset, offset + len). */
+static void complete_units(const disk_cache *cache, uint64_t blob_size, uint64_t offset, size_t len,
+                           uint64_t *first, uint64_t *count)
+{
+    uint32_t bs = cache->block_size;
+    uint64_t end = offset + len;
+    *first = offset / bs + (offset % bs != 0);
+    uint64_t end_unit = end == blob_size ? cache_block_count(blob_size, bs) : end / bs;
+    *count = end_unit > *first ? end_unit - *first : 0;
+}
+
+static int store_units(range_write *w)
+{
+    pthread_mutex_lock(&w->b->mutex);
+    int err = load_blob(w->cache, w->b, true);
+    if (!err)
+        err = plan_writes(w);
+    w->data_fd = w->b->data_fd;
+    pthread_mutex_unlock(&w->b->mutex);
+    if (err)
+        return err;
+    if (w->write_bytes == 0) {
+        pthread_mutex_lock(&w->b->mutex);
+        remove_flight(w->b, &w->flight);
+        pthread_mutex_unlock(&w->b->mutex);
+        return 0;
+    }
+    err = dc_reserve_space(w->cache, w->write_bytes);
+    bool reserved = err == 0;
+    if (reserved)
+        err = write_units(w);
+    pthread_mutex_lock(&w->b->mutex);
+    err = record_writes(w, err);
+    pthread_mutex_unlock(&w->b->mutex);
+    if (reserved)
+        dc_finish_reservation(w->cache, w->write_bytes, err ? 0 : (int64_t)w->write_bytes);
+    return err;
+}
+
+int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, const void *buf,
+                           size_t len)
+{
+    if (!valid_range(cache, key, buf, offset, len))
+        return EINVAL;
+    range_write w = {.cache = cache, .buf = buf, .offset = offset};
+    complete_units(cache, key->size, offset, len, &w.first, &w.count);
+    if (w.count == 0)
+        return 0;
+    int err = cache_block_count(key->size, cache->block_size) > CACHE_MAX_BLOCKS ? EFBIG : 0;
+    w.wanted = err ? NULL : malloc(w.count * sizeof *w.wanted);
+    w.write = err ? NULL : calloc(w.count, sizeof *w.write);
+    if (!err && (!w.wanted || !w.write))
+        err = ENOMEM;
+    for (uint64_t i = 0; !err && i < w.count; i++) {
+        uint64_t start = (w.first + i) * cache->block_size;
+        uint64_t unit_len = key->size - start < cache->block_size ? key->size - start : cache->block_size;
+        w.wanted[i] = (cache_record){.state = CACHE_BLOCK_PRESENT,
+                                     .crc = cache_crc32(w.buf + (start - offset), (size_t)unit_len)};
+    }
+    if (!err && !(w.b = dc_acquire_blob(cache, key, true)))
+        err = errno;
+    if (!err)
+        err = store_units(&w);
+    if (w.b)
+        dc_release_blob(cache, w.b, !err);
+    if (err)
+        atomic_fetch_add(&cache->write_failures, 1);
+    free(w.wanted);
+    free(w.write);
+    return err;
+}
+
+/* ---- units, for callers thinking in them -------------------------------------------------- */
+
+static bool valid_block(const disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
+                        const void *buf, size_t len)
+{
+    if (!cache || !dc_valid_key(key) || !buf || block_index >= cache_block_count(key->size, cache->block_size))
+        return false;
+    uint64_t offset = block_index * cache->block_size;
+    uint64_t expected = key->size - offset < cache->block_size ? key->size - offset : cache->block_size;
+    return len == expected;
+}
+
+bool disk_cache_read_block(disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
+                           void *buf, size_t len)
+{
+    if (!valid_block(cache, key, block_index, buf, len)) {
+        if (cache)
+            atomic_fetch_add(&cache->block_misses, 1);
+        return false;
+    }
+    return disk_cache_read_range(cache, key, block_index * cache->block_size, buf, len) == len;
 }
 
 int disk_cache_write_block(disk_cache *cache, const disk_cache_blob_key *key, uint64_t block_index,
@@ -247,41 +539,7 @@ int disk_cache_write_block(disk_cache *cache, const disk_cache_blob_key *key, ui
 {
     if (!valid_block(cache, key, block_index, buf, len))
         return EINVAL;
-    uint32_t crc = cache_crc32(buf, len);
-    blob *b = dc_acquire_blob(cache, key, true);
-    if (!b) {
-        atomic_fetch_add(&cache->write_failures, 1);
-        return errno;
-    }
-    pthread_mutex_lock(&b->mutex);
-    int err = load_blob(cache, b, true);
-    cache_record *record = err ? NULL : &b->records[block_index];
-    bool already_stored = record && ((record->state == CACHE_BLOCK_PRESENT && record->crc == crc) ||
-                                     record->state == CACHE_BLOCK_WRITING); /* the other writer stores it */
-    bool write_it = record && !already_stored;
-    if (write_it) {
-        if (record->state == CACHE_BLOCK_PRESENT) /* different bytes than stored: replace them */
-            drop_block(cache, b, block_index);
-        record->state = CACHE_BLOCK_WRITING;
-    }
-    int data_fd = b->data_fd;
-    pthread_mutex_unlock(&b->mutex);
-
-    if (write_it) {
-        err = dc_reserve_space(cache, len);
-        if (err) {
-            pthread_mutex_lock(&b->mutex);
-            b->records[block_index].state = CACHE_BLOCK_ABSENT;
-            pthread_mutex_unlock(&b->mutex);
-        } else {
-            err = store_block(cache, b, data_fd, block_index, buf, len, crc);
-            dc_finish_reservation(cache, len, err ? 0 : (int64_t)len);
-        }
-    }
-    if (err)
-        atomic_fetch_add(&cache->write_failures, 1);
-    dc_release_blob(cache, b, !err);
-    return err;
+    return disk_cache_write_range(cache, key, block_index * cache->block_size, buf, len);
 }
 
 /* ---- prefixes ----------------------------------------------------------------------------- */
@@ -347,20 +605,47 @@ int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, c
 
 /* ---- queries ------------------------------------------------------------------------------ */
 
-uint64_t disk_cache_cached_bytes(disk_cache *cache, const disk_cache_blob_key *key)
+/* Bytes of present units' overlap with [offset, end), from the index. b->mutex held. */
+static uint64_t present_in_index(disk_cache *cache, blob *b, uint64_t offset, uint64_t end)
 {
-    if (!cache || !dc_valid_key(key))
+    uint32_t bs = cache->block_size;
+    cache_record records[RECORDS_PER_STEP];
+    uint64_t bytes = 0, last = (end - 1) / bs;
+    for (uint64_t first = offset / bs; first <= last; first += RECORDS_PER_STEP) {
+        uint64_t count = last - first + 1 < RECORDS_PER_STEP ? last - first + 1 : RECORDS_PER_STEP;
+        if (cache_read_records(b->index_fd, first, count, records) != 0)
+            break;
+        for (uint64_t i = 0; i < count; i++) {
+            if (records[i].state != CACHE_BLOCK_PRESENT)
+                continue;
+            uint64_t start = (first + i) * bs, stop = start + dc_block_length(cache, b, first + i);
+            bytes += (stop < end ? stop : end) - (start > offset ? start : offset);
+        }
+    }
+    return bytes;
+}
+
+uint64_t disk_cache_present_bytes(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, uint64_t len)
+{
+    if (!cache || !dc_valid_key(key) || offset >= key->size || len == 0)
         return 0;
-    if (hf_cache_has_blob(cache->hf, key->etag, key->size))
-        return key->size;
+    uint64_t end = len > key->size - offset ? key->size : offset + len;
+    if (hf_cache_has_blob(cache->hf, key->hf_repo_folder, key->etag, key->size))
+        return end - offset;
     blob *b = dc_acquire_blob(cache, key, false);
     if (!b)
         return 0;
     pthread_mutex_lock(&b->mutex);
-    uint64_t bytes = b->block_bytes;
+    uint64_t bytes = offset == 0 && end == key->size ? b->block_bytes
+                     : load_blob(cache, b, false) == 0 ? present_in_index(cache, b, offset, end) : 0;
     pthread_mutex_unlock(&b->mutex);
     dc_release_blob(cache, b, false);
     return bytes;
+}
+
+uint64_t disk_cache_cached_bytes(disk_cache *cache, const disk_cache_blob_key *key)
+{
+    return key ? disk_cache_present_bytes(cache, key, 0, key->size) : 0;
 }
 
 void disk_cache_get_counters(disk_cache *cache, disk_cache_counters *out)
@@ -376,4 +661,8 @@ void disk_cache_get_counters(disk_cache *cache, disk_cache_counters *out)
     out->block_misses = atomic_load(&cache->block_misses);
     out->write_failures = atomic_load(&cache->write_failures);
     out->checksum_failures = atomic_load(&cache->checksum_failures);
+    hf_cache_counters hf;
+    hf_cache_get_counters(cache->hf, &hf);
+    out->hf_blobs_verified = hf.blobs_verified;
+    out->hf_blobs_rejected = hf.blobs_rejected;
 }

@@ -1,16 +1,18 @@
 /* disk_cache_internal.h — what the files of the disk cache share (private to them).
  *
- * disk_cache.c: loading blobs, reading and writing blocks and prefixes.
+ * disk_cache.c: loading blobs, reading and writing ranges of units and prefixes.
  * disk_cache_table.c: the blob table, LRU lists, references, space accounting, eviction.
  * disk_cache_open.c: opening a cache directory and adopting what a previous run stored.
+ * disk_cache_path.c: the trusted walk to the directory.
  * cache_files.c: the on-disk formats. hf_cache.c: the huggingface_hub cache.
  *
  * Locking. cache->lock guards the blob table, both LRU lists, reference counts and the space
- * counters; it is never held during block I/O. Each blob has a mutex guarding its files and
- * block states while anyone holds a reference; data is read and written with no lock held,
- * using descriptors that stay open while a reference is held. A blob with no reference can
- * only be touched under cache->lock (closing its files, evicting it). Order: blob mutex, then
- * cache->lock; never the other way.
+ * counters; it is never held during I/O. Each blob has a mutex guarding its files, its index
+ * records (read and written under it, a range at a time) and its writes in flight while anyone
+ * holds a reference; data is read and written with no lock held, using descriptors that stay
+ * open while a reference is held. A blob with no reference can only be touched under
+ * cache->lock (closing its files, evicting it). Order: blob mutex, then cache->lock; never the
+ * other way.
  */
 #ifndef HUBFS_DISK_CACHE_INTERNAL_H
 #define HUBFS_DISK_CACHE_INTERNAL_H
@@ -41,11 +43,17 @@ typedef struct blob_list {
     size_t count;
 } blob_list;
 
+/* Units [first, end) being written by one call (on its stack): others leave them to it. */
+typedef struct unit_flight {
+    uint64_t first, end;
+    struct unit_flight *next;
+} unit_flight;
+
 struct blob {
     char stem[CACHE_STEM_MAX];
     char *etag;
     uint64_t size;
-    uint64_t block_count;
+    uint64_t block_count;         /* units */
     blob *hash_next;
 
     /* Guarded by cache->lock. */
@@ -58,10 +66,10 @@ struct blob {
     /* Guarded by mutex while refs > 0, by cache->lock otherwise. */
     pthread_mutex_t mutex;
     bool has_files;               /* STEM.index exists */
-    bool loaded;                  /* descriptors open, records in memory */
+    bool loaded;                  /* descriptors open */
     int index_fd, data_fd;
-    cache_record *records;
-    uint64_t block_bytes;         /* sum of present blocks' lengths */
+    unit_flight *flights;
+    uint64_t block_bytes;         /* sum of present units' lengths */
     uint64_t prefix_bytes;        /* size of STEM.prefix */
     int64_t persisted_access_ns;  /* last access written as the index's mtime */
 };
@@ -92,13 +100,13 @@ bool dc_list_contains(blob_list *list, blob *b, bool open_list);
 void dc_list_remove(blob_list *list, blob *b, bool open_list);
 void dc_list_append(blob_list *list, blob *b, bool open_list);
 
-/* The length of a block of b: block_size, or less for the last. */
+/* The length of a unit of b: block_size, or less for the last. */
 uint64_t dc_block_length(const disk_cache *cache, const blob *b, uint64_t block_index);
 
 void dc_unlink_blob_file(disk_cache *cache, const char *stem, const char *suffix);
 /* Index first: without it the others are orphans, removed at the next open. */
 void dc_unlink_blob_files(disk_cache *cache, const char *stem);
-/* Frees a dropped or half-written block's space; failing only wastes space. */
+/* Frees a dropped or half-written unit's space; failing only wastes space. */
 void dc_punch_hole(int fd, uint64_t offset, uint64_t len);
 
 /* The blob table; cache->lock held (or a single thread, while opening). */
@@ -107,7 +115,7 @@ blob *dc_insert_blob(disk_cache *cache, const char *stem, const char *etag, uint
 void dc_remove_blob(disk_cache *cache, blob *b);
 void dc_free_blob(blob *b);
 
-/* Persists the last access time, closes the descriptors and frees the records. */
+/* Persists the last access time and closes the descriptors. */
 void dc_close_blob_files(blob *b);
 
 /* Evicts the least recently used blob nobody is using. Returns false when there is none.

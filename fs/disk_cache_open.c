@@ -1,6 +1,9 @@
-/* disk_cache_open.c — opening a cache directory: creating it 0700, locking it against a
- * second process, adopting the blobs a previous run stored and cleaning up after a crash. */
+/* disk_cache_open.c — opening a cache directory: reaching it by a trusted path, creating it
+ * 0700, locking it against a second process, adopting the blobs a previous run stored and
+ * cleaning up after a crash. */
 #include "disk_cache_internal.h"
+
+#include "disk_cache_path.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,28 +17,63 @@
 
 /* ---- opening: adopting what a previous run stored --------------------------------------- */
 
-/* Frees the space of blocks written but never recorded (a crash between data and record). */
-static void reclaim_unrecorded_blocks(disk_cache *cache, blob *b, const cache_record *records)
+/* A stream over an adopted index: counting its present units, or freeing the others' space. */
+typedef struct adoption {
+    disk_cache *cache;
+    blob *b;
+    int data_fd;                  /* where free_absent punches holes */
+} adoption;
+
+static void count_present(void *context, uint64_t first, uint64_t count, const cache_record *records)
+{
+    adoption *a = context;
+    for (uint64_t i = 0; records && i < count; i++)
+        if (records[i].state == CACHE_BLOCK_PRESENT)
+            a->b->block_bytes += dc_block_length(a->cache, a->b, first + i);
+}
+
+/* Frees the space of units written but never recorded (a crash between data and record). */
+static void free_absent(void *context, uint64_t first, uint64_t count, const cache_record *records)
+{
+    adoption *a = context;
+    uint32_t bs = a->cache->block_size;
+    for (uint64_t i = 0; i < count;) {
+        if (records && records[i].state == CACHE_BLOCK_PRESENT) {
+            i++;
+            continue;
+        }
+        uint64_t run = 1;
+        while (i + run < count && (!records || records[i + run].state != CACHE_BLOCK_PRESENT))
+            run++;
+        uint64_t end_unit = first + i + run;
+        uint64_t end = end_unit * bs < a->b->size ? end_unit * bs : a->b->size;
+        dc_punch_hole(a->data_fd, (first + i) * bs, end - (first + i) * bs);
+        i += run;
+    }
+}
+
+/* Runs free_absent when the data file holds more than its present units (and a unit of slack). */
+static void reclaim_unrecorded_units(disk_cache *cache, blob *b, int index_fd)
 {
     char name[CACHE_NAME_MAX];
     cache_file_name(name, b->stem, ".data");
-    int data_fd = openat(cache->dir_fd, name, O_RDWR | O_CLOEXEC);
+    adoption a = {.cache = cache, .b = b};
+    a.data_fd = openat(cache->dir_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
-    if (data_fd < 0)
+    if (a.data_fd < 0)
         return;
-    if (fstat(data_fd, &st) == 0 && (uint64_t)st.st_blocks * 512 > b->block_bytes + cache->block_size)
-        for (uint64_t i = 0; i < b->block_count; i++)
-            if (records[i].state != CACHE_BLOCK_PRESENT)
-                dc_punch_hole(data_fd, i * cache->block_size, dc_block_length(cache, b, i));
-    close(data_fd);
+    if (fstat(a.data_fd, &st) == 0 && (uint64_t)st.st_blocks * 512 > b->block_bytes + cache->block_size)
+        cache_scan_records(index_fd, b->block_count, free_absent, &a);
+    close(a.data_fd);
 }
 
-/* Reads the header and records of STEM.index; files that are unusable are removed. */
+/* Reads the header of STEM.index and counts its present units; files that are unusable are
+ * removed. */
 static void adopt_index(disk_cache *cache, const char *stem)
 {
     char name[CACHE_NAME_MAX], expected_stem[CACHE_STEM_MAX];
     cache_file_name(name, stem, ".index");
-    int fd = openat(cache->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    int fd = openat(cache->dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     uint8_t encoded[CACHE_INDEX_HEADER_SIZE];
     cache_index_header header;
     struct stat index_st, data_st, prefix_st;
@@ -43,35 +81,33 @@ static void adopt_index(disk_cache *cache, const char *stem)
                   cache_decode_index_header(encoded, &header) && header.block_size == cache->block_size &&
                   header.blob_size <= (uint64_t)INT64_MAX &&
                   cache_block_count(header.blob_size, header.block_size) <= CACHE_MAX_BLOCKS &&
-                  fstat(fd, &index_st) == 0;
+                  fstat(fd, &index_st) == 0 && S_ISREG(index_st.st_mode);
     if (usable) {
         cache_blob_stem(header.etag, header.blob_size, expected_stem);
         cache_file_name(name, stem, ".data");
-        usable = strcmp(expected_stem, stem) == 0 && fstatat(cache->dir_fd, name, &data_st, 0) == 0;
+        usable = strcmp(expected_stem, stem) == 0 &&
+                 fstatat(cache->dir_fd, name, &data_st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(data_st.st_mode);
     }
-    blob *b = usable && !dc_find_blob(cache, stem) ? dc_insert_blob(cache, stem, header.etag, header.blob_size) : NULL;
-    cache_record *records = b ? calloc(b->block_count ? b->block_count : 1, sizeof *records) : NULL;
-    if (!records || cache_read_records(fd, b->block_count, records) != 0) {
+    blob *b = usable && !dc_find_blob(cache, stem) ? dc_insert_blob(cache, stem, header.etag, header.blob_size)
+                                                   : NULL;
+    adoption a = {.cache = cache, .b = b, .data_fd = -1};
+    if (!b || cache_scan_records(fd, b->block_count, count_present, &a) != 0) {
         if (b)
             dc_remove_blob(cache, b);
         if (fd >= 0)
             close(fd);
-        free(records);
         if (!usable) /* no memory is no reason to destroy a good blob */
             dc_unlink_blob_files(cache, stem);
         return;
     }
-    for (uint64_t i = 0; i < b->block_count; i++)
-        if (records[i].state == CACHE_BLOCK_PRESENT)
-            b->block_bytes += dc_block_length(cache, b, i);
     cache_file_name(name, stem, ".prefix");
-    b->prefix_bytes = fstatat(cache->dir_fd, name, &prefix_st, 0) == 0 ? (uint64_t)prefix_st.st_size : 0;
+    bool has_prefix = fstatat(cache->dir_fd, name, &prefix_st, AT_SYMLINK_NOFOLLOW) == 0;
+    b->prefix_bytes = has_prefix ? (uint64_t)prefix_st.st_size : 0;
     b->has_files = true;
     b->last_access_ns = b->persisted_access_ns =
         (int64_t)index_st.st_mtim.tv_sec * 1000000000 + index_st.st_mtim.tv_nsec;
     cache->bytes_stored += b->block_bytes + b->prefix_bytes;
-    reclaim_unrecorded_blocks(cache, b, records);
-    free(records);
+    reclaim_unrecorded_units(cache, b, fd);
     close(fd);
 }
 
@@ -128,45 +164,25 @@ static int scan_directory(disk_cache *cache)
     return order_by_access(cache);
 }
 
-/* mkdir -p, every created level 0700. */
-static int make_directories(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return ENOMEM;
-    int err = 0;
-    for (char *slash = strchr(copy + 1, '/');; slash = strchr(slash + 1, '/')) {
-        if (slash)
-            *slash = '\0';
-        if (copy[0] && mkdir(copy, 0700) != 0 && errno != EEXIST)
-            err = errno;
-        if (!slash || err)
-            break;
-        *slash = '/';
-        while (slash[1] == '/')
-            slash++;
-    }
-    free(copy);
-    return err;
-}
-
+/* The directory must be ours, on a path nobody else controls (disk_cache_path.h): the
+ * cache deletes and chmods what it finds there and holds what the user's token could read. */
 static int open_directory(disk_cache *cache, const char *path, char *error, size_t error_size)
 {
-    int err = make_directories(path);
-    if (!err && (cache->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        err = errno;
-    struct stat st;
-    if (!err && fstat(cache->dir_fd, &st) != 0)
-        err = errno;
-    /* The cache holds what the user's token could read: nobody else may look. */
-    if (!err && (st.st_mode & 07777) != 0700 && fchmod(cache->dir_fd, 0700) != 0)
-        err = errno;
+    char reason[768];
+    cache->dir_fd = cache_path_open_dir(path, CACHE_PATH_CREATE | CACHE_PATH_OWN, reason, sizeof reason);
+    int err = cache->dir_fd < 0 ? errno : 0;
     if (err) {
-        snprintf(error, error_size, "cannot use cache directory %s: %s; choose a directory you can write",
-                 path, strerror(err));
+        snprintf(error, error_size, "cannot use cache directory %s: %s", path, reason);
         return err;
     }
-    cache->lock_fd = openat(cache->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* Only ours, and writable by nobody else (checked): others may not even look. */
+    struct stat st;
+    if (fstat(cache->dir_fd, &st) != 0 || ((st.st_mode & 07777) != 0700 && fchmod(cache->dir_fd, 0700) != 0)) {
+        err = errno;
+        snprintf(error, error_size, "cannot make cache directory %s private: %s", path, strerror(err));
+        return err;
+    }
+    cache->lock_fd = openat(cache->dir_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (cache->lock_fd < 0 || flock(cache->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         err = errno;
         snprintf(error, error_size,

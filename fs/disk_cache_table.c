@@ -89,7 +89,6 @@ void dc_unlink_blob_files(disk_cache *cache, const char *stem)
 
 void dc_punch_hole(int fd, uint64_t offset, uint64_t len)
 {
-    /* Frees a dropped or half-written block's space; failing only wastes space. */
     (void)fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
 }
 
@@ -156,7 +155,6 @@ blob *dc_insert_blob(disk_cache *cache, const char *stem, const char *etag, uint
 void dc_free_blob(blob *b)
 {
     pthread_mutex_destroy(&b->mutex);
-    free(b->records);
     free(b->etag);
     free(b);
 }
@@ -194,8 +192,6 @@ void dc_close_blob_files(blob *b)
     if (b->data_fd >= 0)
         close(b->data_fd);
     b->index_fd = b->data_fd = -1;
-    free(b->records);
-    b->records = NULL;
     b->loaded = false;
 }
 

@@ -1,225 +1,322 @@
-/* fetcher.c — two FIFO work queues of blocks (fetch, store), each served by its own threads. */
+/* fetcher.c — per-file queues of claimed runs, served round robin by priority; a FIFO of stores. */
 #include "fetcher.h"
 
+#include <errno.h>
 #include <pthread.h>
-#include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
 
-typedef struct work_item {
-    void *payload;               /* a block, or a range_part */
-    struct work_item *next;
-} work_item;
+#define FILE_BUCKETS 256
 
-typedef struct work_queue {
-    pthread_mutex_t lock;
-    pthread_cond_t available;
-    work_item *head, *tail;
-    bool stopping;               /* no more items: threads leave once the queue is empty */
-    bool abandon;                /* leave at once, dropping what is queued */
-    int thread_count;
-    pthread_t *threads;
-} work_queue;
+typedef struct job {
+    page_run run;
+    struct job *next;
+} job;
+
+typedef struct job_list {
+    job *head, *tail;
+} job_list;
+
+/* One file's queues; lives while it has queued or running runs. */
+typedef struct file_queue {
+    uint64_t source_id;
+    job_list queued[FETCH_PRIORITIES];
+    int running;
+    struct file_queue *hash_next;
+    struct file_queue *ring_next[FETCH_PRIORITIES];   /* circular, files with queued runs */
+    bool in_ring[FETCH_PRIORITIES];
+} file_queue;
 
 struct fetcher {
     block_cache *cache;
-    block_store_fn store;
-    work_queue fetches;
-    work_queue stores;
-    work_queue parts;            /* ranges of one block read concurrently; never wait on others */
+    fetcher_config config;
+    pthread_mutex_t lock;
+    pthread_cond_t work;         /* a runnable run was queued, a file fell under its cap, or stop */
+    pthread_cond_t stored;       /* the store queue moved */
+    file_queue *files[FILE_BUCKETS];
+    file_queue *cursor[FETCH_PRIORITIES];   /* next file to serve, per priority */
+    job_list stores;
+    bool stopping;
+    bool fetches_over;           /* every fetch thread has left: no store can come any more */
+    pthread_t *threads;
+    int thread_count;
+    pthread_t *store_threads;
+    int store_thread_count;
+    fetcher_counters counters;
 };
 
-/* Where the parts of one split read report. */
-typedef struct split_read {
-    pthread_mutex_t lock;
-    pthread_cond_t done;
-    unsigned remaining;
-    int error;
-} split_read;
-
-typedef struct range_part {
-    range_read_fn read;
-    void *context;
-    uint64_t offset;
-    void *buf;
-    size_t len;
-    split_read *split;
-} range_part;
-
-static void queue_init(work_queue *queue)
+static void list_push(job_list *list, job *item)
 {
-    pthread_mutex_init(&queue->lock, NULL);
-    pthread_cond_init(&queue->available, NULL);
+    item->next = NULL;
+    if (list->tail) list->tail->next = item;
+    else list->head = item;
+    list->tail = item;
 }
 
-/* Appends payload; false when the queue is shutting down (the caller keeps it). */
-static bool queue_push(work_queue *queue, void *payload)
+static job *list_pop(job_list *list)
 {
-    work_item *item = malloc(sizeof *item);
-    if (!item)
-        return false;
-    *item = (work_item){.payload = payload};
-    pthread_mutex_lock(&queue->lock);
-    bool accepted = !queue->stopping;
-    if (accepted) {
-        if (queue->tail) queue->tail->next = item;
-        else queue->head = item;
-        queue->tail = item;
-        pthread_cond_signal(&queue->available);
+    job *item = list->head;
+    if (item) {
+        list->head = item->next;
+        if (!list->head)
+            list->tail = NULL;
     }
-    pthread_mutex_unlock(&queue->lock);
-    if (!accepted)
-        free(item);
-    return accepted;
+    return item;
 }
 
-/* The next payload, or NULL when the thread must leave. */
-static void *queue_pop(work_queue *queue)
+static file_queue **file_slot(fetcher *pool, uint64_t source_id)
 {
-    pthread_mutex_lock(&queue->lock);
-    while (!queue->head && !queue->stopping)
-        pthread_cond_wait(&queue->available, &queue->lock);
-    void *payload = NULL;
-    if (queue->head && !queue->abandon) {
-        work_item *item = queue->head;
-        queue->head = item->next;
-        if (!queue->head)
-            queue->tail = NULL;
-        payload = item->payload;
-        free(item);
+    file_queue **slot = &pool->files[source_id % FILE_BUCKETS];
+    while (*slot && (*slot)->source_id != source_id)
+        slot = &(*slot)->hash_next;
+    return slot;
+}
+
+static void ring_insert(fetcher *pool, file_queue *fq, int priority)
+{
+    if (fq->in_ring[priority])
+        return;
+    fq->in_ring[priority] = true;
+    file_queue *cursor = pool->cursor[priority];
+    if (!cursor) {
+        fq->ring_next[priority] = fq;
+        pool->cursor[priority] = fq;
+    } else {   /* just behind the cursor: served after every file already waiting */
+        file_queue *last = cursor;
+        while (last->ring_next[priority] != cursor)
+            last = last->ring_next[priority];
+        last->ring_next[priority] = fq;
+        fq->ring_next[priority] = cursor;
     }
-    pthread_mutex_unlock(&queue->lock);
-    return payload;
 }
 
-static bool queue_start(work_queue *queue, int count, void *(*main_fn)(void *), void *arg)
+static void ring_remove(fetcher *pool, file_queue *fq, int priority)
 {
-    queue->threads = calloc((size_t)(count > 0 ? count : 1), sizeof *queue->threads);
-    if (!queue->threads)
-        return false;
-    for (; queue->thread_count < count; queue->thread_count++)
-        if (pthread_create(&queue->threads[queue->thread_count], NULL, main_fn, arg) != 0)
-            return false;
-    return true;
+    if (!fq->in_ring[priority])
+        return;
+    fq->in_ring[priority] = false;
+    file_queue *prev = fq;
+    while (prev->ring_next[priority] != fq)
+        prev = prev->ring_next[priority];
+    if (prev == fq) {
+        pool->cursor[priority] = NULL;
+    } else {
+        prev->ring_next[priority] = fq->ring_next[priority];
+        if (pool->cursor[priority] == fq)
+            pool->cursor[priority] = fq->ring_next[priority];
+    }
+    fq->ring_next[priority] = NULL;
 }
 
-/* Stops the threads; returns the blocks left queued (abandon) as a list for the caller. */
-static work_item *queue_stop(work_queue *queue, bool abandon)
+/* Frees a file's queue once it has nothing queued or running. The lock is held. */
+static void release_if_idle(fetcher *pool, file_queue *fq)
 {
-    pthread_mutex_lock(&queue->lock);
-    queue->stopping = true;
-    queue->abandon = abandon;
-    pthread_cond_broadcast(&queue->available);
-    pthread_mutex_unlock(&queue->lock);
-    for (int i = 0; i < queue->thread_count; i++)
-        pthread_join(queue->threads[i], NULL);
-    work_item *left = queue->head;
-    queue->head = queue->tail = NULL;
-    free(queue->threads);
-    pthread_cond_destroy(&queue->available);
-    pthread_mutex_destroy(&queue->lock);
-    return left;
+    if (fq->running)
+        return;
+    for (int p = 0; p < FETCH_PRIORITIES; p++)
+        if (fq->queued[p].head)
+            return;
+    file_queue **slot = file_slot(pool, fq->source_id);
+    *slot = fq->hash_next;
+    free(fq);
 }
 
-static void store_and_release(fetcher *pool, block *blk)
+/* The next run to start, most urgent priority first, files round robin; NULL when none is
+ * runnable. The lock is held. */
+static job *take_runnable(fetcher *pool, file_queue **owner)
 {
-    pool->store(block_source_of(blk)->context, block_index(blk), block_data(blk), block_length(blk));
-    block_cache_release(pool->cache, blk);
+    for (int p = 0; p < FETCH_PRIORITIES; p++) {
+        file_queue *start = pool->cursor[p];
+        if (!start)
+            continue;
+        file_queue *fq = start;
+        do {
+            if (fq->running < pool->config.per_file_cap) {
+                job *item = list_pop(&fq->queued[p]);
+                pool->cursor[p] = fq->ring_next[p];
+                if (!fq->queued[p].head)
+                    ring_remove(pool, fq, p);
+                pool->counters.queued[p]--;
+                fq->running++;
+                pool->counters.running++;
+                *owner = fq;
+                return item;
+            }
+            fq = fq->ring_next[p];
+        } while (fq != start);
+    }
+    return NULL;
+}
+
+static void queue_store(fetcher *pool, const page_run *run)
+{
+    job *item = malloc(sizeof *item);
+    block_cache_pin(pool->cache, run->blk);
+    if (!item) {   /* no memory to queue it: store on this thread */
+        pool->config.store(block_source_of(run->blk)->context, run);
+        block_cache_put(pool->cache, run->blk);
+        return;
+    }
+    item->run = *run;
+    pthread_mutex_lock(&pool->lock);
+    list_push(&pool->stores, item);
+    pool->counters.stores_queued++;
+    pthread_cond_broadcast(&pool->stored);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+static void run_job(fetcher *pool, job *item)
+{
+    bool from_network = false;
+    int error = pool->config.load(block_source_of(item->run.blk)->context, &item->run, &from_network);
+    bool store = !error && from_network && pool->config.store;
+    if (store)   /* pinned before completing: the pages must stay while they are written */
+        queue_store(pool, &item->run);
+    block_cache_complete(pool->cache, &item->run, error);
 }
 
 static void *fetch_thread_main(void *arg)
 {
     fetcher *pool = arg;
-    block *blk;
-    while ((blk = queue_pop(&pool->fetches)))
-        block_cache_load(pool->cache, blk);   /* may split its read over the part threads */
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        file_queue *fq = NULL;
+        job *item = take_runnable(pool, &fq);
+        if (!item) {
+            if (pool->stopping)
+                break;
+            pthread_cond_wait(&pool->work, &pool->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        run_job(pool, item);
+        free(item);
+        pthread_mutex_lock(&pool->lock);
+        fq->running--;
+        pool->counters.running--;
+        release_if_idle(pool, fq);
+        pthread_cond_broadcast(&pool->work);   /* the file may be under its cap again */
+    }
+    pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
 
 static void *store_thread_main(void *arg)
 {
     fetcher *pool = arg;
-    block *blk;
-    while ((blk = queue_pop(&pool->stores)))
-        store_and_release(pool, blk);
-    return NULL;
-}
-
-static void finish_part(range_part *part, int error)
-{
-    split_read *split = part->split;
-    pthread_mutex_lock(&split->lock);
-    if (error && !split->error)
-        split->error = error;
-    if (--split->remaining == 0)
-        pthread_cond_signal(&split->done);
-    pthread_mutex_unlock(&split->lock);
-}
-
-static void *part_thread_main(void *arg)
-{
-    fetcher *pool = arg;
-    range_part *part;
-    while ((part = queue_pop(&pool->parts)))
-        finish_part(part, part->read(part->context, part->offset, part->buf, part->len));
-    return NULL;
-}
-
-int fetcher_read_split(fetcher *pool, range_read_fn read, void *context, uint64_t offset, void *buf,
-                       size_t len, size_t part_size)
-{
-    size_t count = part_size ? (len + part_size - 1) / part_size : 1;
-    if (count <= 1 || count > FETCHER_MAX_PARTS)
-        return read(context, offset, buf, len);
-    range_part parts[FETCHER_MAX_PARTS];
-    split_read split = {.remaining = (unsigned)count};
-    pthread_mutex_init(&split.lock, NULL);
-    pthread_cond_init(&split.done, NULL);
-    for (size_t i = 0; i < count; i++) {
-        size_t start = i * part_size;
-        parts[i] = (range_part){.read = read, .context = context, .offset = offset + start,
-                                .buf = (uint8_t *)buf + start, .len = len - start < part_size ? len - start : part_size,
-                                .split = &split};
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        job *item = list_pop(&pool->stores);
+        if (!item) {
+            if (pool->fetches_over)
+                break;
+            pthread_cond_wait(&pool->stored, &pool->lock);
+            continue;
+        }
+        pool->counters.stores_queued--;
+        pthread_mutex_unlock(&pool->lock);
+        pool->config.store(block_source_of(item->run.blk)->context, &item->run);
+        block_cache_put(pool->cache, item->run.blk);
+        free(item);
+        pthread_mutex_lock(&pool->lock);
     }
-    /* Part 0 runs here; a part the queue refuses (shutdown, no memory) runs here too. */
-    for (size_t i = 1; i < count; i++)
-        if (!queue_push(&pool->parts, &parts[i]))
-            finish_part(&parts[i], read(context, parts[i].offset, parts[i].buf, parts[i].len));
-    finish_part(&parts[0], read(context, parts[0].offset, parts[0].buf, parts[0].len));
-    pthread_mutex_lock(&split.lock);
-    while (split.remaining > 0)
-        pthread_cond_wait(&split.done, &split.lock);
-    int error = split.error;
-    pthread_mutex_unlock(&split.lock);
-    pthread_cond_destroy(&split.done);
-    pthread_mutex_destroy(&split.lock);
-    return error;
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
 }
 
-static void store_hook(void *context, block *blk)
+void fetcher_submit(fetcher *pool, const page_run *run, fetch_priority priority)
 {
-    fetcher *pool = context;
-    if (!queue_push(&pool->stores, blk))
-        store_and_release(pool, blk);   /* shutting down: store on this thread */
+    job *item = malloc(sizeof *item);
+    if (!item) {
+        block_cache_complete(pool->cache, run, ENOMEM);
+        return;
+    }
+    item->run = *run;
+    uint64_t source_id = block_source_of(run->blk)->id;
+    pthread_mutex_lock(&pool->lock);
+    file_queue **slot = file_slot(pool, source_id);
+    if (!pool->stopping && !*slot && (*slot = calloc(1, sizeof **slot)) != NULL)
+        (*slot)->source_id = source_id;
+    file_queue *fq = pool->stopping ? NULL : *slot;
+    if (fq) {
+        list_push(&fq->queued[priority], item);
+        ring_insert(pool, fq, priority);
+        pool->counters.queued[priority]++;
+        pthread_cond_signal(&pool->work);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!fq) {
+        block_cache_complete(pool->cache, run, pool->stopping ? ECANCELED : ENOMEM);
+        free(item);
+    }
 }
 
-fetcher *fetcher_new(block_cache *cache, int fetch_threads, block_store_fn store, int store_threads)
+static bool run_overlaps(const page_run *run, uint64_t block_size, uint64_t offset, uint64_t length)
+{
+    uint64_t begin = block_index(run->blk) * block_size + block_run_offset(run);
+    uint64_t end = begin + block_run_length(run);
+    return begin < offset + length && offset < end;
+}
+
+void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_t length)
+{
+    uint64_t block_size = block_cache_block_size(pool->cache);
+    pthread_mutex_lock(&pool->lock);
+    file_queue *fq = *file_slot(pool, source_id);
+    for (int p = FETCH_DEMAND + 1; fq && p < FETCH_PRIORITIES; p++) {
+        job_list kept = {0};
+        for (job *item; (item = list_pop(&fq->queued[p])) != NULL;) {
+            bool urgent = run_overlaps(&item->run, block_size, offset, length);
+            list_push(urgent ? &fq->queued[FETCH_DEMAND] : &kept, item);
+            if (urgent) {
+                pool->counters.queued[p]--;
+                pool->counters.queued[FETCH_DEMAND]++;
+                pool->counters.promoted++;
+                ring_insert(pool, fq, FETCH_DEMAND);
+            }
+        }
+        fq->queued[p] = kept;
+        if (!kept.head)
+            ring_remove(pool, fq, p);
+    }
+    if (fq)
+        pthread_cond_broadcast(&pool->work);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void fetcher_get_counters(fetcher *pool, fetcher_counters *out)
+{
+    pthread_mutex_lock(&pool->lock);
+    *out = pool->counters;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+static bool start_threads(pthread_t **threads, int *count, int wanted, void *(*main_fn)(void *), void *arg)
+{
+    *threads = calloc((size_t)(wanted > 0 ? wanted : 1), sizeof **threads);
+    if (!*threads)
+        return false;
+    for (; *count < wanted; (*count)++)
+        if (pthread_create(&(*threads)[*count], NULL, main_fn, arg) != 0)
+            return false;
+    return true;
+}
+
+fetcher *fetcher_new(block_cache *cache, const fetcher_config *config)
 {
     fetcher *pool = calloc(1, sizeof *pool);
     if (!pool)
         return NULL;
     pool->cache = cache;
-    pool->store = store;
-    queue_init(&pool->fetches);
-    queue_init(&pool->stores);
-    queue_init(&pool->parts);
-    bool ok = queue_start(&pool->parts, fetch_threads, part_thread_main, pool) &&
-              queue_start(&pool->fetches, fetch_threads, fetch_thread_main, pool);
-    if (ok && store) {
-        ok = queue_start(&pool->stores, store_threads, store_thread_main, pool);
-        if (ok)
-            block_cache_set_store_hook(cache, store_hook, pool);
-    }
+    pool->config = *config;
+    if (pool->config.per_file_cap < 1)
+        pool->config.per_file_cap = 1;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->work, NULL);
+    pthread_cond_init(&pool->stored, NULL);
+    bool ok = start_threads(&pool->threads, &pool->thread_count, config->threads, fetch_thread_main, pool);
+    if (ok && config->store)
+        ok = start_threads(&pool->store_threads, &pool->store_thread_count, config->store_threads,
+                           store_thread_main, pool);
     if (!ok) {
         fetcher_free(pool);
         return NULL;
@@ -227,27 +324,56 @@ fetcher *fetcher_new(block_cache *cache, int fetch_threads, block_store_fn store
     return pool;
 }
 
-void fetcher_submit(fetcher *pool, block *blk)
+/* Completes every queued run with ECANCELED. The lock is not held. */
+static void cancel_queued(fetcher *pool)
 {
-    if (!queue_push(&pool->fetches, blk))
-        block_cache_abandon(pool->cache, blk);
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        job *item = NULL;
+        for (size_t b = 0; b < FILE_BUCKETS && !item; b++)
+            for (file_queue *fq = pool->files[b]; fq && !item; fq = fq->hash_next)
+                for (int p = 0; p < FETCH_PRIORITIES && !item; p++)
+                    if ((item = list_pop(&fq->queued[p])) != NULL) {
+                        pool->counters.queued[p]--;
+                        /* Out of the ring once empty, as take_runnable does: a running thread
+                         * frees an idle queue when its run ends, and rings must not keep it. */
+                        if (!fq->queued[p].head)
+                            ring_remove(pool, fq, p);
+                    }
+        pthread_mutex_unlock(&pool->lock);
+        if (!item)
+            return;
+        block_cache_complete(pool->cache, &item->run, ECANCELED);
+        free(item);
+    }
 }
 
 void fetcher_free(fetcher *pool)
 {
     if (!pool)
         return;
-    for (work_item *item = queue_stop(&pool->fetches, true), *next; item; item = next) {
-        next = item->next;
-        block_cache_abandon(pool->cache, item->payload);
-        free(item);
-    }
-    block_cache_set_store_hook(pool->cache, NULL, NULL);
-    for (work_item *item = queue_stop(&pool->stores, false), *next; item; item = next) {
-        next = item->next;
-        store_and_release(pool, item->payload);
-        free(item);
-    }
-    queue_stop(&pool->parts, false);   /* empty: every split read waits for its parts */
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = true;
+    pthread_cond_broadcast(&pool->work);
+    pthread_mutex_unlock(&pool->lock);
+    cancel_queued(pool);
+    for (int i = 0; i < pool->thread_count; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_mutex_lock(&pool->lock);
+    pool->fetches_over = true;
+    pthread_cond_broadcast(&pool->stored);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->store_thread_count; i++)
+        pthread_join(pool->store_threads[i], NULL);
+    for (size_t b = 0; b < FILE_BUCKETS; b++)
+        for (file_queue *fq = pool->files[b], *next; fq; fq = next) {
+            next = fq->hash_next;
+            free(fq);
+        }
+    free(pool->threads);
+    free(pool->store_threads);
+    pthread_cond_destroy(&pool->work);
+    pthread_cond_destroy(&pool->stored);
+    pthread_mutex_destroy(&pool->lock);
     free(pool);
 }

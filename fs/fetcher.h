@@ -1,40 +1,61 @@
-/* fetcher.h — the threads that move blocks off the FUSE workers' path: fetch threads load
- * read-ahead blocks (disk cache, then the Hub client, whose own event loop does the transfer),
- * and store threads write freshly fetched blocks to the persistent cache after their readers
- * were served. A block waiting to be stored stays pinned, so a disk slower than the network
- * holds memory within the budget instead of queueing without bound.
+/* fetcher.h — the threads that load claimed page runs, and those that store fetched runs in the
+ * persistent cache.
+ *
+ * Fairness is the point. Runs wait in one queue per file and priority; a free thread takes the
+ * most urgent priority that has a runnable file, and serves those files round robin. A file
+ * never runs more than per_file_cap runs at once, so one file on a slow server (or a huge
+ * read-ahead) cannot hold every thread and connection while other files wait. A run a reader
+ * is waiting for can be promoted to the front (fetcher_promote): a reader never waits behind
+ * read-ahead that was queued before it.
  */
 #ifndef HUBFS_FETCHER_H
 #define HUBFS_FETCHER_H
 
 #include "blocks.h"
 
+typedef enum fetch_priority {
+    FETCH_DEMAND,                /* a reader waits for it */
+    FETCH_AHEAD,                 /* read-ahead of a stream */
+    FETCH_BACKGROUND,            /* hints and whole-tensor prefetch along a learned order */
+    FETCH_PRIORITIES
+} fetch_priority;
+
 typedef struct fetcher fetcher;
 
-/* Writes a fetched block to the persistent cache (failures are the callee's to count). */
-typedef void (*block_store_fn)(void *source_context, uint64_t index, const void *data, size_t len);
+/* Fills a claimed run's bytes (block_run_buffer); 0 or an errno value. Sets *from_network when
+ * the bytes came from the Hub (so they are worth storing). */
+typedef int (*run_load_fn)(void *source_context, const page_run *run, bool *from_network);
+/* Writes a run fetched from the network to the persistent cache. */
+typedef void (*run_store_fn)(void *source_context, const page_run *run);
 
-#define FETCHER_MAX_PARTS 16
+typedef struct fetcher_config {
+    int threads;
+    int per_file_cap;            /* runs of one file running at once */
+    int store_threads;           /* 0 with no store function */
+    run_load_fn load;
+    run_store_fn store;          /* NULL: nothing is stored */
+} fetcher_config;
 
-/* Reads [offset, offset + len) of something into buf; returns 0 or an errno value. */
-typedef int (*range_read_fn)(void *context, uint64_t offset, void *buf, size_t len);
+typedef struct fetcher_counters {
+    uint64_t queued[FETCH_PRIORITIES];
+    uint64_t running;
+    uint64_t promoted;
+    uint64_t stores_queued;
+} fetcher_counters;
 
-/* Starts fetch_threads fetch threads and, with a store function, store_threads store threads;
- * installs itself as the cache's store hook. NULL on failure. */
-fetcher *fetcher_new(block_cache *cache, int fetch_threads, block_store_fn store, int store_threads);
+fetcher *fetcher_new(block_cache *cache, const fetcher_config *config);
 
-/* Queues a block returned by block_cache_prefetch; the pool now owns its pin. */
-void fetcher_submit(fetcher *pool, block *blk);
+/* Queues a claimed run; the fetcher now owns the claim (it completes the run). */
+void fetcher_submit(fetcher *pool, const page_run *run, fetch_priority priority);
 
-/* Reads [offset, offset + len) as concurrent ranges of part_size bytes, one on the calling
- * thread and the others on the part threads, so one block's latency isn't one stream's: a
- * reader waiting for a block waits for the slowest part, not for the whole block in series.
- * Returns 0 or the first error. */
-int fetcher_read_split(fetcher *pool, range_read_fn read, void *context, uint64_t offset, void *buf,
-                       size_t len, size_t part_size);
+/* Moves the queued runs of source that overlap bytes [offset, offset + length) of the file to
+ * the demand queue. */
+void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_t length);
 
-/* Stops the fetch threads after their current block and abandons the queued ones; then
- * finishes every pending store. */
+void fetcher_get_counters(fetcher *pool, fetcher_counters *out);
+
+/* Stops: runs still queued complete with ECANCELED, running ones finish (cancel the Hub client
+ * first so that they finish soon), pending stores are written. */
 void fetcher_free(fetcher *pool);
 
 #endif

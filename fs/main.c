@@ -1,8 +1,11 @@
 /* The hubfs command: one binary, a table of subcommands. Installed also as mount.hubfs, the
- * helper mount(8) runs for fstab entries of type fuse.hubfs. */
+ * helper mount(8) runs for fstab entries of type fuse.hubfs. inspect and load take local paths
+ * (a mount's included) and, through the glue, hf:// URLs: the loader knows nothing of the Hub. */
 #include "fs.h"
 #include "hub.h"
 #include "loader_cli.h"
+#include "sources.h"
+#include "umount.h"
 
 #include <libgen.h>
 #include <stdio.h>
@@ -14,10 +17,31 @@ typedef struct subcommand {
     const char *summary;
 } subcommand;
 
+/* A model at a local path or an hf:// URL; what the user should know goes to stderr. */
+static int open_model(const char *location, loader_model **out, char *err, size_t errlen)
+{
+    char notice[GLUE_NOTICE_LEN];
+    int rc = glue_model_open(location, NULL, out, notice, err, errlen);
+    if (notice[0])
+        fprintf(stderr, "hubfs: note: %s\n", notice);
+    return rc;
+}
+
+static int inspect_command(int argc, char **argv)
+{
+    return loader_cli_inspect(argc, argv, open_model);
+}
+
+static int load_command(int argc, char **argv)
+{
+    return loader_cli_load(argc, argv, open_model);
+}
+
 static const subcommand subcommands[] = {
     {"mount", fs_mount_command, "mount Hub repos as a read-only filesystem"},
-    {"inspect", loader_cli_inspect, "list the tensors of a model (reads headers only)"},
-    {"load", loader_cli_load, "load a tensor-parallel rank's slices to a device or host memory"},
+    {"umount", fs_umount_command, "detach a mount, even with files in use, and wait for its daemon"},
+    {"inspect", inspect_command, "list the tensors of a model (reads headers only)"},
+    {"load", load_command, "load a tensor-parallel rank's slices to a device or host memory"},
 };
 
 static void print_usage(FILE *out)

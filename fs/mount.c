@@ -3,6 +3,7 @@
  * multithreaded FUSE loop, and take everything down on unmount, SIGINT or SIGTERM. */
 #include "fs.h"
 
+#include "cache_dir.h"
 #include "context.h"
 #include "log.h"
 #include "namespace.h"
@@ -10,6 +11,7 @@
 #include "remote_file.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -19,14 +21,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FUSE_IDLE_THREADS 16
 #define FUSE_MAX_THREADS 64
-#define STORE_THREADS 4   /* the persistent cache syncs each block: overlap them */
-/* The first read-ahead of a stream reading a file from its start: 4 blocks of 4 ranges keep 16
- * requests in flight from the start, what a high-latency link needs. */
-#define WHOLE_FILE_READAHEAD_BLOCKS 4
+#define STORE_THREADS 4   /* the persistent cache syncs each run: overlap them */
+/* What the first read of a safetensors file fetches: most headers fit, so inspecting a model
+ * costs one round trip per shard. */
+#define SAFETENSORS_HEADER_PROBE (64u << 10)
+/* The first prefetch window along a learnt tensor order; it doubles while predictions hold. */
+#define FIRST_PREFETCH_WINDOW (16u << 20)
+/* How often the exit watcher looks whether the FUSE loop is ending. */
+#define EXIT_WATCH_INTERVAL_MS 100
 
 /* Where startup errors go: stderr in the foreground, the waiting parent's pipe otherwise. */
 typedef struct startup {
@@ -45,25 +52,16 @@ static int startup_fail(startup *s, const char *format, ...)
     return -1;
 }
 
-static int read_token_file(const char *path, hub_config *config, startup *s)
+/* The Hub client's word on its endpoint: logged, and counted in .hubfs/stats. */
+static void on_endpoint_event(void *arg, hub_endpoint_event event, const char *message)
 {
-    FILE *in = fopen(path, "r");
-    if (!in)
-        return startup_fail(s, "cannot read the token file %s: %s", path, strerror(errno));
-    char token[4096];
-    size_t n = fread(token, 1, sizeof token - 1, in);
-    fclose(in);
-    token[n] = '\0';
-    char *start = token;
-    while (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r')
-        start++;
-    char *end = start + strlen(start);
-    while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
-        *--end = '\0';
-    free(config->token);
-    config->token = *start ? strdup(start) : NULL;
-    explicit_bzero(token, sizeof token);
-    return 0;
+    fs_stats *stats = arg;
+    if (event == HUB_FALLBACK_REQUEST)
+        atomic_fetch_add_explicit(&stats->fallback_requests, 1, memory_order_relaxed);
+    if (event == HUB_ENDPOINT_DOWN)
+        atomic_fetch_add_explicit(&stats->endpoint_failures, 1, memory_order_relaxed);
+    if (message)
+        fs_log("%s", message);
 }
 
 static int make_hub_client(fs_context *context, startup *s)
@@ -80,50 +78,23 @@ static int make_hub_client(fs_context *context, startup *s)
         while (n > 0 && config.endpoint[n - 1] == '/')
             config.endpoint[--n] = '\0';
     }
-    if (context->options.token_file)
-        result = read_token_file(context->options.token_file, &config, s);
+    if (context->options.fallback_endpoint && !(config.fallback_endpoint = strdup(context->options.fallback_endpoint)))
+        result = startup_fail(s, "out of memory");
+    config.on_endpoint_event = on_endpoint_event;
+    config.on_endpoint_event_arg = &context->stats;
+    if (!result && context->options.token_file &&
+        hub_config_read_token_file(&config, context->options.token_file, &err) != HUB_OK)
+        result = startup_fail(s, "--token-file: %s", err.message);
+    if (!result && context->options.ca_bundle &&
+        hub_config_set_ca_bundle(&config, context->options.ca_bundle, "--ca-bundle", &err) != HUB_OK)
+        result = startup_fail(s, "%s", err.message);
+    /* Room for every fetch thread and for lookups: a connection limit below the thread count
+     * would queue healthy files' transfers behind a slow one's. */
+    config.max_connections = context->options.threads + 8;
     if (!result && hub_client_new(&config, &context->hub, &err) != HUB_OK)
         result = startup_fail(s, "cannot start the Hub client: %s", err.message);
     hub_config_clear(&config);
     return result;
-}
-
-static char *joined_path(const char *dir, const char *leaf)
-{
-    size_t size = strlen(dir) + strlen(leaf) + 2;
-    char *path = malloc(size);
-    if (path)
-        snprintf(path, size, "%s/%s", dir, leaf);
-    return path;
-}
-
-/* mkdir -p with 0700 for the directories we create. */
-static int make_directories(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ENAMETOOLONG;
-    for (char *c = buf + 1; *c; c++) {
-        if (*c != '/')
-            continue;
-        *c = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-            return errno;
-        *c = '/';
-    }
-    return mkdir(buf, 0700) != 0 && errno != EEXIST ? errno : 0;
-}
-
-static char *hf_hub_cache_dir(void)
-{
-    const char *explicit_dir = getenv("HF_HUB_CACHE");
-    if (explicit_dir && *explicit_dir)
-        return strdup(explicit_dir);
-    const char *hf_home = getenv("HF_HOME");
-    if (hf_home && *hf_home)
-        return joined_path(hf_home, "hub");
-    const char *home = getenv("HOME");
-    return joined_path(home && *home ? home : "/tmp", ".cache/huggingface/hub");
 }
 
 /* A cache that can't be opened is a warning, not a failure: the mount works without it. */
@@ -132,21 +103,12 @@ static void open_disk_cache(fs_context *context)
     const fs_options *o = &context->options;
     if (!o->disk_cache_enabled)
         return;
-    char *blocks_dir = joined_path(o->cache_dir, "blocks");
-    char *hub_cache = hf_hub_cache_dir();
-    char error[256] = "";
-    int made = make_directories(o->cache_dir);
-    disk_cache_config config = {.directory = blocks_dir, .max_bytes = o->cache_size,
-                                .block_size = o->block_size, .hf_hub_cache = hub_cache};
-    if (made == 0 && blocks_dir && disk_cache_open(&config, &context->disk, error, sizeof error) == 0) {
-        context->metadata_dir = joined_path(o->cache_dir, "repos");
-    } else {
-        context->disk = NULL;
-        fs_log("persistent cache disabled: %s: %s (check --cache-dir)", o->cache_dir,
-               made ? strerror(made) : error);
-    }
-    free(blocks_dir);
-    free(hub_cache);
+    char error[1024] = "";
+    if (cache_dir_open_blocks(o->cache_dir, o->cache_size, DISK_CACHE_UNIT, &context->disk, error,
+                              sizeof error) == 0)
+        context->metadata_dir = cache_dir_metadata(o->cache_dir);
+    else
+        fs_log("persistent cache disabled: %s: %s (check --cache-dir)", o->cache_dir, error);
 }
 
 static int build_context(fs_context *context, startup *s)
@@ -155,25 +117,34 @@ static int build_context(fs_context *context, startup *s)
     if (make_hub_client(context, s))
         return -1;
     open_disk_cache(context);
-    context->readahead = (readahead_config){.block_size = o->block_size, .initial_window = o->block_size,
-                                            .max_window = o->readahead_max,
-                                            .whole_file_window = WHOLE_FILE_READAHEAD_BLOCKS * o->block_size};
-    context->blocks = block_cache_new(o->memory_budget, o->block_size, remote_file_load_block);
-    /* Off by default: piece fetches save bytes but cost a round trip each, which a Hub CDN's
-     * latency turns into a 7x slower tensor-parallel load (measured with the WAN bench). */
-    if (context->blocks && o->exact_slices)
-        block_cache_set_range_loader(context->blocks, remote_file_load_block_range);
-    context->fetch_pool = !context->blocks ? NULL
-        : fetcher_new(context->blocks, o->threads, context->disk ? remote_file_store_block : NULL, STORE_THREADS);
+    context->planner = (planner_config){.max_ahead = o->readahead_max, .header_probe = SAFETENSORS_HEADER_PROBE,
+                                        .first_prefetch = FIRST_PREFETCH_WINDOW};
+    context->blocks = block_cache_new(o->memory_budget, o->block_size);
+    fetcher_config fetch = {.threads = o->threads, .per_file_cap = o->threads / 2, .load = remote_file_load_run};
+    if (context->disk) {
+        fetch.store = remote_file_store_run;
+        fetch.store_threads = STORE_THREADS;
+    }
+    context->fetch_pool = context->blocks ? fetcher_new(context->blocks, &fetch) : NULL;
     context->names = namespace_new(context);
     if (!context->blocks || !context->fetch_pool || !context->names)
         return startup_fail(s, "out of memory while starting");
     return 0;
 }
 
+/* Answers every read still waiting: the fetch threads end (their transfers aborted), completing
+ * or failing every run a read waits for. Before the session goes: a read is a request to answer. */
+static void stop_fetching(fs_context *context)
+{
+    hub_client_cancel_all(context->hub);
+    fetcher_free(context->fetch_pool);
+    context->fetch_pool = NULL;
+}
+
 static void destroy_context(fs_context *context)
 {
-    fetcher_free(context->fetch_pool);
+    if (context->fetch_pool)
+        stop_fetching(context);
     namespace_free(context->names);      /* closes the Hub handles of files */
     block_cache_free(context->blocks);
     if (context->disk)
@@ -182,6 +153,7 @@ static void destroy_context(fs_context *context)
     free(context->metadata_dir);
     fs_options_clear(&context->options);
     pthread_mutex_destroy(&context->handles_lock);
+    pthread_mutex_destroy(&context->open_files_lock);
 }
 
 static struct fuse_session *new_session(fs_context *context, startup *s)
@@ -205,7 +177,36 @@ static struct fuse_session *new_session(fs_context *context, startup *s)
     return session;
 }
 
-static int run_loop(struct fuse_session *session)
+/* Watches for the loop's end (unmount, SIGTERM): at once, every transfer is aborted, so that a
+ * FUSE worker stuck in a lookup on a dead server returns and the loop can end in seconds. */
+typedef struct exit_watch {
+    struct fuse_session *session;
+    hub_client *hub;
+    pthread_mutex_t lock;
+    pthread_cond_t loop_over;
+    bool over;
+} exit_watch;
+
+static void *watch_exit(void *arg)
+{
+    exit_watch *watch = arg;
+    pthread_mutex_lock(&watch->lock);
+    while (!watch->over && !fuse_session_exited(watch->session)) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += EXIT_WATCH_INTERVAL_MS * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&watch->loop_over, &watch->lock, &deadline);
+    }
+    pthread_mutex_unlock(&watch->lock);
+    hub_client_cancel_all(watch->hub);
+    return NULL;
+}
+
+static int run_loop(struct fuse_session *session, hub_client *hub)
 {
     struct fuse_loop_config *config = fuse_loop_cfg_create();
     if (!config)
@@ -213,7 +214,20 @@ static int run_loop(struct fuse_session *session)
     fuse_loop_cfg_set_clone_fd(config, 1);
     fuse_loop_cfg_set_idle_threads(config, FUSE_IDLE_THREADS);
     fuse_loop_cfg_set_max_threads(config, FUSE_MAX_THREADS);
+    exit_watch watch = {.session = session, .hub = hub};
+    pthread_mutex_init(&watch.lock, NULL);
+    pthread_cond_init(&watch.loop_over, NULL);
+    pthread_t watcher;
+    bool watching = pthread_create(&watcher, NULL, watch_exit, &watch) == 0;
     int result = fuse_session_loop_mt(session, config);
+    pthread_mutex_lock(&watch.lock);
+    watch.over = true;
+    pthread_cond_signal(&watch.loop_over);
+    pthread_mutex_unlock(&watch.lock);
+    if (watching)
+        pthread_join(watcher, NULL);
+    pthread_cond_destroy(&watch.loop_over);
+    pthread_mutex_destroy(&watch.lock);
     fuse_loop_cfg_destroy(config);
     return result;
 }
@@ -261,6 +275,7 @@ static int serve(fs_options *options, startup *s)
     static fs_context context;   /* outlives the FUSE loop's threads */
     memset(&context, 0, sizeof context);
     pthread_mutex_init(&context.handles_lock, NULL);
+    pthread_mutex_init(&context.open_files_lock, NULL);
     context.options = *options;
     memset(options, 0, sizeof *options);
     signal(SIGPIPE, SIG_IGN);
@@ -277,7 +292,8 @@ static int serve(fs_options *options, startup *s)
             report_startup(s, true);
             if (!context.options.foreground)
                 detach_stdio();
-            status = run_loop(session) < 0 ? 1 : 0;
+            status = run_loop(session, context.hub) < 0 ? 1 : 0;
+            stop_fetching(&context);
             fuse_session_unmount(session);
             fs_handle_close_all(&context);   /* releases a signal cut short */
         }

@@ -1,16 +1,24 @@
-/* namespace.c — nodes, the (parent, name) index, repo pinning and tree listings. */
+/* namespace.c — nodes by inode number and by (parent, name), orgs from the Hub's listings,
+ * repo pinning and tree listings, misses remembered, and forgetting what the kernel dropped. */
 #include "namespace.h"
 
 #include "log.h"
+#include "negative_cache.h"
+#include "org_listing.h"
 #include "repo_meta.h"
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #define NAME_BUCKETS (1u << 16)
 #define MAX_HUB_NAME 96
+#define ORG_LISTING_TTL_S 300        /* an org's repos are listed again after this long */
+#define MISSES_REMEMBERED 4096
+#define MISS_TTL_S 60                /* a name the Hub refused is asked about again after this */
 
 typedef struct name_link {
     uint64_t parent;
@@ -19,10 +27,11 @@ typedef struct name_link {
     struct name_link *next;
 } name_link;
 
-typedef struct child_list {
-    uint64_t *inos;
-    size_t count, capacity;
-} child_list;
+/* Nodes by inode number: open addressing with linear probing; a power-of-two capacity. */
+typedef struct ino_table {
+    fs_node **slots;
+    size_t capacity, count;
+} ino_table;
 
 typedef struct stats_entry {
     char *name;
@@ -32,15 +41,90 @@ typedef struct stats_entry {
 struct fs_namespace {
     fs_context *context;
     pthread_mutex_t lock;
-    fs_node **nodes;             /* nodes[ino - 1] */
-    child_list *children;        /* children[ino - 1] */
-    size_t node_count, node_capacity;
+    ino_table nodes;
+    uint64_t next_ino;           /* never reused: the kernel may still hold a forgotten one */
     name_link *buckets[NAME_BUCKETS];
     fs_repo **repos;
     size_t repo_count, repo_capacity;
     stats_entry *stats;
     size_t stats_count, stats_capacity;
+    negative_cache *misses;      /* "m:ORG", "d:ORG/NAME@REV"...: what the Hub refused lately */
 };
+
+static int64_t now_seconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec;
+}
+
+/* ---- nodes by inode number ---------------------------------------------------------------- */
+
+static size_t ino_home(uint64_t ino, size_t capacity)
+{
+    uint64_t h = ino * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h ^ (h >> 32)) & (capacity - 1);
+}
+
+static fs_node *ino_find(const ino_table *table, uint64_t ino)
+{
+    if (!table->capacity)
+        return NULL;
+    for (size_t i = ino_home(ino, table->capacity);; i = (i + 1) & (table->capacity - 1)) {
+        fs_node *node = table->slots[i];
+        if (!node || node->ino == ino)
+            return node;
+    }
+}
+
+static void ino_place(fs_node **slots, size_t capacity, fs_node *node)
+{
+    size_t i = ino_home(node->ino, capacity);
+    while (slots[i])
+        i = (i + 1) & (capacity - 1);
+    slots[i] = node;
+}
+
+/* Keeps the table at most half full. */
+static bool ino_insert(ino_table *table, fs_node *node)
+{
+    if ((table->count + 1) * 2 > table->capacity) {
+        size_t capacity = table->capacity ? table->capacity * 2 : 1024;
+        fs_node **slots = calloc(capacity, sizeof *slots);
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < table->capacity; i++)
+            if (table->slots[i])
+                ino_place(slots, capacity, table->slots[i]);
+        free(table->slots);
+        table->slots = slots;
+        table->capacity = capacity;
+    }
+    ino_place(table->slots, table->capacity, node);
+    table->count++;
+    return true;
+}
+
+/* Removes ino, moving back the entries after it that its slot kept from their home. */
+static void ino_remove(ino_table *table, uint64_t ino)
+{
+    size_t mask = table->capacity - 1, hole = ino_home(ino, table->capacity);
+    while (table->slots[hole]->ino != ino)
+        hole = (hole + 1) & mask;
+    table->slots[hole] = NULL;
+    table->count--;
+    for (size_t i = (hole + 1) & mask; table->slots[i]; i = (i + 1) & mask) {
+        size_t home = ino_home(table->slots[i]->ino, table->capacity);
+        bool home_after_hole = ((home - hole - 1) & mask) < ((i - hole) & mask);
+        if (!home_after_hole) {
+            table->slots[hole] = table->slots[i];
+            table->slots[i] = NULL;
+            hole = i;
+        }
+    }
+}
+
+/* ---- nodes by (parent, name) -------------------------------------------------------------- */
 
 static size_t name_bucket(uint64_t parent, const char *name)
 {
@@ -61,7 +145,18 @@ static name_link *find_link(fs_namespace *names, uint64_t parent, const char *na
 static fs_node *find_child(fs_namespace *names, uint64_t parent, const char *name)
 {
     name_link *link = find_link(names, parent, name);
-    return link ? names->nodes[link->ino - 1] : NULL;
+    return link ? ino_find(&names->nodes, link->ino) : NULL;
+}
+
+static void unlink_name(fs_namespace *names, const fs_node *node)
+{
+    for (name_link **link = &names->buckets[name_bucket(node->parent, node->name)]; *link; link = &(*link)->next)
+        if ((*link)->ino == node->ino) {
+            name_link *gone = *link;
+            *link = gone->next;
+            free(gone);
+            return;
+        }
 }
 
 static bool grow(void **array, size_t *capacity, size_t needed, size_t element)
@@ -80,50 +175,88 @@ static bool grow(void **array, size_t *capacity, size_t needed, size_t element)
     return true;
 }
 
-static bool add_child(fs_namespace *names, uint64_t parent, uint64_t ino)
+static bool add_child(fs_node *parent, uint64_t ino)
 {
-    child_list *list = &names->children[parent - 1];
+    fs_child_list *list = &parent->children;
     if (!grow((void **)&list->inos, &list->capacity, list->count + 1, sizeof *list->inos))
         return false;
     list->inos[list->count++] = ino;
     return true;
 }
 
+static void remove_child(fs_node *parent, uint64_t ino)
+{
+    fs_child_list *list = &parent->children;
+    for (size_t i = 0; i < list->count; i++)
+        if (list->inos[i] == ino) {
+            list->inos[i] = list->inos[--list->count];
+            return;
+        }
+}
+
+static void free_node(fs_node *node)
+{
+    remote_file_free(node->file);
+    org_listing_free(node->listing);
+    free(node->children.inos);
+    free(node->name);
+    free(node);
+}
+
 /* Creates a node; with link set it is also entered under (parent, name). Lock held. */
 static fs_node *add_node(fs_namespace *names, uint64_t parent, const char *name, fs_node_kind kind, bool link)
 {
-    size_t old_capacity = names->node_capacity;
-    if (!grow((void **)&names->nodes, &names->node_capacity, names->node_count + 1, sizeof *names->nodes))
-        return NULL;
-    if (names->node_capacity != old_capacity &&
-        !grow((void **)&names->children, &old_capacity, names->node_capacity, sizeof *names->children))
-        return NULL;
+    fs_node *parent_node = parent ? ino_find(&names->nodes, parent) : NULL;
     fs_node *node = calloc(1, sizeof *node);
     name_link *entry = link ? calloc(1, sizeof *entry) : NULL;
-    if (!node || !(node->name = strdup(name)) || (link && !entry)) {
-        if (node) free(node->name);
+    bool ok = node && (node->name = strdup(name)) && (!link || entry);
+    if (ok) {
+        node->ino = names->next_ino;
+        ok = ino_insert(&names->nodes, node);
+        if (ok && link && !add_child(parent_node, node->ino)) {
+            ino_remove(&names->nodes, node->ino);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        if (node)
+            free(node->name);
         free(node);
         free(entry);
         return NULL;
     }
-    node->ino = names->node_count + 1;
+    names->next_ino++;
     node->parent = parent;
     node->kind = kind;
-    if (parent) {
-        fs_node *parent_node = names->nodes[parent - 1];
+    if (parent_node) {
         node->repo = parent_node->repo;
         node->repo_type = parent_node->repo_type;
     }
-    names->nodes[names->node_count++] = node;
     if (link) {
         *entry = (name_link){.parent = parent, .name = node->name, .ino = node->ino};
         size_t bucket = name_bucket(parent, name);
         entry->next = names->buckets[bucket];
         names->buckets[bucket] = entry;
-        if (!add_child(names, parent, node->ino))
-            return NULL;
     }
     return node;
+}
+
+/* An org nobody needs any more: the kernel forgot it and no repo below it was pinned. */
+static bool is_disposable(const fs_node *node)
+{
+    return node->kind == NODE_ORG && node->lookups == 0 && node->children.count == 0 &&
+           !node->listing_fetch_running;
+}
+
+/* Takes a node out of every index and frees it. Lock held. */
+static void remove_node(fs_namespace *names, fs_node *node)
+{
+    unlink_name(names, node);
+    fs_node *parent = ino_find(&names->nodes, node->parent);
+    if (parent)
+        remove_child(parent, node->ino);
+    ino_remove(&names->nodes, node->ino);
+    free_node(node);
 }
 
 fs_namespace *namespace_new(fs_context *context)
@@ -132,8 +265,10 @@ fs_namespace *namespace_new(fs_context *context)
     if (!names)
         return NULL;
     names->context = context;
+    names->next_ino = FUSE_ROOT_ID;
     pthread_mutex_init(&names->lock, NULL);
-    fs_node *root = add_node(names, 0, "", NODE_ROOT, false);
+    names->misses = negative_cache_new(MISSES_REMEMBERED, MISS_TTL_S);
+    fs_node *root = names->misses ? add_node(names, 0, "", NODE_ROOT, false) : NULL;
     fs_node *control = root ? add_node(names, FUSE_ROOT_ID, ".hubfs", NODE_CONTROL_DIR, true) : NULL;
     fs_node *datasets = control ? add_node(names, FUSE_ROOT_ID, "datasets", NODE_DATASETS_DIR, true) : NULL;
     if (datasets)
@@ -148,21 +283,43 @@ fs_namespace *namespace_new(fs_context *context)
 fs_node *namespace_get(fs_namespace *names, uint64_t ino)
 {
     pthread_mutex_lock(&names->lock);
-    fs_node *node = ino >= 1 && ino <= names->node_count ? names->nodes[ino - 1] : NULL;
+    fs_node *node = ino_find(&names->nodes, ino);
     pthread_mutex_unlock(&names->lock);
     return node;
 }
 
-/* Hub names: letters, digits, '-', '_', '.', not starting with '-' or '.'. Checking here keeps
- * desktop probes (.Trash, .git, autorun.inf...) from reaching the Hub. */
+size_t namespace_node_count(fs_namespace *names)
+{
+    pthread_mutex_lock(&names->lock);
+    size_t count = names->nodes.count;
+    pthread_mutex_unlock(&names->lock);
+    return count;
+}
+
+void namespace_forget(fs_namespace *names, uint64_t ino, uint64_t count)
+{
+    pthread_mutex_lock(&names->lock);
+    fs_node *node = ino_find(&names->nodes, ino);
+    if (node) {
+        node->lookups = count < node->lookups ? node->lookups - count : 0;
+        if (is_disposable(node))
+            remove_node(names, node);
+    }
+    pthread_mutex_unlock(&names->lock);
+}
+
+/* Hub names (huggingface_hub's validate_repo_id): letters, digits, '-', '_', '.', starting and
+ * ending with a letter, digit or '_', without "--" or "..", at most 96 bytes. Checking here
+ * keeps desktop probes (.Trash, .git, autorun.inf...) and invented junk from the Hub. */
 static bool is_hub_name(const char *name, size_t length)
 {
-    if (length == 0 || length > MAX_HUB_NAME || name[0] == '.' || name[0] == '-')
+    if (length == 0 || length > MAX_HUB_NAME)
         return false;
     for (size_t i = 0; i < length; i++) {
         char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.'))
+        bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+        bool edge = i == 0 || i == length - 1;
+        if (!word && (edge || (c != '-' && c != '.') || name[i + 1] == c))
             return false;
     }
     return true;
@@ -223,8 +380,30 @@ static void free_repo(fs_repo *repo)
     free(repo->id);
     free(repo->revision);
     free(repo->display_name);
+    free(repo->hf_folder);
     pthread_mutex_destroy(&repo->tree_lock);
     free(repo);
+}
+
+/* huggingface_hub's folder name for a repo: "models--org--name" ("/" becomes "--"). */
+static char *hf_cache_folder_of(hub_repo_type type, const char *id)
+{
+    const char *kind = type == HUB_REPO_DATASET ? "datasets" : type == HUB_REPO_SPACE ? "spaces" : "models";
+    size_t size = strlen(kind) + 2 * strlen(id) + 3;
+    char *folder = malloc(size);
+    if (!folder)
+        return NULL;
+    size_t n = (size_t)snprintf(folder, size, "%s--", kind);
+    for (const char *c = id; *c && n + 3 < size; c++) {
+        if (*c == '/') {
+            folder[n++] = '-';
+            folder[n++] = '-';
+        } else {
+            folder[n++] = *c;
+        }
+    }
+    folder[n] = '\0';
+    return folder;
 }
 
 static fs_repo *new_repo(hub_repo_type type, const char *id, const char *revision, const char *commit)
@@ -242,6 +421,10 @@ static fs_repo *new_repo(hub_repo_type type, const char *id, const char *revisio
         return NULL;
     }
     snprintf(repo->display_name, size, "%s%s@%s", type == HUB_REPO_DATASET ? "datasets/" : "", id, revision);
+    if (!(repo->hf_folder = hf_cache_folder_of(type, id))) {
+        free_repo(repo);
+        return NULL;
+    }
     repo->hub = (hub_repo){.type = type, .id = repo->id};
     memcpy(repo->commit, commit, HUB_SHA_HEX_LEN + 1);
     return repo;
@@ -260,15 +443,16 @@ static fs_node *add_repo_node(fs_namespace *names, uint64_t parent, const char *
     node->repo = repo;
     repo->root_ino = node->ino;
     names->repos[names->repo_count++] = repo;
+    fs_node *parent_node = ino_find(&names->nodes, parent);
     if (link) {
-        child_list *siblings = &names->children[parent - 1];
+        fs_child_list *siblings = &parent_node->children;
         for (size_t i = 0; i < siblings->count; i++)
             if (siblings->inos[i] == link->ino)
                 siblings->inos[i] = node->ino;
         link->ino = node->ino;
         link->name = node->name;
     }
-    names->nodes[parent - 1]->visible = true;
+    parent_node->visible = true;
     return node;
 }
 
@@ -276,7 +460,7 @@ static void log_refusal(const char *display_name, const hub_error *err)
 {
     const char *hint = "";
     switch (err->status) {
-    case HUB_ERR_REPO_NOT_FOUND: hint = " (check the name; a private repo needs a token: HF_TOKEN or --token-file)"; break;
+    case HUB_ERR_REPO_NOT_FOUND: hint = " (a token can also come from --token-file)"; break;
     case HUB_ERR_UNAUTHORIZED: hint = " (set a valid token: HF_TOKEN or --token-file)"; break;
     case HUB_ERR_GATED: hint = " (accept the model's terms on its Hub page, with the account of your token)"; break;
     default: break;
@@ -284,35 +468,52 @@ static void log_refusal(const char *display_name, const hub_error *err)
     fs_log_limited(display_name, "%s: %s: %s%s", display_name, hub_status_name(err->status), err->message, hint);
 }
 
-/* Pins revision of repo: the Hub, or offline the commit remembered in the metadata. */
+/* Pins revision of repo: the Hub, or offline the commit remembered in the metadata; with the
+ * commit's date (0 when neither knows it). */
 static int pin_revision(fs_namespace *names, const hub_repo *repo, const char *revision, const char *display_name,
-                        char commit[HUB_SHA_HEX_LEN + 1])
+                        hub_revision_info *pinned)
 {
     fs_context *context = names->context;
+    const char *metadata = context->metadata_dir;
     hub_error err = {0};
-    hub_status status = hub_resolve_revision(context->hub, repo, revision, commit, &err);
+    hub_status status = hub_resolve_revision_info(context->hub, repo, revision, pinned, &err);
+    if (status == HUB_ERR_OFFLINE && metadata && repo_meta_load_commit(metadata, repo, revision, pinned->commit))
+        status = HUB_OK;
+    else if (status == HUB_ERR_OFFLINE && hub_is_commit_sha(revision)) {
+        memcpy(pinned->commit, revision, HUB_SHA_HEX_LEN + 1);   /* pinned by name: its tree may be cached */
+        status = HUB_OK;
+    } else if (status == HUB_OK && metadata) {
+        repo_meta_save_commit(metadata, repo, revision, pinned->commit);
+        if (pinned->date)
+            repo_meta_save_date(metadata, repo, pinned->commit, pinned->date);
+    }
     if (status == HUB_OK) {
-        if (context->metadata_dir)
-            repo_meta_save_commit(context->metadata_dir, repo, revision, commit);
+        if (!pinned->date && metadata)
+            repo_meta_load_date(metadata, repo, pinned->commit, &pinned->date);
         return 0;
     }
     if (status == HUB_ERR_OFFLINE) {
-        if (context->metadata_dir && repo_meta_load_commit(context->metadata_dir, repo, revision, commit))
-            return 0;
-        if (hub_is_commit_sha(revision)) {   /* already pinned by name: its tree may be cached */
-            memcpy(commit, revision, HUB_SHA_HEX_LEN + 1);
-            return 0;
-        }
         fs_log_limited(display_name, "offline: not cached: %s (HF_HUB_OFFLINE=1; open it once online to cache it)",
                        display_name);
         return ENOENT;
     }
     log_refusal(display_name, &err);
-    /* The Hub answers 401 for a private repo (or any repo) to a caller without a token: a
-     * token might open it, so it reads as "permission denied"; with a token it answers 404. */
-    if (status == HUB_ERR_REPO_NOT_FOUND && err.http_status == 401)
-        return EACCES;
+    /* A repo not found is ENOENT even when the Hub says 401: it answers so for every missing
+     * repo to a caller without a token, and a private one looks exactly the same. */
     return remote_errno_of(status);
+}
+
+/* The key of a lookup in the misses: the repo type's letter, then "ORG" or "ORG/NAME@REV". */
+static void miss_key(char *out, size_t size, hub_repo_type type, const char *org, const char *name)
+{
+    char letter = type == HUB_REPO_DATASET ? 'd' : type == HUB_REPO_SPACE ? 's' : 'm';
+    snprintf(out, size, "%c:%s%s%s", letter, org, name ? "/" : "", name ? name : "");
+}
+
+/* Whether a refusal is the Hub's lasting word on a name (not a failure worth asking again). */
+static bool is_lasting_refusal(int error)
+{
+    return error == ENOENT || error == EACCES;
 }
 
 static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_node **out)
@@ -322,24 +523,73 @@ static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_nod
     char revision[256] = "main";
     if (!is_hub_name(name, base_length) || (at && !decode_revision(at + 1, revision, sizeof revision)))
         return ENOENT;
+    char key[2 * MAX_HUB_NAME + 280];
+    miss_key(key, sizeof key, org->repo_type, org->name, name);
+    int error = negative_cache_get(names->misses, key, now_seconds());
+    if (error)
+        return error;
     char id[2 * MAX_HUB_NAME + 2];
     snprintf(id, sizeof id, "%s/%.*s", org->name, (int)base_length, name);
     char display[sizeof id + sizeof revision + 16];
     snprintf(display, sizeof display, "%s%s@%s", org->repo_type == HUB_REPO_DATASET ? "datasets/" : "", id, revision);
     hub_repo hub = {.type = org->repo_type, .id = id};
-    char commit[HUB_SHA_HEX_LEN + 1];
-    int error = pin_revision(names, &hub, revision, display, commit);
-    if (error)
+    hub_revision_info pinned = {0};
+    error = pin_revision(names, &hub, revision, display, &pinned);
+    if (error) {
+        if (is_lasting_refusal(error))
+            negative_cache_put(names->misses, key, error, now_seconds());
         return error;
-    fs_repo *repo = new_repo(org->repo_type, id, revision, commit);
+    }
+    fs_repo *repo = new_repo(org->repo_type, id, revision, pinned.commit);
+    if (repo)
+        repo->commit_date = pinned.date;
     pthread_mutex_lock(&names->lock);
     fs_node *node = find_child(names, org->ino, name);   /* a concurrent lookup may have won */
     if (!node && repo)
         node = add_repo_node(names, org->ino, name, repo, false);
-    else {
+    else
         free_repo(repo);
-    }
+    if (node)
+        node->lookups++;
     pthread_mutex_unlock(&names->lock);
+    *out = node;
+    return node ? 0 : ENOMEM;
+}
+
+/* An org exists when the Hub lists a repo of it (offline: when one was pinned before). When the
+ * listing fails, the name is taken on trust, unlisted, so that a flaky listing API never hides
+ * a repo that opens: the repo lookup below it says what is wrong. */
+static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_node **out)
+{
+    if (!is_hub_name(name, strlen(name)))
+        return ENOENT;
+    char key[MAX_HUB_NAME + 8];
+    miss_key(key, sizeof key, dir->repo_type, name, NULL);
+    int error = negative_cache_get(names->misses, key, now_seconds());
+    if (error)
+        return error;
+    org_listing *listing = NULL;
+    error = org_listing_fetch(names->context, dir->repo_type, name, false, &listing);
+    if (!error && listing->repos.count == 0)
+        error = ENOENT;
+    if (error == ENOENT || error == ENOMEM) {
+        if (error == ENOENT)
+            negative_cache_put(names->misses, key, ENOENT, now_seconds());
+        org_listing_free(listing);
+        return error;
+    }
+    pthread_mutex_lock(&names->lock);
+    fs_node *node = find_child(names, dir->ino, name);   /* a concurrent lookup may have won */
+    if (!node && (node = add_node(names, dir->ino, name, NODE_ORG, true))) {
+        node->visible = listing != NULL;
+        node->listing = listing;
+        node->listed_at = now_seconds();
+        listing = NULL;
+    }
+    if (node)
+        node->lookups++;
+    pthread_mutex_unlock(&names->lock);
+    org_listing_free(listing);
     *out = node;
     return node ? 0 : ENOMEM;
 }
@@ -376,6 +626,25 @@ static bool add_tree_entry(fs_namespace *names, fs_repo *repo, const hub_tree_en
     return ok;
 }
 
+/* One line on what the listing of repo left out: names no local path can hold, and the part
+ * past the listing limits. */
+static void log_listing_gaps(const fs_repo *repo, const hub_tree *tree)
+{
+    if (!tree->skipped && !tree->truncated[0])
+        return;
+    char skipped[HUB_TREE_SKIPPED_SHOWN_MAX + 96] = "";
+    if (tree->skipped)
+        snprintf(skipped, sizeof skipped, "%zu entr%s left out (no local path can hold %s, e.g. %s)",
+                 tree->skipped, tree->skipped == 1 ? "y" : "ies",
+                 tree->skipped == 1 ? "its name" : "their names", tree->skipped_shown);
+    char truncated[sizeof tree->truncated + 64] = "";
+    if (tree->truncated[0])
+        snprintf(truncated, sizeof truncated, "entries past the first %zu left out (the list has %s)",
+                 tree->count, tree->truncated);
+    fs_log("%s: file list incomplete: %s%s%s", repo->display_name, skipped,
+           skipped[0] && truncated[0] ? "; " : "", truncated);
+}
+
 /* Fetches the repo's tree: the Hub, or offline the listing remembered in the metadata. */
 static int fetch_tree(fs_namespace *names, fs_repo *repo, hub_tree *tree, bool *from_metadata)
 {
@@ -384,6 +653,7 @@ static int fetch_tree(fs_namespace *names, fs_repo *repo, hub_tree *tree, bool *
     *from_metadata = false;
     hub_status status = hub_list_tree(context->hub, &repo->hub, repo->commit, tree, &err);
     if (status == HUB_OK) {
+        log_listing_gaps(repo, tree);
         if (context->metadata_dir)
             repo_meta_save_tree(context->metadata_dir, &repo->hub, repo->commit, tree);
         return 0;
@@ -455,20 +725,89 @@ int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_
         return error;
     pthread_mutex_lock(&names->lock);
     fs_node *node = find_child(names, parent, name);
-    bool creates_org = !node && (dir->kind == NODE_ROOT || dir->kind == NODE_DATASETS_DIR) &&
-                       is_hub_name(name, strlen(name));
-    if (creates_org)
-        node = add_node(names, parent, name, NODE_ORG, true);
+    if (node)
+        node->lookups++;
     pthread_mutex_unlock(&names->lock);
     if (node) {
         *out = node;
         return 0;
     }
-    if (creates_org)
-        return ENOMEM;
+    if (dir->kind == NODE_ROOT || dir->kind == NODE_DATASETS_DIR)
+        return lookup_org(names, dir, name, out);
     if (dir->kind == NODE_ORG)
         return open_repo(names, dir, name, out);
     return ENOENT;
+}
+
+/* Lists an org's repos again when forced, when only the first page was read, or when the
+ * listing is old; a failure keeps what was listed before. One fetch at a time per org. */
+static int update_org_listing(fs_namespace *names, fs_node *org, bool force)
+{
+    int64_t now = now_seconds();
+    pthread_mutex_lock(&names->lock);
+    bool wanted = force || !org->listing || !org->listing->whole || now - org->listed_at >= ORG_LISTING_TTL_S;
+    bool fetching = wanted && !org->listing_fetch_running;
+    org->listing_fetch_running |= fetching;
+    pthread_mutex_unlock(&names->lock);
+    if (!fetching)
+        return 0;
+    org_listing *listing = NULL;
+    int error = org_listing_fetch(names->context, org->repo_type, org->name, true, &listing);
+    pthread_mutex_lock(&names->lock);
+    if (!error) {
+        org_listing_free(org->listing);
+        org->listing = listing;
+        org->listed_at = now;
+        org->visible |= listing->repos.count > 0;
+    }
+    org->listing_fetch_running = false;
+    pthread_mutex_unlock(&names->lock);
+    return error;
+}
+
+typedef struct listing_builder {
+    fs_dir_entry *entries;
+    size_t count, capacity;
+} listing_builder;
+
+static bool add_entry(listing_builder *b, const char *name, uint64_t ino, bool is_directory)
+{
+    if (!grow((void **)&b->entries, &b->capacity, b->count + 1, sizeof *b->entries))
+        return false;
+    b->entries[b->count] = (fs_dir_entry){.ino = ino, .is_directory = is_directory, .name = strdup(name)};
+    return b->entries[b->count++].name != NULL;
+}
+
+/* The repos an org's listing names (with their node's inode once looked up), then those pinned
+ * by a name the listing lacks (NAME@REV, or a repo the listing did not show). Lock held. */
+static bool add_org_entries(fs_namespace *names, const fs_node *org, listing_builder *b)
+{
+    const hub_repo_list *listed = org->listing ? &org->listing->repos : NULL;
+    for (size_t i = 0; listed && i < listed->count; i++) {
+        fs_node *child = find_child(names, org->ino, listed->names[i]);
+        if (!add_entry(b, listed->names[i], child ? child->ino : NAMESPACE_UNKNOWN_INO, true))
+            return false;
+    }
+    for (size_t i = 0; i < org->children.count; i++) {
+        fs_node *child = ino_find(&names->nodes, org->children.inos[i]);
+        if (!org_listing_contains(org->listing, child->name) && !add_entry(b, child->name, child->ino, true))
+            return false;
+    }
+    return true;
+}
+
+/* A directory's own children; orgs only once known to have a repo. Lock held. */
+static bool add_child_entries(fs_namespace *names, const fs_node *dir, listing_builder *b)
+{
+    for (size_t i = 0; i < dir->children.count; i++) {
+        fs_node *child = ino_find(&names->nodes, dir->children.inos[i]);
+        if (child->kind == NODE_ORG && !child->visible)
+            continue;
+        bool is_directory = child->kind != NODE_FILE && child->kind != NODE_STATS_FILE;
+        if (!add_entry(b, child->name, child->ino, is_directory))
+            return false;
+    }
+    return true;
 }
 
 int namespace_list(fs_namespace *names, uint64_t ino, fs_dir_entry **entries_out, size_t *count_out)
@@ -477,25 +816,19 @@ int namespace_list(fs_namespace *names, uint64_t ino, fs_dir_entry **entries_out
     int error = directory_with_tree(names, ino, &dir);
     if (error)
         return error;
+    if (dir->kind == NODE_ORG)
+        update_org_listing(names, dir, false);   /* on failure, what was listed before */
+    listing_builder b = {0};
     pthread_mutex_lock(&names->lock);
-    child_list *list = &names->children[ino - 1];
-    fs_dir_entry *entries = calloc(list->count ? list->count : 1, sizeof *entries);
-    size_t count = 0;
-    for (size_t i = 0; entries && i < list->count; i++) {
-        fs_node *child = names->nodes[list->inos[i] - 1];
-        if (child->kind == NODE_ORG && !child->visible)
-            continue;
-        entries[count].ino = child->ino;
-        entries[count].is_directory = child->kind != NODE_FILE && child->kind != NODE_STATS_FILE;
-        if (!(entries[count].name = strdup(child->name)))
-            break;
-        count++;
-    }
+    bool ok = grow((void **)&b.entries, &b.capacity, 1, sizeof *b.entries) &&
+              (dir->kind == NODE_ORG ? add_org_entries(names, dir, &b) : add_child_entries(names, dir, &b));
     pthread_mutex_unlock(&names->lock);
-    if (!entries)
+    if (!ok) {
+        namespace_free_listing(b.entries, b.count);
         return ENOMEM;
-    *entries_out = entries;
-    *count_out = count;
+    }
+    *entries_out = b.entries;
+    *count_out = b.count;
     return 0;
 }
 
@@ -512,16 +845,18 @@ int namespace_refresh(fs_namespace *names, fs_node *repo_node, char commit_out[H
     if (repo_node->kind != NODE_REPO)
         return EINVAL;
     fs_repo *old = repo_node->repo;
-    char commit[HUB_SHA_HEX_LEN + 1];
-    int error = pin_revision(names, &old->hub, old->revision, old->display_name, commit);
+    hub_revision_info pinned = {0};
+    int error = pin_revision(names, &old->hub, old->revision, old->display_name, &pinned);
     if (error)
         return error;
-    memcpy(commit_out, commit, sizeof commit);
+    memcpy(commit_out, pinned.commit, sizeof pinned.commit);
     pthread_mutex_lock(&names->lock);
     name_link *link = find_link(names, repo_node->parent, repo_node->name);
-    fs_node *current = link ? names->nodes[link->ino - 1] : repo_node;
-    if (strcmp(current->repo->commit, commit) != 0) {
-        fs_repo *repo = new_repo(old->hub.type, old->id, old->revision, commit);
+    fs_node *current = link ? ino_find(&names->nodes, link->ino) : repo_node;
+    if (strcmp(current->repo->commit, pinned.commit) != 0) {
+        fs_repo *repo = new_repo(old->hub.type, old->id, old->revision, pinned.commit);
+        if (repo)
+            repo->commit_date = pinned.date;
         if (repo && add_repo_node(names, repo_node->parent, repo_node->name, repo, true))
             *replaced = true;
         else {
@@ -531,7 +866,19 @@ int namespace_refresh(fs_namespace *names, fs_node *repo_node, char commit_out[H
     }
     pthread_mutex_unlock(&names->lock);
     if (*replaced)
-        fs_log("%s: now pinned at commit %s (open files keep theirs)", old->display_name, commit);
+        fs_log("%s: now pinned at commit %s (open files keep theirs)", old->display_name, pinned.commit);
+    return error;
+}
+
+int namespace_refresh_org(fs_namespace *names, fs_node *org_node, size_t *repo_count_out)
+{
+    if (org_node->kind != NODE_ORG)
+        return EINVAL;
+    negative_cache_clear(names->misses);
+    int error = update_org_listing(names, org_node, true);
+    pthread_mutex_lock(&names->lock);
+    *repo_count_out = org_node->listing ? org_node->listing->repos.count : 0;
+    pthread_mutex_unlock(&names->lock);
     return error;
 }
 
@@ -556,13 +903,10 @@ void namespace_free(fs_namespace *names)
             next = link->next;
             free(link);
         }
-    for (size_t i = 0; i < names->node_count; i++) {
-        remote_file_free(names->nodes[i]->file);
-        free(names->nodes[i]->name);
-        free(names->nodes[i]);
-    }
-    for (size_t i = 0; i < names->node_capacity && names->children; i++)
-        free(names->children[i].inos);
+    for (size_t i = 0; i < names->nodes.capacity; i++)
+        if (names->nodes.slots[i])
+            free_node(names->nodes.slots[i]);
+    free(names->nodes.slots);
     for (size_t i = 0; i < names->repo_count; i++)
         free_repo(names->repos[i]);
     for (size_t i = 0; i < names->stats_count; i++) {
@@ -571,8 +915,7 @@ void namespace_free(fs_namespace *names)
     }
     free(names->stats);
     free(names->repos);
-    free(names->nodes);
-    free(names->children);
+    negative_cache_free(names->misses);
     pthread_mutex_destroy(&names->lock);
     free(names);
 }

@@ -2,6 +2,7 @@
  * function over the namespace and the reader; the table at the bottom is the table of contents. */
 #include "ops.h"
 
+#include "fs.h"
 #include "log.h"
 #include "namespace.h"
 #include "reader.h"
@@ -36,6 +37,13 @@ static double attr_timeout_of(const fs_node *node)
     }
 }
 
+/* A repo's files carry its commit's date, the same on every machine and every mount (rsync and
+ * make see nothing changed); the directories above them, whose listings grow, the mount's. */
+static time_t time_of(const fs_node *node)
+{
+    return node->repo && node->repo->commit_date > 0 ? (time_t)node->repo->commit_date : mount_time;
+}
+
 static void fill_attr(const fs_context *context, const fs_node *node, struct stat *st)
 {
     memset(st, 0, sizeof *st);
@@ -47,7 +55,7 @@ static void fill_attr(const fs_context *context, const fs_node *node, struct sta
     st->st_blocks = (blkcnt_t)((node->size + 511) / 512);
     st->st_uid = getuid();
     st->st_gid = getgid();
-    st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+    st->st_atime = st->st_mtime = st->st_ctime = time_of(node);
 }
 
 static void hubfs_init(void *userdata, struct fuse_conn_info *conn)
@@ -78,18 +86,20 @@ static void hubfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     entry.attr_timeout = attr_timeout_of(node);
     entry.entry_timeout = node->kind == NODE_ORG ? LISTING_TIMEOUT : PINNED_TIMEOUT;
     fill_attr(context, node, &entry.attr);
-    fuse_reply_entry(req, &entry);
+    if (fuse_reply_entry(req, &entry) != 0)
+        namespace_forget(context->names, node->ino, 1);   /* the kernel never got this reference */
 }
 
 static void hubfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    (void)ino; (void)nlookup;
-    fuse_reply_none(req);   /* nodes live until unmount */
+    namespace_forget(context_of(req)->names, ino, nlookup);
+    fuse_reply_none(req);
 }
 
 static void hubfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-    (void)count; (void)forgets;
+    for (size_t i = 0; i < count; i++)
+        namespace_forget(context_of(req)->names, forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
@@ -343,14 +353,32 @@ static void hubfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
     }
     if (size > MAX_READ_SIZE)
         size = MAX_READ_SIZE;
-    open_file *reader = ((reader_handle *)(uintptr_t)fi->fh)->reader;
-    read_result result;
-    int error = reader_read(reader, (uint64_t)off, size, &result);
+    reader_read(((reader_handle *)(uintptr_t)fi->fh)->reader, req, (uint64_t)off, size);
+}
+
+/* HUBFS_IOC_WILLNEED (fs.h): the ranges a reader announces; everything else is not ours. */
+static void hubfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+                        unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+    (void)arg; (void)out_bufsz;
+    fs_node *node = namespace_get(context_of(req)->names, ino);
+    if (cmd != HUBFS_IOC_WILLNEED || (flags & FUSE_IOCTL_DIR) || !node || node->kind != NODE_FILE || !fi->fh) {
+        fuse_reply_err(req, ENOTTY);
+        return;
+    }
+    const struct hubfs_willneed *hint = in_buf;
+    if (in_bufsz < sizeof *hint || hint->count > HUBFS_WILLNEED_MAX_RANGES) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    reader_hint ranges[HUBFS_WILLNEED_MAX_RANGES];
+    for (uint32_t i = 0; i < hint->count; i++)
+        ranges[i] = (reader_hint){.offset = hint->ranges[i].offset, .length = hint->ranges[i].length};
+    int error = reader_hint_ranges(((reader_handle *)(uintptr_t)fi->fh)->reader, ranges, hint->count);
     if (error)
         fuse_reply_err(req, error);
     else
-        fuse_reply_buf(req, (const char *)result.data, result.length);
-    reader_done(&result);
+        fuse_reply_ioctl(req, 0, NULL, 0);
 }
 
 static void hubfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -378,6 +406,7 @@ static const struct fuse_lowlevel_ops operations = {
     .create = hubfs_create,
     .open = hubfs_open,
     .read = hubfs_read,
+    .ioctl = hubfs_ioctl,
     .write = hubfs_write,
     .release = hubfs_release,
     .opendir = hubfs_opendir,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 typedef struct dir_snapshot {
     fs_handle link;
@@ -103,13 +104,42 @@ void hubfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err(req, 0);
 }
 
+#define STATFS_UNIT 4096u
+
+/* The persistent cache's room: its cap, or what the disk under it still has when that is less. */
+static uint64_t cache_room(const fs_context *context, uint64_t used)
+{
+    uint64_t cap = context->options.cache_size;
+    uint64_t room = cap > used ? cap - used : 0;
+    struct statvfs disk;
+    if (context->metadata_dir && statvfs(context->metadata_dir, &disk) == 0) {
+        uint64_t disk_free = (uint64_t)disk.f_bavail * disk.f_frsize;
+        if (!cap || disk_free < room)
+            room = disk_free;
+    }
+    return room;
+}
+
+/* df shows the persistent cache: Size its cap, Used what it holds, Avail what it can still take
+ * (nothing without one). The Hub's bytes are not local, so they count nowhere here. */
 void hubfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
     fs_context *context = fuse_req_userdata(req);
     struct statvfs st = {0};
     st.f_bsize = context->options.block_size;
-    st.f_frsize = 4096;
+    st.f_frsize = STATFS_UNIT;
     st.f_namemax = 255;
+    st.f_files = namespace_node_count(context->names);
+    if (context->disk) {
+        disk_cache_counters counters;
+        disk_cache_get_counters(context->disk, &counters);
+        uint64_t used = counters.bytes_stored, room = cache_room(context, used);
+        uint64_t size = context->options.cache_size ? context->options.cache_size : used + room;
+        st.f_blocks = (fsblkcnt_t)(size / STATFS_UNIT);
+        st.f_bfree = st.f_bavail = (fsblkcnt_t)(room / STATFS_UNIT);
+        if (st.f_bfree > st.f_blocks)
+            st.f_bfree = st.f_bavail = st.f_blocks;
+    }
     fuse_reply_statfs(req, &st);
 }

@@ -1,12 +1,15 @@
 /* options.c — command-line and -o parsing for `hubfs mount` and mount.hubfs. */
 #include "options.h"
 
+#include "cache_dir.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MIB (1024ULL * 1024ULL)
 
@@ -24,8 +27,15 @@ void fs_options_print_help(FILE *out)
           "Files carry the xattrs user.hubfs.commit, user.hubfs.etag and user.hubfs.cached_bytes.\n\n"
           "options (also as -o key=value, with '_' for '-'):\n"
           "  --endpoint URL        Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)\n"
+          "  --fallback-endpoint URL  where requests go while the endpoint fails (a site cache's\n"
+          "                        Hub, e.g. https://huggingface.co); the token goes to both\n"
           "  --token-file FILE     read the token from FILE (default $HF_TOKEN, $HF_HOME/token)\n"
-          "  --cache-dir DIR       persistent cache (default $HF_HOME/hubfs or ~/.cache/huggingface/hubfs)\n"
+          "  --ca-bundle FILE      trust the CAs in FILE (PEM) instead of the system's, for the Hub and\n"
+          "                        its CDN (default $CURL_CA_BUNDLE, $REQUESTS_CA_BUNDLE, $SSL_CERT_FILE)\n"
+          "  --cache-dir DIR       persistent cache (default $HF_HOME/hubfs, else ~/.cache/huggingface/hubfs\n"
+          "                        with ~ from $HOME or the user's passwd entry, /var/cache/hubfs for a\n"
+          "                        root without a home; never /tmp). It must be yours, and no directory\n"
+          "                        above it writable by others (sticky ones like /tmp aside): else unused\n"
           "  --cache-size SIZE     cap of the persistent cache (default 50G)\n"
           "  --no-disk-cache       keep nothing on disk\n"
           "  --memory-budget SIZE  memory for blocks and read-ahead, all files together (default 1G)\n"
@@ -39,7 +49,8 @@ void fs_options_print_help(FILE *out)
           "  -d                    FUSE debug output (implies -f)\n"
           "  -o OPT[,OPT...]       our keys above, or FUSE mount options (allow_other, ...)\n"
           "  --help, --version\n\n"
-          "environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE=1 (serve only what is cached).\n"
+          "environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE=1 (serve only what is cached),\n"
+          "  HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (also in lowercase, which wins).\n"
           "Unmount with `fusermount3 -u MOUNTPOINT` (or SIGINT/SIGTERM to the daemon).\n",
           out);
 }
@@ -130,8 +141,9 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (strcmp(key, "no-disk-cache") == 0) { o->disk_cache_enabled = false; return 1; }
     if (strcmp(key, "exact-slices") == 0) { o->exact_slices = true; return 1; }
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
-    static const char *const valued[] = {"endpoint", "token-file", "cache-dir", "cache-size",
-                                         "memory-budget", "block-size", "readahead-max", "threads", NULL};
+    static const char *const valued[] = {"endpoint", "fallback-endpoint", "token-file", "ca-bundle",
+                                         "cache-dir", "cache-size", "memory-budget", "block-size",
+                                         "readahead-max", "threads", NULL};
     bool known = false;
     for (size_t i = 0; valued[i]; i++)
         known = known || strcmp(key, valued[i]) == 0;
@@ -140,7 +152,9 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (!value || !*value)
         return fail(error, error_size, "option %s needs a value", name);
     if (strcmp(key, "endpoint") == 0) return replace_string(&o->endpoint, value) ? -1 : 1;
+    if (strcmp(key, "fallback-endpoint") == 0) return replace_string(&o->fallback_endpoint, value) ? -1 : 1;
     if (strcmp(key, "token-file") == 0) return replace_string(&o->token_file, value) ? -1 : 1;
+    if (strcmp(key, "ca-bundle") == 0) return replace_string(&o->ca_bundle, value) ? -1 : 1;
     if (strcmp(key, "cache-dir") == 0) return replace_string(&o->cache_dir, value) ? -1 : 1;
     if (strcmp(key, "threads") == 0) {
         char *end;
@@ -187,25 +201,13 @@ static int parse_o_list(fs_options *o, const char *list, char *error, size_t err
     return result;
 }
 
-static char *default_cache_dir(void)
-{
-    const char *hf_home = getenv("HF_HOME");
-    const char *home = getenv("HOME");
-    char path[PATH_MAX];
-    if (hf_home && *hf_home)
-        snprintf(path, sizeof path, "%s/hubfs", hf_home);
-    else
-        snprintf(path, sizeof path, "%s/.cache/huggingface/hubfs", home && *home ? home : "/tmp");
-    return strdup(path);
-}
-
 static void set_defaults(fs_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->cache_size = 50ULL * 1024 * MIB;
+    o->cache_size = CACHE_DIR_DEFAULT_MAX_BYTES;
     o->disk_cache_enabled = true;
     o->memory_budget = 1024 * MIB;
-    o->block_size = 8 * MIB;
+    o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
     o->threads = 16;
 }
@@ -270,8 +272,10 @@ int fs_options_parse(int argc, char **argv, bool mount_helper, fs_options *o, ch
     if (o->memory_budget < 4ULL * o->block_size)
         return fail(error, error_size, "--memory-budget must hold at least 4 blocks (%lluM with %lluM blocks)",
                     (unsigned long long)(4ULL * o->block_size / MIB), (unsigned long long)(o->block_size / MIB));
-    if (!o->cache_dir && !(o->cache_dir = default_cache_dir()))
-        return fail(error, error_size, "out of memory");
+    if (!o->cache_dir && o->disk_cache_enabled && !(o->cache_dir = cache_dir_default()))
+        return fail(error, error_size, "no home directory for the persistent cache (HOME is unset and uid %u "
+                    "has none in the password database): pass --cache-dir DIR, or --no-disk-cache",
+                    (unsigned)geteuid());
     return 0;
 }
 
@@ -279,7 +283,9 @@ void fs_options_clear(fs_options *o)
 {
     free(o->mountpoint);
     free(o->endpoint);
+    free(o->fallback_endpoint);
     free(o->token_file);
+    free(o->ca_bundle);
     free(o->cache_dir);
     free(o->fuse_options);
     memset(o, 0, sizeof *o);

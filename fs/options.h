@@ -1,7 +1,8 @@
 /* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
  * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
- * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=, token_file=,
- * no_disk_cache) are taken out; the rest go to FUSE. */
+ * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=,
+ * fallback_endpoint=, token_file=, ca_bundle=, no_disk_cache) are taken out; the rest go to
+ * FUSE. */
 #ifndef HUBFS_OPTIONS_H
 #define HUBFS_OPTIONS_H
 
@@ -13,7 +14,9 @@
 typedef struct fs_options {
     char *mountpoint;
     char *endpoint;              /* NULL: HF_ENDPOINT or the default */
+    char *fallback_endpoint;     /* NULL: none; where requests go while the endpoint is down */
     char *token_file;            /* NULL: HF_TOKEN and friends */
+    char *ca_bundle;             /* NULL: CURL_CA_BUNDLE and friends, else the system store */
     char *cache_dir;
     uint64_t cache_size;
     bool disk_cache_enabled;

@@ -1,17 +1,52 @@
-/* reader.c — serving one open file's reads. */
+/* reader.c — read requests: plan, claim, wait as block waiters, answer from any thread. */
 #include "reader.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+
+/* Runs are fetched in parts of this size: one block's latency isn't one stream's. */
+#define RUN_PART_BYTES (2u << 20)
+#define CLAIM_RUNS_MAX 64
+/* Hinted bytes kept scheduled ahead of what was not yet claimed for lack of budget. */
+#define MAX_PENDING_HINTS 65536
 
 struct open_file {
     fs_context *context;
     remote_file *file;
-    const uint8_t *prefix;       /* the file's header, held for this handle's lifetime */
-    size_t prefix_length;
-    pthread_mutex_t lock;        /* guards stream */
-    readahead_state stream;
+    pthread_mutex_t lock;        /* guards streams and the hints */
+    planner_streams streams;
+    reader_hint *hints;          /* hinted ranges not yet scheduled, sorted */
+    size_t hint_count, hint_next;
+};
+
+typedef struct read_request read_request;
+
+static void fetch_header(remote_file *file, int depth);
+
+/* The part of a read that lies in one block. */
+typedef struct request_part {
+    block_waiter waiter;         /* first: on_ready gets &waiter */
+    read_request *owner;
+    block *blk;
+    size_t from, to;             /* bytes within the block */
+} request_part;
+
+struct read_request {
+    fuse_req_t req;
+    /* Not the handle: once the reply is out, the file may be released and its handle freed. */
+    fs_context *context;
+    remote_file *file;
+    uint64_t offset;
+    size_t length;
+    /* Waiters not yet fired, plus one held by whoever is still working on the request: the
+     * thread that takes it to zero answers. */
+    atomic_int pending;
+    atomic_int error;
+    atomic_bool answered;
+    size_t part_count;
+    request_part parts[];
 };
 
 int reader_open(fs_context *context, fs_node *node, open_file **out)
@@ -22,166 +57,420 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
     handle->context = context;
     handle->file = node->file;
     pthread_mutex_init(&handle->lock, NULL);
-    readahead_init(&handle->stream);
-    if (node->file->is_safetensors) {
-        int error = remote_file_acquire_prefix(node->file);
-        if (error) {
-            pthread_mutex_destroy(&handle->lock);
-            free(handle);
-            return error;
-        }
-        pthread_mutex_lock(&node->file->prefix_lock);
-        handle->prefix = node->file->prefix;
-        handle->prefix_length = node->file->prefix_length;
-        pthread_mutex_unlock(&node->file->prefix_lock);
-    }
+    planner_streams_init(&handle->streams);
+    remote_file_opened(node->file);
+    fetch_header(node->file, 0);
     *out = handle;
     return 0;
 }
 
 void reader_close(open_file *handle)
 {
-    if (handle->prefix)
-        remote_file_release_prefix(handle->file);
+    remote_file_closed(handle->file);
     pthread_mutex_destroy(&handle->lock);
+    free(handle->hints);
     free(handle);
 }
 
-/* Blocks this far behind a whole-file reader are done with (reads arrive slightly reordered). */
-#define CONSUMED_LAG_BLOCKS 2
+/* ---- claiming ------------------------------------------------------------------------------ */
 
-/* Hands the blocks the stream has earned to the fetch pool, before this read waits. A
- * whole-file reader's blocks left behind go back for reuse. Returns whether the read may fetch
- * just the pieces of blocks it touches: a young stream (no read-ahead earned yet) that did not
- * begin at the file's start is likely one rank's slice of a tensor, which needs a fraction of
- * a block. */
-static bool read_ahead(open_file *handle, uint64_t offset, uint64_t length)
+/* Claims what is missing of bytes [begin, end) of the file and has it loaded: from local copies
+ * at once when try_local (a reader waits), else by the fetch threads at priority. Returns false
+ * when read-ahead (within_budget) was refused memory. */
+static bool schedule_range(remote_file *file, uint64_t begin, uint64_t end, fetch_priority priority,
+                           bool within_budget, bool try_local)
 {
-    fs_context *context = handle->context;
-    pthread_mutex_lock(&handle->lock);
-    readahead_plan plan = readahead_on_read(&handle->stream, &context->readahead, offset, length,
-                                            handle->file->source.size);
-    bool whole_file = readahead_reads_whole_file(&handle->stream, &context->readahead);
-    /* (Not stream_start != 0: a fresh handle's first read joins the empty stream at byte 0.) */
-    bool from_file_start = handle->stream.stream_start == 0 &&
-                           handle->stream.contiguous_end == handle->stream.stream_end;
-    bool partial = !from_file_start && handle->stream.window == 0;
-    pthread_mutex_unlock(&handle->lock);
-    uint64_t block_size = context->readahead.block_size;
-    uint64_t current = block_size ? offset / block_size : 0;
-    if (whole_file && current >= CONSUMED_LAG_BLOCKS)
-        block_cache_mark_consumed(context->blocks, handle->file->source.id, current - CONSUMED_LAG_BLOCKS);
-    for (uint64_t index = plan.first_block; index < plan.end_block; index++) {
-        block *blk = block_cache_prefetch(context->blocks, &handle->file->source, index);
-        if (blk)
-            fetcher_submit(context->fetch_pool, blk);
+    fs_context *context = file->context;
+    uint64_t block_size = block_cache_block_size(context->blocks);
+    bool all_claimed = true;
+    if (end > file->source.size)
+        end = file->source.size;
+    for (uint64_t at = begin; at < end;) {
+        uint64_t index = at / block_size, in_block = at % block_size;
+        uint64_t to = end - at < block_size - in_block ? in_block + (end - at) : block_size;
+        block *blk;
+        if (block_cache_get(context->blocks, &file->source, index, &blk) != 0)
+            return false;
+        page_run runs[CLAIM_RUNS_MAX];
+        size_t count = block_cache_claim(context->blocks, blk, in_block, to, within_budget, RUN_PART_BYTES, runs,
+                                         CLAIM_RUNS_MAX);
+        for (size_t i = 0; i < count; i++) {
+            if (try_local && remote_file_load_local(file, &runs[i]))
+                block_cache_complete(context->blocks, &runs[i], 0);
+            else
+                fetcher_submit(context->fetch_pool, &runs[i], priority);
+        }
+        if (within_budget && !block_cache_has(context->blocks, blk, in_block, to) && count == 0)
+            all_claimed = false;
+        block_cache_put(context->blocks, blk);
+        at = index * block_size + to;
     }
-    return partial;
+    return all_claimed;
 }
 
-/* Records a read served without blocks (the header) in the stream, prefetching nothing: a
- * header inspection must not pull blocks, but a reader that goes on past the header reads the
- * file from its start. */
-static void note_read(open_file *handle, uint64_t offset, uint64_t length)
+/* Schedules pending hinted ranges until the budget refuses one. The handle's lock is held. */
+static void pump_hints(open_file *handle)
 {
-    readahead_config record_only = handle->context->readahead;
-    record_only.max_window = 0;
-    pthread_mutex_lock(&handle->lock);
-    readahead_on_read(&handle->stream, &record_only, offset, length, handle->file->source.size);
-    pthread_mutex_unlock(&handle->lock);
+    while (handle->hint_next < handle->hint_count) {
+        const reader_hint *hint = &handle->hints[handle->hint_next];
+        if (!schedule_range(handle->file, hint->offset, hint->offset + hint->length, FETCH_BACKGROUND, true, false))
+            return;
+        handle->hint_next++;
+    }
 }
 
-static long copy_from_blocks(open_file *handle, uint64_t position, uint64_t end, uint8_t *out, bool partial)
+/* Large speculative fetches are widened to whole units of the persistent cache, which stores
+ * only whole units: a few KiB more now saves a request on every later mount. */
+static void schedule_speculative(open_file *handle, plan_range range, fetch_priority priority)
+{
+    uint64_t begin = range.begin, end = range.end;
+    if (end - begin >= 16 * DISK_CACHE_UNIT) {
+        begin -= begin % DISK_CACHE_UNIT;
+        end += (DISK_CACHE_UNIT - end % DISK_CACHE_UNIT) % DISK_CACHE_UNIT;
+    }
+    schedule_range(handle->file, begin, end, priority, true, false);
+}
+
+/* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
+ * open shard of the repo starts coming now, a window each, rather than when the reader gets
+ * there (a loader visits shards one after the other; the link has room for all of them). */
+#define BULK_EVIDENCE_TENSORS 2
+#define BULK_START_WINDOW (64u << 20)
+#define BULK_RANGES_MAX 64
+
+static void start_repo_bulk(remote_file *reading)
+{
+    fs_context *context = reading->context;
+    remote_file *others[256];
+    size_t count = 0;
+    pthread_mutex_lock(&context->open_files_lock);
+    for (remote_file *f = context->open_files; f && count < 256; f = f->open_next)
+        if (f != reading && f->repo == reading->repo && f->is_safetensors)
+            others[count++] = f;
+    pthread_mutex_unlock(&context->open_files_lock);
+    for (size_t i = 0; i < count; i++) {   /* files live until unmount; closed ones hand out nothing */
+        plan_range ranges[BULK_RANGES_MAX];
+        size_t n = remote_file_bulk_ranges(others[i], BULK_START_WINDOW, ranges, BULK_RANGES_MAX);
+        for (size_t k = 0; k < n; k++)
+            schedule_range(others[i], ranges[k].begin, ranges[k].end, FETCH_BACKGROUND, true, false);
+    }
+}
+
+static void schedule_plan(open_file *handle, const read_plan *plan)
+{
+    remote_file *file = handle->file;
+    if (plan->prefetch_count && !atomic_load(&file->repo->bulk_reading) &&
+        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS &&
+        !atomic_exchange(&file->repo->bulk_reading, true))
+        start_repo_bulk(file);
+    if (plan->ahead.end > plan->ahead.begin)
+        schedule_speculative(handle, plan->ahead, FETCH_AHEAD);
+    if (plan->rest.end > plan->rest.begin)
+        schedule_speculative(handle, plan->rest, FETCH_AHEAD);
+    for (size_t i = 0; i < plan->prefetch_count; i++)
+        schedule_speculative(handle, plan->prefetch[i], FETCH_BACKGROUND);
+}
+
+/* ---- the header, fetched at open -------------------------------------------------------- */
+
+/* Watches the arrival of the header bytes asked for at open. */
+typedef struct header_watch {
+    block_waiter waiter;         /* first: on_ready gets &waiter */
+    remote_file *file;
+    int depth;
+} header_watch;
+
+static void on_header_bytes(block_waiter *waiter, int error)
+{
+    header_watch *watch = (header_watch *)waiter;
+    remote_file *file = watch->file;
+    int depth = watch->depth;
+    block_cache_put(file->context->blocks, watch->waiter.blk);
+    free(watch);
+    remote_file_header_fetch_over(file);
+    if (!error) {
+        remote_file_learn_header(file);
+        fetch_header(file, depth + 1);   /* the rest of a header longer than the probe */
+    }
+}
+
+/* Asks for what the planner lacks of a safetensors header (the probe, then the rest), without
+ * waiting: a tool that opens a shard and reads a slice at once finds the map known. */
+static void fetch_header(remote_file *file, int depth)
+{
+    uint64_t begin, end;
+    if (depth > 2 || !remote_file_header_fetch_start(file, &begin, &end))
+        return;
+    schedule_range(file, begin, end, FETCH_DEMAND, false, true);
+    block_cache *blocks = file->context->blocks;
+    uint64_t block_size = block_cache_block_size(blocks), index = (end - 1) / block_size;
+    header_watch *watch = calloc(1, sizeof *watch);
+    block *blk = NULL;
+    if (!watch || block_cache_get(blocks, &file->source, index, &blk) != 0) {
+        free(watch);
+        remote_file_header_fetch_over(file);
+        return;
+    }
+    *watch = (header_watch){.waiter = {.on_ready = on_header_bytes}, .file = file, .depth = depth};
+    uint64_t from = begin > index * block_size ? begin - index * block_size : 0;
+    int waiting = block_cache_wait(blocks, blk, from, end - index * block_size, &watch->waiter);
+    if (waiting == 1) {
+        watch->waiter.blk = blk;
+        on_header_bytes(&watch->waiter, 0);
+    } else if (waiting < 0) {
+        block_cache_put(blocks, blk);
+        free(watch);
+        remote_file_header_fetch_over(file);
+    }
+}
+
+/* ---- answering ------------------------------------------------------------------------------ */
+
+static void account_served(read_request *rq)
+{
+    fs_context *context = rq->context;
+    remote_file *file = rq->file;
+    atomic_fetch_add(&context->stats.bytes_served, rq->length);
+    atomic_fetch_add(&file->repo->stats->bytes_served, rq->length);
+    for (size_t i = 0; i < rq->part_count; i++)
+        block_cache_mark_served(context->blocks, rq->parts[i].blk, rq->parts[i].from, rq->parts[i].to);
+}
+
+static void reply_with_bytes(read_request *rq)
+{
+    struct iovec stack_iov[4];
+    struct iovec *iov = rq->part_count <= 4 ? stack_iov : malloc(rq->part_count * sizeof *iov);
+    if (!iov) {
+        fuse_reply_err(rq->req, ENOMEM);
+        return;
+    }
+    for (size_t i = 0; i < rq->part_count; i++) {
+        const request_part *part = &rq->parts[i];
+        iov[i] = (struct iovec){.iov_base = (void *)(block_data(part->blk) + part->from),
+                                .iov_len = part->to - part->from};
+    }
+    fuse_reply_iov(rq->req, iov, (int)rq->part_count);
+    if (iov != stack_iov)
+        free(iov);
+    account_served(rq);
+}
+
+static void free_request(read_request *rq)
+{
+    block_cache *blocks = rq->context->blocks;
+    for (size_t i = 0; i < rq->part_count; i++)
+        if (rq->parts[i].blk)
+            block_cache_put(blocks, rq->parts[i].blk);
+    free(rq);
+}
+
+/* Answers once. Inside the interrupt callback libfuse holds the request's lock: unregistering
+ * the callback there would deadlock, and it is not needed (libfuse calls it only once). */
+static void answer(read_request *rq, bool in_interrupt)
+{
+    if (atomic_exchange(&rq->answered, true))
+        return;
+    if (!in_interrupt)   /* waits out an interrupt callback running now; none comes later */
+        fuse_req_interrupt_func(rq->req, NULL, NULL);
+    int error = atomic_load(&rq->error);
+    if (error) {
+        if (error == EINTR)
+            atomic_fetch_add(&rq->context->stats.reads_interrupted, 1);
+        fuse_reply_err(rq->req, error);
+    } else {
+        reply_with_bytes(rq);
+    }
+    remote_file *file = rq->file;
+    bool touched_header = file->is_safetensors && rq->offset < rq->context->planner.header_probe;
+    free_request(rq);
+    if (touched_header)
+        remote_file_learn_header(file);
+}
+
+static void drop_pending(read_request *rq, bool in_interrupt)
+{
+    if (atomic_fetch_sub(&rq->pending, 1) == 1)
+        answer(rq, in_interrupt);
+}
+
+static void set_error(read_request *rq, int error)
+{
+    int none = 0;
+    atomic_compare_exchange_strong(&rq->error, &none, error);
+}
+
+static void on_part_ready(block_waiter *waiter, int error)
+{
+    request_part *part = (request_part *)waiter;
+    read_request *rq = part->owner;
+    if (error)
+        set_error(rq, error);
+    drop_pending(rq, false);
+}
+
+static void on_interrupt(fuse_req_t req, void *data)
+{
+    (void)req;
+    read_request *rq = data;
+    block_cache *blocks = rq->context->blocks;
+    atomic_fetch_add(&rq->pending, 1);   /* rq stays ours until this hold is dropped */
+    for (size_t i = 0; i < rq->part_count; i++) {
+        if (!block_cache_cancel_wait(blocks, &rq->parts[i].waiter))
+            continue;
+        set_error(rq, EINTR);
+        atomic_fetch_sub(&rq->pending, 1);   /* the hold above keeps it from reaching zero */
+    }
+    drop_pending(rq, true);
+}
+
+/* ---- the read path ------------------------------------------------------------------------- */
+
+static read_request *new_request(open_file *handle, fuse_req_t req, uint64_t offset, size_t length)
+{
+    uint64_t block_size = block_cache_block_size(handle->context->blocks);
+    size_t parts = (size_t)((offset + length - 1) / block_size - offset / block_size + 1);
+    read_request *rq = calloc(1, sizeof *rq + parts * sizeof rq->parts[0]);
+    if (!rq)
+        return NULL;
+    *rq = (read_request){.req = req, .context = handle->context, .file = handle->file, .offset = offset,
+                         .length = length};
+    for (uint64_t at = offset; at < offset + length; rq->part_count++) {
+        request_part *part = &rq->parts[rq->part_count];
+        uint64_t index = at / block_size, in_block = at % block_size;
+        uint64_t n = offset + length - at < block_size - in_block ? offset + length - at : block_size - in_block;
+        *part = (request_part){.owner = rq, .from = in_block, .to = in_block + n};
+        part->waiter.on_ready = on_part_ready;
+        if (block_cache_get(handle->context->blocks, &handle->file->source, index, &part->blk) != 0) {
+            free_request(rq);
+            return NULL;
+        }
+        at += n;
+    }
+    return rq;
+}
+
+/* Registers the part as a waiter (or finds it present). Returns whether it waits, or -1. */
+static int wait_for_part(open_file *handle, read_request *rq, request_part *part, uint64_t block_start)
 {
     block_cache *blocks = handle->context->blocks;
-    uint64_t block_size = block_cache_block_size(blocks);
-    uint8_t *cursor = out;
-    while (position < end) {
-        uint64_t index = position / block_size;
-        uint64_t in_block = position - index * block_size;
-        uint64_t n = block_size - in_block;
-        if (n > end - position)
-            n = end - position;
-        block *blk;
-        int error = block_cache_read_range(blocks, &handle->file->source, index, in_block, in_block + n,
-                                           partial, &blk);
-        if (error)
-            return -error;
-        memcpy(cursor, block_data(blk) + in_block, n);
-        block_cache_release(blocks, blk);
-        cursor += n;
-        position += n;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        atomic_fetch_add(&rq->pending, 1);
+        int waiting = block_cache_wait(blocks, part->blk, part->from, part->to, &part->waiter);
+        if (waiting == 0)
+            return 1;
+        atomic_fetch_sub(&rq->pending, 1);
+        if (waiting == 1)
+            return 0;
+        /* A fetch of its pages failed meanwhile: claim them again. */
+        schedule_range(handle->file, block_start + part->from, block_start + part->to, FETCH_DEMAND, false, true);
     }
-    return (long)(cursor - out);
+    return -1;
 }
 
-/* Serves [position, end) from the header prefix (and exactly-fetched bytes past it). Returns
- * 1 when done, 0 when blocks must serve the rest, or a negative errno value. */
-static int read_through_prefix(open_file *handle, uint64_t offset, uint64_t *position, uint64_t end,
-                               uint8_t *scratch)
+void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size)
 {
     remote_file *file = handle->file;
     fs_context *context = handle->context;
-    uint64_t n = (end < handle->prefix_length ? end : handle->prefix_length) - *position;
-    memcpy(scratch, handle->prefix + *position, n);
-    atomic_fetch_add(&context->stats.prefix_hits, 1);
-    *position += n;
-    if (*position == end)
-        return 1;
-    /* The kernel reads whole pages: the bytes just past a header are fetched exactly rather
-     * than pulling a whole block for a header inspection. */
-    uint64_t block_size = block_cache_block_size(context->blocks);
-    if (block_cache_contains(context->blocks, file->source.id, *position / block_size) ||
-        remote_file_fully_cached(file))
-        return 0;
-    int error = remote_file_fetch_range(file, *position, scratch + (*position - offset), end - *position);
-    return error ? -error : 1;
-}
-
-int reader_read(open_file *handle, uint64_t offset, size_t size, read_result *out)
-{
-    remote_file *file = handle->file;
-    fs_context *context = handle->context;
-    uint64_t file_size = file->source.size;
-    *out = (read_result){.data = (const uint8_t *)"", .cache = context->blocks};
-    if (offset >= file_size || size == 0)
-        return 0;
-    uint64_t end = size < file_size - offset ? offset + size : file_size;
-    out->length = end - offset;
-    uint64_t block_size = block_cache_block_size(context->blocks);
-    bool one_block = offset >= handle->prefix_length && offset / block_size == (end - 1) / block_size;
-    uint8_t *scratch = NULL;
-    if (!one_block && !(scratch = out->gathered = malloc(out->length)))
-        return ENOMEM;
-    out->data = scratch;
     atomic_fetch_add(&context->stats.reads, 1);
     atomic_fetch_add(&file->repo->stats->reads, 1);
-    uint64_t position = offset;
-    if (position < handle->prefix_length) {
-        int done = read_through_prefix(handle, offset, &position, end, scratch);
-        if (done) {
-            note_read(handle, offset, end - offset);
-            return done < 0 ? -done : 0;
+    if (offset >= file->source.size || size == 0) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    size_t length = size < file->source.size - offset ? size : (size_t)(file->source.size - offset);
+    remote_file_learn_header(file);
+    read_plan plan;
+    pthread_mutex_lock(&handle->lock);
+    remote_file_plan_read(file, &handle->streams, offset, length, &plan);
+    pump_hints(handle);
+    pthread_mutex_unlock(&handle->lock);
+
+    read_request *rq = new_request(handle, req, offset, length);
+    if (!rq) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    schedule_range(handle->file, plan.demand.begin, plan.demand.end, FETCH_DEMAND, false, true);
+    schedule_plan(handle, &plan);
+
+    uint64_t block_size = block_cache_block_size(context->blocks);
+    atomic_store(&rq->pending, 1);
+    bool waits = false;
+    for (size_t i = 0; i < rq->part_count; i++) {
+        request_part *part = &rq->parts[i];
+        uint64_t block_start = block_index(part->blk) * block_size;
+        int waiting = wait_for_part(handle, rq, part, block_start);
+        if (waiting < 0)
+            set_error(rq, EIO);
+        if (waiting > 0) {
+            waits = true;   /* queued read-ahead holds its pages: the reader must not wait behind it */
+            fetcher_promote(context->fetch_pool, file->source.id, block_start + part->from, part->to - part->from);
         }
     }
-    bool partial = read_ahead(handle, offset, end - offset);
-    if (one_block) {
-        uint64_t index = position / block_size;
-        uint64_t in_block = position - index * block_size;
-        int error = block_cache_read_range(context->blocks, &file->source, index, in_block,
-                                           in_block + (end - position), partial, &out->pinned);
-        if (!error)
-            out->data = block_data(out->pinned) + (position - index * block_size);
-        return error;
-    }
-    long copied = copy_from_blocks(handle, position, end, scratch + (position - offset), partial);
-    return copied < 0 ? (int)-copied : 0;
+    if (waits)
+        fuse_req_interrupt_func(req, on_interrupt, rq);
+    drop_pending(rq, false);
 }
 
-void reader_done(read_result *result)
+/* ---- hints ---------------------------------------------------------------------------------- */
+
+static int by_offset(const void *a, const void *b)
 {
-    if (result->pinned)
-        block_cache_release(result->cache, result->pinned);
-    free(result->gathered);
-    *result = (read_result){0};
+    const reader_hint *x = a, *y = b;
+    return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+/* Sorts, clips to the file and merges ranges that touch or nearly do (what lies between two
+ * hinted ranges less than a page apart costs less than a second request). */
+static size_t normalize_hints(reader_hint *hints, size_t count, uint64_t file_size)
+{
+    qsort(hints, count, sizeof *hints, by_offset);
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++) {
+        reader_hint h = hints[i];
+        if (h.offset >= file_size || h.length == 0)
+            continue;
+        if (h.length > file_size - h.offset)
+            h.length = file_size - h.offset;
+        reader_hint *last = kept ? &hints[kept - 1] : NULL;
+        if (last && h.offset <= last->offset + last->length + BLOCK_PAGE_SIZE) {
+            uint64_t end = h.offset + h.length > last->offset + last->length ? h.offset + h.length
+                                                                              : last->offset + last->length;
+            last->length = end - last->offset;
+        } else {
+            hints[kept++] = h;
+        }
+    }
+    return kept;
+}
+
+int reader_hint_ranges(open_file *handle, const reader_hint *hints, size_t count)
+{
+    if (count > MAX_PENDING_HINTS)
+        return EINVAL;
+    reader_hint *copy = malloc((count ? count : 1) * sizeof *copy);
+    if (!copy)
+        return ENOMEM;
+    memcpy(copy, hints, count * sizeof *copy);
+    count = normalize_hints(copy, count, handle->file->source.size);
+    pthread_mutex_lock(&handle->lock);
+    size_t pending = handle->hint_count - handle->hint_next;
+    reader_hint *joined = pending + count <= MAX_PENDING_HINTS ? malloc((pending + count + 1) * sizeof *joined) : NULL;
+    if (!joined) {
+        pthread_mutex_unlock(&handle->lock);
+        free(copy);
+        return pending + count > MAX_PENDING_HINTS ? E2BIG : ENOMEM;
+    }
+    /* Appended to what is still pending, in one sorted list. */
+    memcpy(joined, handle->hints + handle->hint_next, pending * sizeof *joined);
+    memcpy(joined + pending, copy, count * sizeof *joined);
+    free(copy);
+    free(handle->hints);
+    handle->hints = joined;
+    handle->hint_count = normalize_hints(joined, pending + count, handle->file->source.size);
+    handle->hint_next = 0;
+    pump_hints(handle);
+    pthread_mutex_unlock(&handle->lock);
+    atomic_fetch_add(&handle->context->stats.hints, 1);
+    return 0;
 }

@@ -1,31 +1,36 @@
-/* reader.h — one open file: its read-ahead stream, its view of the safetensors header, and
- * the read path (header prefix, then aligned blocks from memory, disk or the Hub). */
+/* reader.h — serving one open file's reads, asynchronously.
+ *
+ * A read whose pages are in memory is answered at once. Otherwise the pages it lacks are
+ * claimed (from the persistent cache right away when it has them, else queued for the fetch
+ * threads) and the read waits as a block waiter: the FUSE worker goes back to the kernel, and
+ * the thread that brings the last missing page answers the read. So no FUSE worker ever waits
+ * on the network: listings, the stats file and cached data are served however slow a server is.
+ * A reader that is killed or interrupted gets its read cancelled (EINTR) at once.
+ */
 #ifndef HUBFS_READER_H
 #define HUBFS_READER_H
 
 #include "namespace.h"
 
+#include <fuse_lowlevel.h>
+
 typedef struct open_file open_file;
 
-/* Opens a file node (for a .safetensors file, fetches its header first). 0 or an errno value. */
+/* Opens a file node; fetches nothing. 0 or an errno value. */
 int reader_open(fs_context *context, fs_node *node, open_file **out);
 
-/* The bytes of one read: straight from a pinned block when the read lies within one block
- * (the common case: no copy, no allocation), else gathered in a buffer of its own. */
-typedef struct read_result {
-    const uint8_t *data;
-    size_t length;               /* fewer than asked only at the end of the file */
-    block *pinned;               /* released by reader_done */
-    block_cache *cache;          /* of pinned: the handle may be gone by reader_done */
-    uint8_t *gathered;           /* freed by reader_done */
-} read_result;
+/* Answers req (a FUSE read of size bytes at offset), now or later from another thread. */
+void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size);
 
-/* Reads up to size bytes at offset. Returns 0 or an errno value; call reader_done in both
- * cases, once the bytes were sent. Once they are sent, the file may be closed by its reader
- * (and the handle freed by a release on another thread): reader_done needs only the result. */
-int reader_read(open_file *handle, uint64_t offset, size_t size, read_result *out);
-void reader_done(read_result *result);
+/* A range a reader will read soon (from the WILLNEED ioctl): fetched in the background. */
+typedef struct reader_hint {
+    uint64_t offset, length;
+} reader_hint;
 
+/* Schedules the hinted ranges (sorted, coalesced, within the memory budget). 0 or an errno. */
+int reader_hint_ranges(open_file *handle, const reader_hint *hints, size_t count);
+
+/* Only once no read of the handle is pending (the kernel releases a file after its reads). */
 void reader_close(open_file *handle);
 
 #endif

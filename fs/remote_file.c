@@ -1,10 +1,7 @@
-/* remote_file.c — loading a remote file's blocks and its safetensors header. */
+/* remote_file.c — loading a remote file's page runs and learning its safetensors header. */
 #include "remote_file.h"
 
 #include "log.h"
-
-/* A block fetched from the network is read as ranges of this size in parallel. */
-#define BLOCK_PART_SIZE (2u << 20)
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,8 +27,15 @@ remote_file *remote_file_new(fs_context *context, fs_repo *repo, const char *pat
     snprintf(file->etag, sizeof file->etag, "%s", etag);
     file->is_safetensors = ends_with(path, ".safetensors");
     pthread_mutex_init(&file->lock, NULL);
-    pthread_mutex_init(&file->prefix_lock, NULL);
     return file;
+}
+
+static void forget_header(remote_file *file)
+{
+    if (file->map)
+        planner_order_clear(&file->order);
+    tensor_map_free(file->map);
+    file->map = NULL;
 }
 
 void remote_file_free(remote_file *file)
@@ -40,11 +44,61 @@ void remote_file_free(remote_file *file)
         return;
     if (file->handle)
         hub_file_close(file->handle);
-    free(file->prefix);
+    forget_header(file);
     free(file->path);
     pthread_mutex_destroy(&file->lock);
-    pthread_mutex_destroy(&file->prefix_lock);
     free(file);
+}
+
+/* Lock order: the context's open_files_lock, then the file's lock. */
+void remote_file_opened(remote_file *file)
+{
+    fs_context *context = file->context;
+    pthread_mutex_lock(&context->open_files_lock);
+    pthread_mutex_lock(&file->lock);
+    if (file->open_count++ == 0) {
+        file->open_prev = NULL;
+        file->open_next = context->open_files;
+        if (context->open_files)
+            context->open_files->open_prev = file;
+        context->open_files = file;
+    }
+    pthread_mutex_unlock(&file->lock);
+    pthread_mutex_unlock(&context->open_files_lock);
+}
+
+/* The map of a file nobody has open goes: a mount may see thousands of shards over its life. */
+void remote_file_closed(remote_file *file)
+{
+    fs_context *context = file->context;
+    pthread_mutex_lock(&context->open_files_lock);
+    pthread_mutex_lock(&file->lock);
+    if (file->open_count && --file->open_count == 0) {
+        forget_header(file);
+        if (file->open_prev) file->open_prev->open_next = file->open_next;
+        else context->open_files = file->open_next;
+        if (file->open_next)
+            file->open_next->open_prev = file->open_prev;
+        file->open_prev = file->open_next = NULL;
+    }
+    pthread_mutex_unlock(&file->lock);
+    pthread_mutex_unlock(&context->open_files_lock);
+}
+
+size_t remote_file_whole_tensors(remote_file *file)
+{
+    pthread_mutex_lock(&file->lock);
+    size_t count = file->map ? file->order.history_count : 0;
+    pthread_mutex_unlock(&file->lock);
+    return count;
+}
+
+size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max)
+{
+    pthread_mutex_lock(&file->lock);
+    size_t count = file->map ? planner_order_bulk(&file->order, bytes, ranges, max) : 0;
+    pthread_mutex_unlock(&file->lock);
+    return count;
 }
 
 int remote_errno_of(hub_status status)
@@ -63,8 +117,23 @@ int remote_errno_of(hub_status status)
     }
 }
 
+static disk_cache_blob_key cache_key_of(const remote_file *file)
+{
+    return (disk_cache_blob_key){.etag = file->etag, .size = file->source.size,
+                                 .hf_repo_folder = file->repo->hf_folder};
+}
+
+static uint64_t run_file_offset(const remote_file *file, const page_run *run)
+{
+    return block_index(run->blk) * (uint64_t)block_cache_block_size(file->context->blocks) + block_run_offset(run);
+}
+
+/* ---- loading ----------------------------------------------------------------------------- */
+
 static void log_fetch_failure(const remote_file *file, uint64_t offset, size_t len, const hub_error *err)
 {
+    if (err->status == HUB_ERR_CANCELLED)
+        return;   /* shutting down: nothing a user must act on */
     if (err->status == HUB_ERR_OFFLINE)
         fs_log_limited(file->repo->display_name,
                        "offline: not cached: %s/%s bytes %llu-%llu (HF_HUB_OFFLINE=1; read it once online to cache it)",
@@ -80,16 +149,28 @@ static void log_fetch_failure(const remote_file *file, uint64_t offset, size_t l
 static hub_status ensure_handle(remote_file *file, hub_file **out, hub_error *err)
 {
     pthread_mutex_lock(&file->lock);
-    hub_status status = HUB_OK;
+    hub_file *handle = file->handle;
+    pthread_mutex_unlock(&file->lock);
+    if (handle) {
+        *out = handle;
+        return HUB_OK;
+    }
+    /* Resolved without the lock (a resolve may take seconds); a racing open loses. */
+    hub_status status = hub_file_open(file->context->hub, &file->repo->hub, file->repo->commit, file->path,
+                                      &handle, err);
+    if (status != HUB_OK)
+        return status;
+    pthread_mutex_lock(&file->lock);
     if (!file->handle)
-        status = hub_file_open(file->context->hub, &file->repo->hub, file->repo->commit, file->path,
-                               &file->handle, err);
+        file->handle = handle;
+    else
+        hub_file_close(handle);
     *out = file->handle;
     pthread_mutex_unlock(&file->lock);
-    return status;
+    return HUB_OK;
 }
 
-int remote_file_fetch_range(remote_file *file, uint64_t offset, void *buf, size_t len)
+static int fetch_from_hub(remote_file *file, uint64_t offset, void *buf, size_t len)
 {
     fs_stats *stats = &file->context->stats;
     hub_error err = {0};
@@ -111,156 +192,178 @@ int remote_file_fetch_range(remote_file *file, uint64_t offset, void *buf, size_
     return 0;
 }
 
-static int fetch_range_callback(void *file, uint64_t offset, void *buf, size_t len)
+/* The stored header serves runs that lie inside it. */
+static bool load_from_stored_prefix(remote_file *file, uint64_t offset, uint8_t *buf, size_t len)
 {
-    return remote_file_fetch_range(file, offset, buf, len);
+    disk_cache *disk = file->context->disk;
+    disk_cache_blob_key key = cache_key_of(file);
+    size_t stored = 0;
+    uint8_t probe[8];
+    if (!file->is_safetensors || !disk || (disk_cache_read_prefix(disk, &key, probe, 0, &stored), stored) < offset + len)
+        return false;
+    uint8_t *prefix = malloc(stored);
+    bool ok = prefix && disk_cache_read_prefix(disk, &key, prefix, stored, &stored) && stored >= offset + len;
+    if (ok)
+        memcpy(buf, prefix + offset, len);
+    free(prefix);
+    return ok;
 }
 
-int remote_file_load_block(void *opaque, uint64_t index, void *buf, size_t len, bool *fetched)
+/* Bytes of the run served locally, from its start. */
+static size_t load_local_prefix_of_run(remote_file *file, uint64_t offset, uint8_t *buf, size_t len)
+{
+    fs_context *context = file->context;
+    if (!context->disk)
+        return 0;
+    if (offset < file->source.size && load_from_stored_prefix(file, offset, buf, len))
+        return len;
+    disk_cache_blob_key key = cache_key_of(file);
+    return disk_cache_read_range(context->disk, &key, offset, buf, len);
+}
+
+bool remote_file_load_local(remote_file *file, const page_run *run)
+{
+    size_t len = block_run_length(run);
+    size_t served = load_local_prefix_of_run(file, run_file_offset(file, run), block_run_buffer(run), len);
+    if (served == len)
+        atomic_fetch_add(&file->context->stats.disk_hits, 1);
+    return served == len;
+}
+
+int remote_file_load_run(void *opaque, const page_run *run, bool *from_network)
 {
     remote_file *file = opaque;
-    fs_context *context = file->context;
-    disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
-    if (context->disk) {
-        if (disk_cache_read_block(context->disk, &key, index, buf, len)) {
-            atomic_fetch_add(&context->stats.disk_hits, 1);
-            return 0;
-        }
-        atomic_fetch_add(&context->stats.disk_misses, 1);
+    uint64_t offset = run_file_offset(file, run);
+    uint8_t *buf = block_run_buffer(run);
+    size_t len = block_run_length(run);
+    size_t served = load_local_prefix_of_run(file, offset, buf, len);
+    if (served == len) {
+        atomic_fetch_add(&file->context->stats.disk_hits, 1);
+        return 0;
     }
-    int error = fetcher_read_split(context->fetch_pool, fetch_range_callback, file, index * context->options.block_size,
-                                   buf, len, BLOCK_PART_SIZE);
-    *fetched = !error;
+    if (file->context->disk)
+        atomic_fetch_add(&file->context->stats.disk_misses, 1);
+    int error = fetch_from_hub(file, offset + served, buf + served, len - served);
+    *from_network = !error;
     return error;
 }
 
-int remote_file_load_block_range(void *opaque, uint64_t index, uint8_t *block_buf, size_t block_len,
-                                 size_t from, size_t to, bool *whole)
+void remote_file_store_run(void *opaque, const page_run *run)
 {
     remote_file *file = opaque;
     fs_context *context = file->context;
-    if (whole && context->disk) {
-        disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
-        if (disk_cache_read_block(context->disk, &key, index, block_buf, block_len)) {
-            atomic_fetch_add(&context->stats.disk_hits, 1);
-            *whole = true;
-            return 0;
-        }
-        atomic_fetch_add(&context->stats.disk_misses, 1);
-    }
-    uint64_t block_start = index * context->options.block_size;
-    return fetcher_read_split(context->fetch_pool, fetch_range_callback, file, block_start + from,
-                              block_buf + from, to - from, BLOCK_PART_SIZE);
-}
-
-void remote_file_store_block(void *opaque, uint64_t index, const void *data, size_t len)
-{
-    remote_file *file = opaque;
-    fs_context *context = file->context;
-    disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
-    if (context->disk && disk_cache_write_block(context->disk, &key, index, data, len) != 0)
+    disk_cache_blob_key key = cache_key_of(file);
+    if (context->disk &&
+        disk_cache_write_range(context->disk, &key, run_file_offset(file, run), block_run_buffer(run),
+                               block_run_length(run)) != 0)
         atomic_fetch_add(&context->stats.disk_write_failures, 1);
 }
 
-bool remote_file_fully_cached(remote_file *file)
+uint64_t remote_file_cached_bytes(remote_file *file)
 {
-    disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
-    return file->context->disk && disk_cache_cached_bytes(file->context->disk, &key) >= file->source.size;
+    disk_cache_blob_key key = cache_key_of(file);
+    return file->context->disk ? disk_cache_cached_bytes(file->context->disk, &key) : 0;
 }
 
-uint64_t safetensors_header_end(const uint8_t *first_bytes, size_t available, uint64_t file_size)
-{
-    if (available < 8 || file_size < 8)
-        return 0;
-    uint64_t header_length = 0;
-    for (int i = 7; i >= 0; i--)
-        header_length = header_length << 8 | first_bytes[i];
-    if (header_length > SAFETENSORS_MAX_HEADER || header_length > file_size - 8)
-        return 0;
-    return 8 + header_length;
-}
+/* ---- the header ------------------------------------------------------------------------- */
 
-/* The prefix length a valid stored prefix must have: the first range, or the whole header. */
-static uint64_t expected_prefix_length(const uint8_t *bytes, size_t available, uint64_t file_size)
+/* Copies file bytes [0, length) out of memory blocks; false unless all are present. */
+static bool copy_from_memory(remote_file *file, uint8_t *dst, uint64_t length)
 {
-    uint64_t first = file_size < SAFETENSORS_FIRST_RANGE ? file_size : SAFETENSORS_FIRST_RANGE;
-    uint64_t header_end = safetensors_header_end(bytes, available, file_size);
-    return header_end > first ? header_end : first;
-}
-
-static bool load_prefix_from_disk(remote_file *file)
-{
-    disk_cache *disk = file->context->disk;
-    if (!disk)
-        return false;
-    disk_cache_blob_key key = {.etag = file->etag, .size = file->source.size};
-    uint64_t capacity = file->source.size < 8 + SAFETENSORS_MAX_HEADER ? file->source.size
-                                                                       : 8 + SAFETENSORS_MAX_HEADER;
-    uint8_t *buf = malloc(capacity ? capacity : 1);
-    size_t length = 0;
-    if (!buf || !disk_cache_read_prefix(disk, &key, buf, capacity, &length) ||
-        length != expected_prefix_length(buf, length, file->source.size)) {
-        free(buf);
-        return false;
+    block_cache *blocks = file->context->blocks;
+    uint64_t block_size = block_cache_block_size(blocks);
+    for (uint64_t at = 0; at < length;) {
+        uint64_t index = at / block_size, in_block = at % block_size;
+        uint64_t n = block_size - in_block < length - at ? block_size - in_block : length - at;
+        if (!block_cache_copy_present(blocks, file->source.id, index, in_block, in_block + n, dst + at))
+            return false;
+        at += n;
     }
-    uint8_t *shrunk = realloc(buf, length ? length : 1);
-    file->prefix = shrunk ? shrunk : buf;
-    file->prefix_length = length;
     return true;
 }
 
-/* The first range, then exactly the rest of the header when it is longer. */
-static int load_prefix_from_hub(remote_file *file)
+/* Parses the header (present in memory) and keeps it: the map for planning, the bytes on disk. */
+static void take_header(remote_file *file, uint64_t header_end)
 {
-    uint64_t size = file->source.size;
-    size_t first = size < SAFETENSORS_FIRST_RANGE ? (size_t)size : SAFETENSORS_FIRST_RANGE;
-    uint8_t *buf = malloc(first ? first : 1);
-    if (!buf)
-        return ENOMEM;
-    int error = first ? remote_file_fetch_range(file, 0, buf, first) : 0;
-    uint64_t length = first;
-    uint64_t header_end = error ? 0 : safetensors_header_end(buf, first, size);
-    if (header_end > first) {
-        uint8_t *grown = realloc(buf, header_end);
-        if (!grown) {
-            free(buf);
-            return ENOMEM;
-        }
-        buf = grown;
-        error = remote_file_fetch_range(file, first, buf + first, header_end - first);
-        length = header_end;
+    uint8_t *header = header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER ? malloc(header_end) : NULL;
+    if (!header) {
+        pthread_mutex_lock(&file->lock);
+        file->map_failed = true;
+        pthread_mutex_unlock(&file->lock);
+        return;
     }
-    if (error) {
-        free(buf);
-        return error;
+    if (!copy_from_memory(file, header, header_end)) {
+        free(header);
+        return;   /* evicted meanwhile: learnt on a later read */
     }
-    file->prefix = buf;
-    file->prefix_length = length;
-    disk_cache_blob_key key = {.etag = file->etag, .size = size};
-    if (file->context->disk && disk_cache_write_prefix(file->context->disk, &key, buf, length) != 0)
+    tensor_map *map = tensor_map_build(header, header_end, file->source.size);
+    pthread_mutex_lock(&file->lock);
+    bool store = !file->prefix_stored && map && file->context->disk;
+    file->prefix_stored = file->prefix_stored || store;
+    if (map && !file->map && file->open_count && planner_order_init(&file->order, map) == 0) {
+        file->map = map;
+        map = NULL;
+    }
+    file->map_failed = !file->map && !map;
+    pthread_mutex_unlock(&file->lock);
+    tensor_map_free(map);
+    disk_cache_blob_key key = cache_key_of(file);
+    if (store && disk_cache_write_prefix(file->context->disk, &key, header, header_end) != 0)
         atomic_fetch_add(&file->context->stats.disk_write_failures, 1);
-    return 0;
+    free(header);
 }
 
-int remote_file_acquire_prefix(remote_file *file)
+void remote_file_learn_header(remote_file *file)
 {
-    pthread_mutex_lock(&file->prefix_lock);
-    int error = 0;
-    if (!file->prefix && !load_prefix_from_disk(file))
-        error = load_prefix_from_hub(file);
-    if (!error)
-        file->prefix_users++;
-    pthread_mutex_unlock(&file->prefix_lock);
-    return error;
-}
-
-void remote_file_release_prefix(remote_file *file)
-{
-    pthread_mutex_lock(&file->prefix_lock);
-    if (file->prefix_users && --file->prefix_users == 0) {
-        free(file->prefix);
-        file->prefix = NULL;
-        file->prefix_length = 0;
+    if (!file->is_safetensors)
+        return;
+    pthread_mutex_lock(&file->lock);
+    bool done = file->map || file->map_failed || file->not_safetensors || !file->open_count;
+    uint64_t header_end = file->header_end;
+    pthread_mutex_unlock(&file->lock);
+    if (done)
+        return;
+    if (header_end == 0) {
+        uint8_t first[8];
+        if (file->source.size < 8 || !copy_from_memory(file, first, 8))
+            return;
+        header_end = safetensors_header_end(first, file->source.size);
+        pthread_mutex_lock(&file->lock);
+        file->header_end = header_end;
+        file->not_safetensors = header_end == 0;
+        pthread_mutex_unlock(&file->lock);
+        if (header_end == 0)
+            return;
     }
-    pthread_mutex_unlock(&file->prefix_lock);
+    take_header(file, header_end);
+}
+
+bool remote_file_header_fetch_start(remote_file *file, uint64_t *begin, uint64_t *end)
+{
+    pthread_mutex_lock(&file->lock);
+    bool wanted = file->is_safetensors && !file->map && !file->map_failed && !file->not_safetensors &&
+                  !file->header_fetching && file->open_count && file->source.size >= 8;
+    uint64_t probe = file->context->planner.header_probe;
+    *begin = 0;
+    *end = file->header_end ? file->header_end : probe < file->source.size ? probe : file->source.size;
+    file->header_fetching = wanted;
+    pthread_mutex_unlock(&file->lock);
+    return wanted;
+}
+
+void remote_file_header_fetch_over(remote_file *file)
+{
+    pthread_mutex_lock(&file->lock);
+    file->header_fetching = false;
+    pthread_mutex_unlock(&file->lock);
+}
+
+void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t offset, uint64_t length,
+                           read_plan *plan)
+{
+    pthread_mutex_lock(&file->lock);
+    planner_file view = {.size = file->source.size, .is_safetensors = file->is_safetensors && !file->not_safetensors,
+                         .header_end = file->header_end, .order = file->map ? &file->order : NULL};
+    planner_plan_read(streams, &view, &file->context->planner, offset, length, plan);
+    pthread_mutex_unlock(&file->lock);
 }

@@ -1,16 +1,16 @@
-/* remote_file.h — one file of a pinned commit: its identity (etag + size, known from the tree
- * listing, so cached data needs no network), its Hub handle (opened at the first network need),
- * how one of its blocks is loaded (persistent cache, then the Hub), and the safetensors header
- * kept in memory while the file is open. */
+/* remote_file.h — one file of a pinned commit: its identity (etag + size, from the tree listing,
+ * so cached data needs no network), its Hub handle (opened at the first network need), how a
+ * run of its pages is loaded (header prefix, persistent cache or huggingface_hub blob, then the
+ * Hub), and what its safetensors header says (the tensor map and the order readers visit it in,
+ * for the planner). */
 #ifndef HUBFS_REMOTE_FILE_H
 #define HUBFS_REMOTE_FILE_H
 
 #include "context.h"
+#include "planner.h"
+#include "tensor_map.h"
 
 #include <pthread.h>
-
-#define SAFETENSORS_FIRST_RANGE (64u * 1024u)
-#define SAFETENSORS_MAX_HEADER 100000000ULL
 
 typedef struct remote_file {
     fs_context *context;
@@ -19,43 +19,62 @@ typedef struct remote_file {
     block_source source;         /* id, size, context = this */
     char etag[80];
     bool is_safetensors;
-    pthread_mutex_t lock;        /* guards handle */
+
+    pthread_mutex_t lock;        /* guards everything below */
     hub_file *handle;
-    pthread_mutex_t prefix_lock; /* guards the prefix; held while it is fetched (once per file) */
-    uint8_t *prefix;             /* the header's bytes [0, prefix_length) */
-    size_t prefix_length;
-    unsigned prefix_users;
+    unsigned open_count;         /* open handles: the tensor map is dropped with the last */
+    uint64_t header_end;         /* 8 + N once the first bytes were seen; 0 before */
+    tensor_map *map;             /* once the whole header was present */
+    planner_order order;         /* valid with map */
+    bool not_safetensors;        /* its length field is impossible: plan it as any file */
+    bool map_failed;             /* the header could not be parsed: plan without a map */
+    bool prefix_stored;          /* the header went to the persistent cache */
+    bool header_fetching;        /* a fetch of header bytes is under way */
+    struct remote_file *open_prev, *open_next;   /* in context->open_files while open */
 } remote_file;
 
 remote_file *remote_file_new(fs_context *context, fs_repo *repo, const char *path, uint64_t id,
                              uint64_t size, const char *etag);
 void remote_file_free(remote_file *file);
 
-/* The block cache's load function: persistent cache, else the Hub (*fetched set). */
-int remote_file_load_block(void *file, uint64_t index, void *buf, size_t len, bool *fetched);
+void remote_file_opened(remote_file *file);
+void remote_file_closed(remote_file *file);
 
-/* The block cache's range loader: bytes [from, to) of a block from the Hub, or (when whole is
- * given) the whole block from the persistent cache, setting *whole. */
-int remote_file_load_block_range(void *file, uint64_t index, uint8_t *block_buf, size_t block_len,
-                                 size_t from, size_t to, bool *whole);
+/* The fetcher's load function: local copies first, then the Hub (*from_network set). */
+int remote_file_load_run(void *file, const page_run *run, bool *from_network);
 
-/* Writes a fetched block to the persistent cache (a store thread calls it). */
-void remote_file_store_block(void *file, uint64_t index, const void *data, size_t len);
+/* Serves a run from local copies only (stored header, persistent cache, huggingface_hub blob):
+ * true when all of it was there. Cheap enough for a FUSE worker. */
+bool remote_file_load_local(remote_file *file, const page_run *run);
 
-/* Reads [offset, offset+len) straight from the Hub (no block): the bytes just past a header. */
-int remote_file_fetch_range(remote_file *file, uint64_t offset, void *buf, size_t len);
+/* The fetcher's store function: writes a fetched run to the persistent cache. */
+void remote_file_store_run(void *file, const page_run *run);
 
-/* Whether the persistent cache holds every byte of the file. */
-bool remote_file_fully_cached(remote_file *file);
+/* Looks at the file's first pages in memory: learns where the header ends, and once all of it
+ * is present builds the tensor map and stores the header in the persistent cache. Cheap when
+ * there is nothing new to learn. */
+void remote_file_learn_header(remote_file *file);
 
-/* On open of a .safetensors file: makes the header resident (cache, else two exact fetches).
- * Returns 0 or an errno value; pair each success with remote_file_release_prefix. */
-int remote_file_acquire_prefix(remote_file *file);
-void remote_file_release_prefix(remote_file *file);
+/* Tensors of the file read whole so far (0 without a tensor map). */
+size_t remote_file_whole_tensors(remote_file *file);
 
-/* Length of the header prefix a safetensors file of file_size bytes needs, given its first
- * bytes (at least 8): 8 + N bounded by the limits, or 0 when the length field is invalid. */
-uint64_t safetensors_header_end(const uint8_t *first_bytes, size_t available, uint64_t file_size);
+/* The next ranges of an open file's tensors in file order not yet handed out, up to bytes
+ * (written to ranges, at most max; the count is returned): the start of a prefetch of a shard
+ * before its reader comes to it. */
+size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max);
+
+/* When the planner lacks the header of this open safetensors file and no fetch of it is under
+ * way: the bytes to fetch ([0, probe) first, then [0, header end)), and true; the caller must
+ * call remote_file_header_fetch_over once they have arrived or failed. */
+bool remote_file_header_fetch_start(remote_file *file, uint64_t *begin, uint64_t *end);
+void remote_file_header_fetch_over(remote_file *file);
+
+/* Plans a read with what the file knows (header end, tensor order), under the file's lock. */
+void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t offset, uint64_t length,
+                           read_plan *plan);
+
+/* Bytes of the file held by the persistent cache or a huggingface_hub blob. */
+uint64_t remote_file_cached_bytes(remote_file *file);
 
 /* Maps a Hub failure to an errno value for the kernel. */
 int remote_errno_of(hub_status status);

@@ -1,14 +1,20 @@
-/* repo_meta.c — revision→commit files and tree listings as JSON under DIR/<repo>/. */
+/* repo_meta.c — revision→commit files, commit dates and tree listings as JSON under
+ * DIR/<repo>/. */
 #include "repo_meta.h"
 
+#include "disk_cache_path.h"
+
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,14 +25,14 @@ static const char *type_name(hub_repo_type type)
     return type == HUB_REPO_DATASET ? "datasets" : type == HUB_REPO_SPACE ? "spaces" : "models";
 }
 
-/* DIR/models--org--name[/leaf]; the repo id has exactly one '/' (validated upstream). */
-static bool repo_path(char *out, size_t size, const char *dir, const hub_repo *repo, const char *leaf)
+/* DIR/models--org--name; the repo id has exactly one '/' (validated upstream). */
+static bool repo_path(char *out, size_t size, const char *dir, const hub_repo *repo)
 {
     const char *slash = strchr(repo->id, '/');
     if (!slash)
         return false;
-    int n = snprintf(out, size, "%s/%s--%.*s--%s%s%s", dir, type_name(repo->type), (int)(slash - repo->id),
-                     repo->id, slash + 1, leaf ? "/" : "", leaf ? leaf : "");
+    int n = snprintf(out, size, "%s/%s--%.*s--%s", dir, type_name(repo->type), (int)(slash - repo->id),
+                     repo->id, slash + 1);
     return n > 0 && (size_t)n < size;
 }
 
@@ -38,48 +44,69 @@ static void hex_encode(char *out, size_t size, const char *text)
     out[n] = '\0';
 }
 
+/* DIR/models--org--name, opened as a directory nobody else controls (disk_cache_path.h): the
+ * daemon writes and reads these files by name, often as root. -1 with errno when refused. */
+static int open_repo_dir(const char *dir, const hub_repo *repo, bool create)
+{
+    char folder[PATH_MAX], reason[512];
+    if (!repo_path(folder, sizeof folder, dir, repo)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return cache_path_open_dir(folder, (create ? CACHE_PATH_CREATE : 0) | CACHE_PATH_OWN, reason, sizeof reason);
+}
+
 static int write_atomically(const char *dir, const hub_repo *repo, const char *leaf, const char *data, size_t len)
 {
-    char folder[PATH_MAX], path[PATH_MAX], temp[PATH_MAX + 16];
-    if (!repo_path(folder, sizeof folder, dir, repo, NULL) || !repo_path(path, sizeof path, dir, repo, leaf))
-        return ENAMETOOLONG;
-    mkdir(dir, 0700);
-    if (mkdir(folder, 0700) != 0 && errno != EEXIST)
+    int dir_fd = open_repo_dir(dir, repo, true);
+    if (dir_fd < 0)
         return errno;
     /* A name unique per process and call, so concurrent lookups never share a temp file;
      * created 0600 whatever the umask: the cache is private to its user. */
     static atomic_uint temp_counter;
-    snprintf(temp, sizeof temp, "%s.%d.%u.tmp", path, (int)getpid(), atomic_fetch_add(&temp_counter, 1));
-    int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return errno;
-    FILE *out = fdopen(fd, "wb");
+    char temp[NAME_MAX + 1];
+    snprintf(temp, sizeof temp, "%.200s.%d.%u.tmp", leaf, (int)getpid(), atomic_fetch_add(&temp_counter, 1));
+    int fd = openat(dir_fd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *out = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!out) {
         int error = errno;
-        close(fd);
-        unlink(temp);
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(dir_fd, temp, 0);
+        }
+        close(dir_fd);
         return error;
     }
     bool ok = fwrite(data, 1, len, out) == len;
     ok = (fflush(out) == 0) && ok;
     ok = (fsync(fileno(out)) == 0) && ok;
     ok = (fclose(out) == 0) && ok;
-    if (!ok || rename(temp, path) != 0) {
-        unlink(temp);
+    if (!ok || renameat(dir_fd, temp, dir_fd, leaf) != 0) {
+        unlinkat(dir_fd, temp, 0);
+        close(dir_fd);
         return EIO;
     }
+    close(dir_fd);
     return 0;
 }
 
-/* Reads a whole file up to max bytes into a NUL-terminated buffer. */
-static char *read_whole(const char *path, size_t max, size_t *len_out)
+/* Reads DIR/<repo>/leaf whole, up to max bytes, into a NUL-terminated buffer; never through a
+ * symlink. */
+static char *read_whole(const char *dir, const hub_repo *repo, const char *leaf, size_t max, size_t *len_out)
 {
-    FILE *in = fopen(path, "rb");
-    if (!in)
+    int dir_fd = open_repo_dir(dir, repo, false);
+    int fd = dir_fd >= 0 ? openat(dir_fd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    if (dir_fd >= 0)
+        close(dir_fd);
+    FILE *in = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!in) {
+        if (fd >= 0)
+            close(fd);
         return NULL;
+    }
     char *data = NULL;
     struct stat st;
-    if (fstat(fileno(in), &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size <= max) {
+    if (fstat(fileno(in), &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size <= max) {
         size_t len = (size_t)st.st_size;
         data = malloc(len + 1);
         if (data && fread(data, 1, len, in) == len) {
@@ -104,17 +131,93 @@ int repo_meta_save_commit(const char *dir, const hub_repo *repo, const char *rev
 bool repo_meta_load_commit(const char *dir, const hub_repo *repo, const char *revision,
                            char commit_out[HUB_SHA_HEX_LEN + 1])
 {
-    char leaf[600] = "rev-", path[PATH_MAX];
+    char leaf[600] = "rev-";
     hex_encode(leaf + 4, sizeof leaf - 4, revision);
-    if (!repo_path(path, sizeof path, dir, repo, leaf))
-        return false;
     size_t len = 0;
-    char *data = read_whole(path, 64, &len);
+    char *data = read_whole(dir, repo, leaf, 64, &len);
     bool ok = data && hub_is_commit_sha(data);
     if (ok)
         memcpy(commit_out, data, HUB_SHA_HEX_LEN + 1);
     free(data);
     return ok;
+}
+
+int repo_meta_save_date(const char *dir, const hub_repo *repo, const char *commit, int64_t date)
+{
+    char leaf[64], text[32];
+    snprintf(leaf, sizeof leaf, "date-%.40s", commit);
+    int n = snprintf(text, sizeof text, "%" PRId64 "\n", date);
+    return write_atomically(dir, repo, leaf, text, (size_t)n);
+}
+
+bool repo_meta_load_date(const char *dir, const hub_repo *repo, const char *commit, int64_t *date_out)
+{
+    char leaf[64];
+    snprintf(leaf, sizeof leaf, "date-%.40s", commit);
+    size_t len = 0;
+    char *text = read_whole(dir, repo, leaf, 32, &len);
+    char *end = NULL;
+    long long date = text ? strtoll(text, &end, 10) : 0;
+    bool ok = text && end != text && (*end == '\n' || *end == '\0') && date > 0;
+    if (ok)
+        *date_out = date;
+    free(text);
+    return ok;
+}
+
+/* The NAME of a folder "<kind>--AUTHOR--NAME" (Hub names never hold "--"), or NULL. */
+static const char *name_in_folder(const char *folder, const char *kind, const char *author)
+{
+    size_t kind_len = strlen(kind), author_len = strlen(author);
+    if (strncmp(folder, kind, kind_len) != 0 || strncmp(folder + kind_len, "--", 2) != 0)
+        return NULL;
+    const char *org = folder + kind_len + 2;
+    if (strncasecmp(org, author, author_len) != 0 || strncmp(org + author_len, "--", 2) != 0)
+        return NULL;
+    const char *name = org + author_len + 2;
+    return *name && !strstr(name, "--") && strlen(name) <= 96 ? name : NULL;
+}
+
+static bool append_name(hub_repo_list *list, size_t *capacity, const char *name)
+{
+    if (list->count == *capacity) {
+        size_t wanted = *capacity ? *capacity * 2 : 16;
+        char **grown = realloc(list->names, wanted * sizeof *grown);
+        if (!grown)
+            return false;
+        list->names = grown;
+        *capacity = wanted;
+    }
+    char *copy = strdup(name);
+    if (copy)
+        list->names[list->count++] = copy;
+    return copy != NULL;
+}
+
+int repo_meta_list_repos(const char *dir, hub_repo_type type, const char *author, size_t max_names,
+                         hub_repo_list *out)
+{
+    memset(out, 0, sizeof *out);
+    char reason[512];
+    int fd = cache_path_open_dir(dir, CACHE_PATH_OWN, reason, sizeof reason);
+    DIR *listing = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!listing) {
+        int error = errno;
+        if (fd >= 0)
+            close(fd);
+        return error;
+    }
+    size_t capacity = 0;
+    int error = 0;
+    for (struct dirent *entry; !error && out->count < max_names && (entry = readdir(listing));) {
+        const char *name = name_in_folder(entry->d_name, type_name(type), author);
+        if (name && !append_name(out, &capacity, name))
+            error = ENOMEM;
+    }
+    closedir(listing);
+    if (error)
+        hub_repo_list_free(out);
+    return error;
 }
 
 static cJSON *entry_to_json(const hub_tree_entry *entry)
@@ -192,12 +295,10 @@ static bool entry_from_json(const cJSON *item, hub_tree_entry *entry)
 
 bool repo_meta_load_tree(const char *dir, const hub_repo *repo, const char *commit, hub_tree *out)
 {
-    char leaf[64], path[PATH_MAX];
+    char leaf[64];
     snprintf(leaf, sizeof leaf, "tree-%.40s.json", commit);
-    if (!repo_path(path, sizeof path, dir, repo, leaf))
-        return false;
     size_t len = 0;
-    char *text = read_whole(path, MAX_TREE_JSON, &len);
+    char *text = read_whole(dir, repo, leaf, MAX_TREE_JSON, &len);
     cJSON *array = text ? cJSON_ParseWithLength(text, len) : NULL;
     free(text);
     bool ok = cJSON_IsArray(array);

@@ -12,12 +12,14 @@ static void add_memory(cJSON *root, const block_cache_counters *memory)
 {
     add_number(root, "memory_used", memory->memory_used);
     add_number(root, "memory_budget", memory->memory_budget);
-    add_number(root, "in_flight", memory->loads_in_flight);
+    add_number(root, "blocks", memory->blocks);
+    add_number(root, "pages_in_flight", memory->pages_in_flight);
     add_number(root, "memory_hits", memory->hits);
     add_number(root, "memory_misses", memory->misses);
-    add_number(root, "prefetches", memory->prefetches);
-    add_number(root, "prefetch_skipped", memory->prefetch_skipped);
+    add_number(root, "ahead_refused_pages", memory->ahead_refused);
     add_number(root, "evictions", memory->evictions);
+    add_number(root, "load_failures", memory->load_failures);
+    add_number(root, "wasted_bytes", memory->wasted_bytes);
 }
 
 static void add_disk(cJSON *root, const fs_stats *stats, const disk_cache_counters *disk)
@@ -40,7 +42,11 @@ char *stats_render_json(const fs_stats *stats, const block_cache_counters *memor
     add_number(root, "requests", atomic_load(&stats->requests));
     add_number(root, "fetch_failures", atomic_load(&stats->fetch_failures));
     add_number(root, "reads", atomic_load(&stats->reads));
-    add_number(root, "prefix_hits", atomic_load(&stats->prefix_hits));
+    add_number(root, "bytes_served", atomic_load(&stats->bytes_served));
+    add_number(root, "reads_interrupted", atomic_load(&stats->reads_interrupted));
+    add_number(root, "hints", atomic_load(&stats->hints));
+    add_number(root, "endpoint_failures", atomic_load(&stats->endpoint_failures));
+    add_number(root, "fallback_requests", atomic_load(&stats->fallback_requests));
     add_memory(root, memory);
     add_disk(root, stats, disk);
     cJSON *per_repo = cJSON_AddObjectToObject(root, "repos");
@@ -49,6 +55,7 @@ char *stats_render_json(const fs_stats *stats, const block_cache_counters *memor
         if (!entry)
             continue;
         add_number(entry, "bytes_fetched", atomic_load(&repos[i].stats->bytes_fetched));
+        add_number(entry, "bytes_served", atomic_load(&repos[i].stats->bytes_served));
         add_number(entry, "reads", atomic_load(&repos[i].stats->reads));
     }
     char *text = cJSON_Print(root);

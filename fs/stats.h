@@ -17,12 +17,17 @@ typedef struct fs_stats {
     atomic_uint_fast64_t disk_hits;         /* blocks served by the persistent cache */
     atomic_uint_fast64_t disk_misses;
     atomic_uint_fast64_t disk_write_failures;
-    atomic_uint_fast64_t prefix_hits;       /* reads served by a safetensors header in memory */
+    atomic_uint_fast64_t bytes_served;      /* bytes answered to the kernel's reads */
     atomic_uint_fast64_t reads;             /* FUSE reads */
+    atomic_uint_fast64_t reads_interrupted; /* reads cancelled by their reader (EINTR) */
+    atomic_uint_fast64_t hints;             /* WILLNEED hints received */
+    atomic_uint_fast64_t endpoint_failures; /* times the endpoint was found down */
+    atomic_uint_fast64_t fallback_requests; /* requests sent to --fallback-endpoint meanwhile */
 } fs_stats;
 
 typedef struct repo_stats {
     atomic_uint_fast64_t bytes_fetched;
+    atomic_uint_fast64_t bytes_served;
     atomic_uint_fast64_t reads;
 } repo_stats;
 

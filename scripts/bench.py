@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "bench"))
@@ -49,12 +50,13 @@ CONDITIONS = {
 PROFILES = {
     #           model                      runs  caps (s): seq, slices, random, headers
     "full": dict(preset="large", shards=4, runs=3, seq_cap=8, slice_cap=6, random_cap=5, header_cap=20,
-                 random_reads=400, tp=8, rank=3, conditions=["loopback", "wan"]),
+                 random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"]),
     "quick": dict(preset="large", shards=4, runs=1, seq_cap=4, slice_cap=4, random_cap=3, header_cap=10,
-                  random_reads=400, tp=8, rank=3, conditions=["loopback", "wan"]),
+                  random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"]),
     "smoke": dict(preset="tiny", shards=2, runs=3, seq_cap=30, slice_cap=30, random_cap=30, header_cap=30,
-                  random_reads=40, tp=2, rank=1, conditions=["loopback"]),
+                  random_reads=40, tp=2, rank=1, cluster_mounts=3, conditions=["loopback"]),
 }
+CLUSTER_CAP_S = 120  # each of the N readers reads the whole shard, within reason
 
 
 # How the figures are made, carried into the JSON so a reader of the results alone knows.
@@ -75,6 +77,13 @@ METHOD = {
                "read-ahead included.",
     "caps": "A reader still running at its time cap is stopped; its figure covers what it did (marked partial).",
     "ratios": "hubfs ÷ best peer is computed within each run, then summarised over runs.",
+    "cluster": "N hubfs mounts (fresh caches) read the same whole shard at once, each straight from the Hub "
+               "or all through one scripts/cluster-cache.sh (nginx, started empty for the measurement, on "
+               "loopback like a site's cache near its nodes): bytes the data plane sent and the wall time until "
+               "the last reader is done.",
+    "no_mount": "Loading without a mount: `hubfs load hf://` (a fresh HF_HOME: empty persistent cache) against "
+                "the same rank through a hubfs mount and against downloading every file the load reads "
+                "(curl --parallel) then loading the local copy; bytes and seconds cover the whole command.",
 }
 
 
@@ -145,12 +154,12 @@ def warm_server_files(model):
 # --------------------------------------------------------------------------------------------
 
 
-def run_child(cmd, timeout_s, mounted=None):
+def run_child(cmd, timeout_s, mounted=None, env=None):
     """Runs a reader in its own process group; kills it past timeout_s (and the FUSE daemon if
     the reader is stuck inside it). Returns (rc or None when killed, stdout, stderr, seconds)."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except BaseException as e:  # a timeout, or a signal to stop the bench: the reader goes too
@@ -437,7 +446,99 @@ class Bench:
                     "tool_output": (out or "")[-1500:]}
         entry = self.finish(condition, run, "tp_load", system, marks, mounted, work)
         entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / needed
+        entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
         entry["load_seconds"] = entry["seconds"]
+        return entry
+
+    # -- loading without a mount ---------------------------------------------------------------
+    def direct_systems(self):
+        found = [systems.HubfsHfLoad(self.args.hubfs, self.emulator.hub_url, REPO_ID),
+                 systems.CurlThenLoad(self.args.hubfs)]
+        wanted = set(self.args.systems.split(",")) if self.args.systems else None
+        return [s for s in found if (wanted is None or s.name in wanted) and systems.tool_available(s)]
+
+    def cluster_systems(self):
+        wanted = set(self.args.systems.split(",")) if self.args.systems else None
+        system = systems.HubfsBehindCache(self.args.hubfs, REPO_ID)
+        return [system] if wanted is None or system.name in wanted else []
+
+    def rank_needs(self):
+        """Bytes of the rank's slices, and the same with row-parallel tensors counted whole (what a
+        reader that reads whole rows must fetch)."""
+        plan = workloads.tp_plan(self.model["dir"], self.profile["tp"], self.profile["rank"])
+        whole = sum(p["offsets"][1] - p["offsets"][0] if p["style"] == "rowwise" else p["bytes"] for p in plan)
+        return sum(p["bytes"] for p in plan), whole
+
+    def load_child(self, cmd, env=None):
+        rc, out, err, seconds = run_child(cmd, LOAD_TIMEOUT_S, env=env)
+        if rc != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({rc}): {(err or '').strip()[-500:]}")
+        return seconds, out
+
+    def record_direct_load(self, condition, run, system, marks, seconds, out):
+        needed, whole = self.rank_needs()
+        entry = self.record(condition, run, "hf_load", system, {"seconds": seconds, "complete": True,
+                                                                "bytes_needed": needed,
+                                                                "tool_output": (out or "")[-1500:]}, marks)
+        fetched = entry["traffic"]["data_bytes"]
+        entry.update(fetched_mb=fetched / MB, fetched_over_needed=fetched / needed,
+                     needed_whole_bytes=whole, fetched_over_needed_whole=fetched / whole, load_seconds=seconds)
+        return entry
+
+    def hf_load(self, condition, run, system):
+        """`hubfs load hf://…` with an empty persistent cache."""
+        self.session += 1
+        home = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}-home")
+        marks = self.marks()
+        seconds, out = self.load_child(system.command(self.profile["tp"], self.profile["rank"]),
+                                       env={**os.environ, **system.env(home)})
+        shutil.rmtree(home, ignore_errors=True)
+        return self.record_direct_load(condition, run, system, marks, seconds, out)
+
+    def curl_then_load(self, condition, run, system):
+        """Every file the load reads downloaded at once, then the local copy loaded."""
+        self.session += 1
+        local = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}")
+        os.makedirs(local)
+        names = [n for n in ("config.json", "model.safetensors.index.json") if n in self.model["sizes"]]
+        urls = [(f"{self.emulator.hub_url}/{REPO_ID}/resolve/main/{n}", os.path.join(local, n))
+                for n in names + self.model["shards"]]
+        marks = self.marks()
+        started = time.monotonic()
+        try:
+            self.load_child(system.download_command(urls))
+            _, out = self.load_child(system.load_command(local, self.profile["tp"], self.profile["rank"]))
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return self.record_direct_load(condition, run, system, marks, time.monotonic() - started, out)
+
+    def cluster(self, condition, run, system):
+        """N mounts read the same shard at once, each from the Hub or all behind one cluster cache."""
+        name, n = self.seq_file(), self.profile["cluster_mounts"]
+        cache = None
+        if isinstance(system, systems.HubfsBehindCache):
+            cache = servers.ClusterCache(os.path.join(self.work, "cluster-cache"), self.emulator.hub_url).start()
+            system.endpoint = cache.url
+        mounted = []
+        try:
+            marks = self.marks()
+            mounted = [self.with_mount(system, f"cluster{i}") for i in range(n)]
+            specs = [{"workload": "sequential", "path": os.path.join(m.model, name), "cap_s": CLUSTER_CAP_S}
+                     for m in mounted]
+            started = time.monotonic()
+            with ThreadPoolExecutor(n) as pool:
+                results = list(pool.map(run_workload, specs, mounted))
+            seconds = time.monotonic() - started
+        finally:
+            for m in mounted:
+                m.unmount()
+                shutil.rmtree(os.path.dirname(m.mountpoint), ignore_errors=True)
+            if cache:
+                cache.stop()
+        entry = self.record(condition, run, "cluster", system, {
+            "seconds": seconds, "complete": all(r["complete"] for r in results), "mounts": n,
+            "shard_bytes": self.model["sizes"][name], "bytes_read": sum(r["bytes"] for r in results)}, marks)
+        entry["cdn_mb"] = entry["traffic"]["data_bytes"] / MB
         return entry
 
     def random(self, condition, run, system):
@@ -501,6 +602,13 @@ class Bench:
                 self.attempt("random reads", condition, run, system, "random", self.random)
             if want("tp_load") and isinstance(system, systems.Hubfs):
                 self.attempt("hubfs load", condition, run, system, "tp_load", self.hubfs_load)
+        if want("cluster"):
+            for system in [s for s in mounts if type(s) is systems.Hubfs] + self.cluster_systems():
+                self.attempt("N mounts at once", condition, run, system, "cluster", self.cluster)
+        if want("hf_load"):
+            for system in self.direct_systems():
+                method = self.hf_load if isinstance(system, systems.HubfsHfLoad) else self.curl_then_load
+                self.attempt("load without a mount", condition, run, system, "hf_load", method)
         shutil.rmtree(os.path.join(self.work, "sessions"), ignore_errors=True)
 
 
@@ -543,9 +651,10 @@ def parse_args(argv):
     parser.add_argument("--runs", type=int, help="runs per figure (default 3; 1 with --quick)")
     parser.add_argument("--conditions", help="comma-separated: loopback,wan")
     parser.add_argument("--systems", help="comma-separated system names to keep (curl,aria2c,httpdirfs,"
-                                          "httpdirfs_cache,rclone_off,rclone_full,hubfs)")
+                                          "httpdirfs_cache,rclone_off,rclone_full,hubfs,hubfs_cache,hubfs_hf,"
+                                          "curl_load)")
     parser.add_argument("--workloads", help="comma-separated: cold_seq,warm_seq,inspect,tp_colwise,"
-                                            "tp_slices,tp_load,random")
+                                            "tp_slices,tp_load,hf_load,cluster,random")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
     return parser.parse_args(argv)
 

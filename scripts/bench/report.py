@@ -5,11 +5,16 @@ import json
 import os
 import statistics
 
-SYSTEM_ORDER = ["curl", "aria2c", "httpdirfs", "httpdirfs_cache", "rclone_off", "rclone_full", "hubfs", "local"]
+SYSTEM_ORDER = ["curl", "aria2c", "httpdirfs", "httpdirfs_cache", "rclone_off", "rclone_full", "hubfs", "hubfs_cache",
+                "hubfs_hf", "curl_load", "local"]
 SYSTEM_LABELS = {"curl": "curl", "aria2c": "aria2c -x8", "httpdirfs": "httpdirfs",
                  "httpdirfs_cache": "httpdirfs --cache", "rclone_off": "rclone (vfs off)",
-                 "rclone_full": "rclone (vfs full)", "hubfs": "hubfs", "local": "local file"}
+                 "rclone_full": "rclone (vfs full)", "hubfs": "hubfs", "hubfs_cache": "hubfs via cluster cache",
+                 "hubfs_hf": "hubfs load hf://",
+                 "curl_load": "curl, then load", "local": "local file"}
 REFERENCES = {"local"}  # shown, but not a peer
+# The system a row is about, when not the mount: its ratio column is that system ÷ best peer.
+SUBJECTS = {"hf_load_s": "hubfs_hf", "hf_load_mb": "hubfs_hf", "cluster_mb": "hubfs_cache", "cluster_s": "hubfs_cache"}
 
 # id, title, unit, better, metric, workload per system ("*" = default)
 ROWS = [
@@ -29,6 +34,14 @@ ROWS = [
      "fetched_over_needed", {"*": "tp_slices", "hubfs": "tp_load"}),
     ("tp_load_s", "TP rank: `hubfs load` vs peers' get_slice: time", "s", "lower", "load_seconds",
      {"*": "tp_slices", "hubfs": "tp_load"}),
+    ("hf_load_s", "TP rank without a mount: `hubfs load hf://` vs `hubfs load` on a mount vs download then load: "
+     "time (ratio: hf:// ÷ best of the others)", "s", "lower", "seconds", {"*": "hf_load", "hubfs": "tp_load"}),
+    ("hf_load_mb", "TP rank without a mount: fetched (ratio: hf:// ÷ best of the others)", "MB", "lower",
+     "fetched_mb", {"*": "hf_load", "hubfs": "tp_load"}),
+    ("cluster_mb", "N mounts read the same shard at once, each on its own (hubfs) or behind one cluster-cache.sh: "
+     "bytes at the CDN (ratio: behind the cache ÷ direct)", "MB", "lower", "cdn_mb", {"*": "cluster"}),
+    ("cluster_s", "N mounts read the same shard at once: wall time until the last is done (ratio: behind the "
+     "cache ÷ direct)", "s", "lower", "seconds", {"*": "cluster"}),
     ("random", "Random 128 KiB reads over a shard", "reads/s", "higher", "reads_per_s", {"*": "random"}),
     ("rss", "Peak RSS of the process (max over its sessions)", "MiB", "lower", None, None),
 ]
@@ -87,10 +100,11 @@ def build(meta, measurements):
                 cells[system] = _summary(vals)
                 cells[system]["partial"] = any(by_run[r][1] for r in by_run)
             ratios, best_peers = [], []
-            hub = per_system.get("hubfs", {})
+            subject = SUBJECTS.get(row_id, "hubfs")
+            hub = per_system.get(subject, {})
             for run in sorted(hub):
                 peers = {s: v[run][0] for s, v in per_system.items()
-                         if s != "hubfs" and s not in REFERENCES and run in v}
+                         if s != subject and s not in REFERENCES and run in v}
                 if not peers:
                     continue
                 best_system = max(peers, key=peers.get) if better == "higher" else min(peers, key=peers.get)
@@ -162,6 +176,17 @@ def targets(results):
         colwise = [m["fetched_over_needed"] for m in meas
                    if m["condition"] == c and m["workload"] == "tp_colwise" and m["system"] == "hubfs"]
         add("TP colwise slices fetched ÷ needed ≤ 1.1", c, colwise, 1.1, False)
+        direct = {m["run"]: m for m in meas if m["condition"] == c and m["workload"] == "hf_load"
+                  and m["system"] == "hubfs_hf"}
+        add("hf:// load fetched ÷ needed (row-parallel tensors whole) ≤ 1.1", c,
+            [m["fetched_over_needed_whole"] for m in direct.values()], 1.1, False)
+        mounted = {m["run"]: m["seconds"] for m in meas if m["condition"] == c and m["workload"] == "tp_load"
+                   and m["system"] == "hubfs"}
+        add("hf:// load time ≤ mount load time", c,
+            [direct[r]["seconds"] / mounted[r] for r in sorted(direct) if r in mounted], 1.0, False)
+        cached = [m for m in meas if m["condition"] == c and m["workload"] == "cluster" and m["system"] == "hubfs_cache"]
+        add("N mounts behind the cluster cache: CDN bytes ≤ 1.05 × the shard", c,
+            [m["traffic"]["data_bytes"] / m["shard_bytes"] for m in cached], 1.05, False)
     return out
 
 

@@ -189,6 +189,39 @@ class Nginx:
             self.delay = None
 
 
+class ClusterCache:
+    """scripts/cluster-cache.sh: nginx caching the Hub for a cluster's mounts, on an empty cache
+    directory. The redirects it follows point at localhost (the data plane), which it reaches
+    without a name server."""
+
+    def __init__(self, work, upstream):
+        self.work, self.upstream = work, upstream
+        self.proc = self.port = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        self.port = free_port()
+        self.proc = subprocess.Popen([os.path.join(SCRIPTS, "cluster-cache.sh"), str(self.port), self.work,
+                                      self.upstream, "--resolver", "127.0.0.1"],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.work + ".err", "w"),
+                                     start_new_session=True)
+        wait_for(lambda: port_open(self.port) or self.proc.poll() is not None, 15, "the cluster cache")
+        if self.proc.poll() is not None:
+            with open(self.work + ".err") as f:
+                raise RuntimeError("the cluster cache did not start: " + f.read().strip()[-2000:])
+        return self
+
+    def stop(self):
+        stop_process(self.proc)  # the script execs nginx: its master, which waits for its workers
+        self.proc = None
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 class Emulator:
     """scripts/hub_emulator.py serve: the Hub API and resolve redirects (to nginx when
     external_cdn is given, else to its own CDN origin)."""

@@ -195,6 +195,15 @@ class Hubfs(FuseSystem):
             return None
 
 
+class HubfsBehindCache(Hubfs):
+    """hubfs mounted with a cluster cache (scripts/cluster-cache.sh) as its Hub endpoint; the
+    endpoint is set once the cache runs."""
+
+    def __init__(self, binary, repo_id):
+        super().__init__(binary, None, repo_id)
+        self.name, self.label = "hubfs_cache", "hubfs behind cluster-cache.sh"
+
+
 class Download:
     """A download tool fetching one file of the repo through the Hub's resolve URL (so it
     pays the API round trip and the redirect, like a user's `curl -L`)."""
@@ -267,9 +276,47 @@ class Aria2(Download):
                 "-d", os.path.dirname(dest), "-o", os.path.basename(dest), url]
 
 
+class HubfsHfLoad:
+    """`hubfs load hf://ORG/NAME`: the loader reading the Hub itself, no mount, with a fresh
+    HF_HOME (an empty persistent cache) per run."""
+
+    kind = "direct"
+    name, label = "hubfs_hf", "hubfs load hf://"
+
+    def __init__(self, binary, endpoint, repo_id):
+        self.binary, self.endpoint, self.repo_id = binary, endpoint, repo_id
+
+    def env(self, hf_home):
+        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "", "HF_HOME": hf_home,
+                "HF_HUB_CACHE": "/nonexistent-hubfs-bench"}
+
+    def command(self, tp, rank):
+        return [self.binary, "load", f"hf://{self.repo_id}", "--tp", str(tp), "--rank", str(rank), "--device", "cpu"]
+
+
+class CurlThenLoad:
+    """What a user without a mount does today: download every file the load needs (all at once:
+    `curl --parallel`), then `hubfs load` the local copy."""
+
+    kind = "direct"
+    name, label = "curl_load", "curl, then load"
+
+    def __init__(self, binary):
+        self.binary = binary
+
+    def download_command(self, urls_to_paths):
+        cmd = ["curl", "-sS", "-f", "-L", "--parallel", "--parallel-max", "8"]
+        for url, path in urls_to_paths:
+            cmd += ["-o", path, url]
+        return cmd
+
+    def load_command(self, model_dir, tp, rank):
+        return [self.binary, "load", model_dir, "--tp", str(tp), "--rank", str(rank), "--device", "cpu"]
+
+
 def tool_available(system):
     binary = {"curl": "curl", "aria2c": "aria2c", "httpdirfs": "httpdirfs", "httpdirfs_cache": "httpdirfs",
-              "rclone_off": "rclone", "rclone_full": "rclone"}.get(system.name)
+              "rclone_off": "rclone", "rclone_full": "rclone", "curl_load": "curl"}.get(system.name)
     if binary is None:
         return os.access(getattr(system, "binary", ""), os.X_OK)
     return shutil.which(binary) is not None

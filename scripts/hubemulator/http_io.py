@@ -175,7 +175,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             action = rule.get("action")
             if action == "drop":
                 return None, None, "drop"
-            if action in ("reset", "truncate", "stall", "ignore_range"):
+            if action in ("reset", "truncate", "stall", "ignore_range", "trickle"):
                 return None, rule, action
             status = int(rule.get("status", 500))
             headers = {}
@@ -233,8 +233,9 @@ class BaseHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not has_body:
             return
+        rate = body_fault.get("bps", 1) if body_fault and body_fault.get("action") == "trickle" else None
         try:
-            sent = self.write_body(answer, cut_at, cut_kind, stall_at, stall_ms)
+            sent = self.write_body(answer, cut_at, cut_kind, stall_at, stall_ms, rate)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
             sent = 0
@@ -249,6 +250,8 @@ class BaseHandler(BaseHTTPRequestHandler):
         if rule:
             after = rule.get("after_bytes")
             at = min(n - 1, int(after)) if after is not None else n // 2
+            if rule["action"] == "trickle":
+                return None, None, None, 0
             if rule["action"] in ("reset", "truncate"):
                 cut_at, cut_kind = max(0, at), rule["action"]
             elif rule["action"] == "stall":
@@ -265,8 +268,9 @@ class BaseHandler(BaseHTTPRequestHandler):
             stall_at, stall_ms = n // 2, int(state.knob("stall_ms"))
         return cut_at, cut_kind, stall_at, stall_ms
 
-    def write_body(self, answer, cut_at, cut_kind, stall_at, stall_ms):
-        bandwidth = self.state.knob("bandwidth_bps")
+    def write_body(self, answer, cut_at, cut_kind, stall_at, stall_ms, rate=None):
+        """rate (bytes/s) paces this body alone (a trickle rule); else the bandwidth knob."""
+        bandwidth = rate if rate is not None else self.state.knob("bandwidth_bps")
         limit = answer.length if cut_at is None else cut_at
         source = open(answer.file[0], "rb") if answer.file else None
         sent = 0
@@ -277,7 +281,8 @@ class BaseHandler(BaseHTTPRequestHandler):
                 if source:
                     source.seek(answer.file[1])
                 body = memoryview(answer.body)
-                chunk_size = max(1024, min(1 << 20, int(bandwidth) // 20)) if bandwidth else 1 << 20
+                floor = 1 if rate is not None else 1024   # a trickle sends byte by byte
+                chunk_size = max(floor, min(1 << 20, int(bandwidth) // 20)) if bandwidth else 1 << 20
                 began = time.time()
                 while sent < limit:
                     if stall_at is not None and sent >= stall_at:

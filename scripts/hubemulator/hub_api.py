@@ -1,5 +1,6 @@
-"""The Hub origin: repo info, tree, paths-info, refs, resolve (200 for git files, 302 to the CDN
-for LFS files), auth (private, gated, unknown tokens) and the Hub's error headers."""
+"""The Hub origin: repo listings by author, repo info, tree, paths-info, refs, resolve (200 for git
+files, 302 to the CDN for LFS files), auth (private, gated, unknown tokens) and the Hub's error
+headers."""
 import base64
 import hashlib
 import json
@@ -10,8 +11,7 @@ import urllib.parse
 
 from .admin import AdminRoutes
 from .http_io import Answer, BaseHandler, error_answer, file_answer, json_answer
-from .store import TYPE_PREFIXES, read_repo_json, repo_dir, valid_repo_id
-
+from .store import TYPE_PREFIXES, list_repo_ids, read_repo_json, repo_dir, valid_repo_id
 
 
 def split_segments(raw_path):
@@ -97,6 +97,8 @@ class HubHandler(AdminRoutes, BaseHandler):
             return self.admin(method, seg[1:], body)
         if seg[:1] == ["api"] and len(seg) >= 2 and seg[1] == "resolve-cache":
             return self.resolve_cache(method, seg[2:])
+        if seg[:1] == ["api"] and len(seg) == 2 and seg[1] in TYPE_PREFIXES and method == "GET":
+            return self.list_repos(TYPE_PREFIXES[seg[1]], params)
         if seg[:1] == ["api"] and len(seg) >= 4 and seg[1] in TYPE_PREFIXES:
             return self.api(method, TYPE_PREFIXES[seg[1]], seg[2] + "/" + seg[3], seg[4:], params, body)
         repo_type = "model"
@@ -155,6 +157,56 @@ class HubHandler(AdminRoutes, BaseHandler):
             result["usedStorage"] = sum(e["size"] for e in meta["files"])
         return json_answer(200, result)
 
+    def list_repos(self, repo_type, params):
+        """GET /api/{models,datasets,spaces}?author=ORG: the repos the caller may see (private
+        ones only with a valid token), sorted by id, paged like the tree. `limit` makes pages no
+        larger; `search` keeps ids containing it."""
+        failure = self.auth_failure()
+        if failure:
+            return failure
+        author = params.get("author", [None])[0]
+        search = params.get("search", [""])[0].lower()
+        items = []
+        for repo_id in list_repo_ids(self.state.root, repo_type, author):
+            info = read_repo_json(self.state.root, repo_type, repo_id)
+            if info is None or (info.get("private") and not self.authenticated()) or search not in repo_id.lower():
+                continue
+            items.append(self.listed_repo(repo_type, repo_id, info))
+        limit = params.get("limit", [""])[0]
+        page_size = int(self.state.knob("page_size"))
+        if limit.isdigit() and int(limit) > 0:
+            page_size = min(page_size, int(limit))
+        return self.paged(items, params, page_size)
+
+    def listed_repo(self, repo_type, repo_id, info):
+        """One repo as the Hub's listings show it by default (no siblings)."""
+        sha = info["branches"].get("main")
+        meta = self.state.commit_meta(repo_type, repo_id, sha) if sha else None
+        created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime((meta or {}).get("created", 0)))
+        item = {"_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id,
+                "private": bool(info.get("private")), "likes": 0, "downloads": 0, "tags": [],
+                "createdAt": created}
+        if repo_type == "model":
+            item.update(modelId=repo_id, library_name="transformers")
+        else:
+            item.update(author=repo_id.split("/")[0], lastModified=created, sha=sha,
+                        gated="auto" if info.get("gated") else False, disabled=bool(info.get("disabled")))
+        return item
+
+    def paged(self, items, params, page_size):
+        """One page of items from the cursor on, with a Link to the next page (absolute, as the
+        Hub's), or the 400 of a cursor that is not ours."""
+        offset = decode_cursor(params.get("cursor", [""])[0])
+        if offset is None:
+            return error_answer(400, None, "Invalid cursor")
+        headers = {}
+        if offset + page_size < len(items):
+            q = {k: v[0] for k, v in params.items() if k != "cursor"}
+            q["cursor"] = encode_cursor(offset + page_size)
+            raw_path = self.path.partition("?")[0]
+            headers["Link"] = f'<{self.state.hub_url}{raw_path}?{urllib.parse.urlencode(q)}>; rel="next"'
+        return json_answer(200, items[offset:offset + page_size], headers)
+
     def tree_items(self, repo_type, repo_id, sha, meta, expand):
         """Every file and directory of the commit, sorted by path."""
         items = {}
@@ -192,18 +244,7 @@ class HubHandler(AdminRoutes, BaseHandler):
         recursive = flag("recursive")
         selected = [items[p] for p in sorted(items)
                     if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])]
-        page_size = max(1, int(self.state.knob("page_size")))
-        offset = decode_cursor(params.get("cursor", [""])[0])
-        if offset is None:
-            return error_answer(400, None, "Invalid cursor")
-        page = selected[offset:offset + page_size]
-        headers = {}
-        if offset + page_size < len(selected):
-            q = {k: v[0] for k, v in params.items() if k != "cursor"}
-            q["cursor"] = encode_cursor(offset + page_size)
-            raw_path = self.path.partition("?")[0]
-            headers["Link"] = f'<{self.state.hub_url}{raw_path}?{urllib.parse.urlencode(q)}>; rel="next"'
-        return json_answer(200, page, headers)
+        return self.paged(selected, params, max(1, int(self.state.knob("page_size"))))
 
     def paths_info(self, repo_type, repo_id, revision, body):
         info, sha, err = self.open_repo(repo_type, repo_id, revision, for_content=False)

@@ -34,7 +34,7 @@ DEFAULT_KNOBS = {
 NUMBER_KNOBS = ("latency_ms", "bandwidth_bps", "stall_ms", "cdn_url_ttl_s", "page_size")
 RATE_KNOBS = ("error_rate", "reset_rate")
 SCOPES = ("all", "api", "resolve", "cdn", "data", "hub")
-FAULT_ACTIONS = ("drop", "reset", "truncate", "stall", "ignore_range")
+FAULT_ACTIONS = ("drop", "reset", "truncate", "stall", "ignore_range", "trickle")
 
 
 def _is_number(value):
@@ -74,6 +74,8 @@ def check_knob(name, value):
                 bad(f"rule action must be one of {', '.join(FAULT_ACTIONS)}")
             if "action" not in rule and not isinstance(rule.get("status", 500), int):
                 bad("rule status must be an integer")
+            if rule.get("action") == "trickle" and not (_is_number(rule.get("bps", 1)) and rule.get("bps", 1) > 0):
+                bad("a trickle rule's bps must be a number > 0")
 
 
 class EmulatorState:

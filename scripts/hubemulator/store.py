@@ -24,6 +24,27 @@ def valid_repo_id(repo_id):
     return len(parts) == 2 and all(p and p not in (".", "..") for p in parts)
 
 
+def list_repo_ids(root, repo_type, author=None):
+    """The ids ORG/NAME of the store's repos of a type, sorted; only author's (compared without
+    case, as the Hub compares names) when given."""
+    base = os.path.join(root, repo_type + "s")
+    try:
+        orgs = sorted(os.listdir(base))
+    except OSError:
+        return []
+    ids = []
+    for org in orgs:
+        if author is not None and org.lower() != author.lower():
+            continue
+        try:
+            names = sorted(os.listdir(os.path.join(base, org)))
+        except OSError:
+            continue
+        ids += [f"{org}/{name}" for name in names
+                if os.path.isfile(os.path.join(base, org, name, "repo.json"))]
+    return ids
+
+
 def write_json_atomic(path, obj):
     tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     with open(tmp, "w") as f:

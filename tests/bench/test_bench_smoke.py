@@ -20,7 +20,8 @@ BENCH = os.path.join(SOURCE, "scripts", "bench.py")
 SMOKE_TP, SMOKE_RANK = 2, 1  # the --smoke profile's tensor-parallel rank
 
 EXPECTED_ROWS = {"cold_seq", "warm_seq", "inspect_kib", "inspect_requests", "inspect_s", "tp_colwise_ratio",
-                 "tp_colwise_s", "tp_slices_ratio", "tp_slices_s", "tp_load_ratio", "tp_load_s", "random", "rss"}
+                 "tp_colwise_s", "tp_slices_ratio", "tp_slices_s", "tp_load_ratio", "tp_load_s", "hf_load_s",
+                 "hf_load_mb", "cluster_mb", "cluster_s", "random", "rss"}
 
 
 def mounts_under(path):
@@ -91,7 +92,8 @@ def test_every_workload_has_a_positive_median_with_min_max_per_system(smoke):
 
 def test_markdown_table_is_printed_and_written(smoke):
     table = smoke["stdout"]
-    assert "| Workload | Condition | curl | hubfs | local file | hubfs ÷ best peer |" in table
+    assert ("| Workload | Condition | curl | hubfs | hubfs via cluster cache | hubfs load hf:// | curl, then load "
+            "| local file | hubfs ÷ best peer |") in table
     assert "| Cold sequential read of a shard (MB/s ↑) | loopback |" in table
     with open(os.path.join(smoke["out"], "bench-results.md")) as f:
         assert f.read().strip() == table.strip()
@@ -168,13 +170,40 @@ def test_tensor_parallel_bytes_needed_match_numpy_slicing(smoke):
     for m in smoke["results"]["measurements"]:
         if m["workload"] == "tp_colwise":
             assert m["complete"] and m["bytes_needed"] == colwise
-        elif m["workload"] in ("tp_slices", "tp_load"):
+        elif m["workload"] in ("tp_slices", "tp_load", "hf_load"):
             assert m["complete"] and m["bytes_needed"] == everything
         else:
             continue
-        seen.add(m["workload"])
+        seen.add((m["workload"], m["system"]))
         assert m["fetched_over_needed"] == pytest.approx(m["traffic"]["data_bytes"] / m["bytes_needed"])
-    assert seen == {"tp_colwise", "tp_slices", "tp_load"}
+    assert {w for w, _ in seen} == {"tp_colwise", "tp_slices", "tp_load", "hf_load"}
+    assert {s for w, s in seen if w == "hf_load"} == {"hubfs_hf", "curl_load"}
+
+
+def test_the_load_without_a_mount_fetches_its_rank_and_the_download_everything(smoke):
+    """hf:// fetches about the rank (plus the headers); downloading fetches every shard whole."""
+    directory = model_dir(smoke)
+    shards = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
+                 if n.endswith(".safetensors"))
+    for m in smoke["results"]["measurements"]:
+        if m["workload"] == "hf_load" and m["system"] == "curl_load":
+            assert shards <= m["traffic"]["data_bytes"] < shards + 4096 * len(smoke["results"]["meta"]["model"]["shards"])
+        elif m["workload"] == "hf_load":
+            assert m["bytes_needed"] <= m["needed_whole_bytes"] <= m["traffic"]["data_bytes"] < shards
+
+
+def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
+    """N mounts reading the same shard: each fetches it on its own, or the cache fetches it once."""
+    results = smoke["results"]
+    size = os.path.getsize(os.path.join(model_dir(smoke), results["meta"]["model"]["seq_file"]))
+    n = results["meta"]["profile"]["cluster_mounts"]
+    runs = [m for m in results["measurements"] if m["workload"] == "cluster"]
+    assert {m["system"] for m in runs} == {"hubfs", "hubfs_cache"}
+    for m in runs:
+        assert m["complete"] and m["mounts"] == n and m["bytes_read"] == n * size
+        copies = n if m["system"] == "hubfs" else 1
+        assert copies * size <= m["traffic"]["data_bytes"] <= 1.05 * copies * size
+        assert m["cdn_mb"] * 1e6 == m["traffic"]["data_bytes"]
 
 
 def test_random_reads_do_the_fixed_count(smoke):

@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <ftw.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,34 @@ static inline void fill_block(uint64_t seed, uint64_t block_index, void *buf, si
     }
     uint64_t v = splitmix64(&state);
     memcpy(out + i, &v, len - i);
+}
+
+static inline size_t block_len(uint64_t size, uint32_t block_size, uint64_t index);
+
+/* Bytes [offset, offset + len) of the blob of size bytes identified by seed, whose unit u (of
+ * unit_size bytes) is fill_block(seed, u). */
+static inline void fill_range(uint64_t seed, uint32_t unit_size, uint64_t size, uint64_t offset, void *buf,
+                              size_t len)
+{
+    uint8_t *unit = malloc(unit_size);
+    for (uint64_t u = offset / unit_size; len && u * unit_size < offset + len; u++) {
+        uint64_t start = u * unit_size, unit_len = block_len(size, unit_size, u);
+        fill_block(seed, u, unit, (size_t)unit_len);
+        uint64_t from = start > offset ? start : offset;
+        uint64_t to = start + unit_len < offset + len ? start + unit_len : offset + len;
+        memcpy((uint8_t *)buf + (from - offset), unit + (from - start), (size_t)(to - from));
+    }
+    free(unit);
+}
+
+static inline bool range_matches(uint64_t seed, uint32_t unit_size, uint64_t size, uint64_t offset,
+                                 const void *buf, size_t len)
+{
+    uint8_t *expected = malloc(len ? len : 1);
+    fill_range(seed, unit_size, size, offset, expected, len);
+    bool same = memcmp(expected, buf, len) == 0;
+    free(expected);
+    return same;
 }
 
 static inline bool block_matches(uint64_t seed, uint64_t block_index, const void *buf, size_t len)
@@ -125,6 +154,31 @@ static inline uint64_t allocated_bytes(const char *dir_path, const char *suffix)
     if (dir)
         closedir(dir);
     return total;
+}
+
+/* HUB/FOLDER/blobs/<sha256 of content>, 0644, as huggingface_hub leaves a download; the name
+ * (64 hex digits) into etag. */
+static inline void make_hf_blob(const char *hub, const char *folder, const void *content, size_t size,
+                                char etag[65])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_len = 0;
+    EVP_Digest(content, size, digest, &digest_len, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < digest_len && i < 32; i++)
+        snprintf(etag + 2 * i, 3, "%02x", digest[i]);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", hub, folder);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/blobs", hub, folder);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/blobs/%s", hub, folder, etag);
+    FILE *out = fopen(path, "wb");
+    if (!out || fwrite(content, 1, size, out) != size) {
+        perror(path);
+        exit(2);
+    }
+    fclose(out);
+    chmod(path, 0644);
 }
 
 static inline bool sanitized_build(void)

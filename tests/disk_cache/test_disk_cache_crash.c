@@ -1,5 +1,6 @@
-/* Crash safety: a child process writes blocks and prefixes (with evictions under a cap) in a
- * loop until it is killed with SIGKILL at a random moment; the cache is then reopened and every
+/* Crash safety: a child process writes blocks, ranges of several blocks (one sync and one
+ * records write each) and prefixes (with evictions under a cap) in a loop until it is killed
+ * with SIGKILL at a random moment; the cache is then reopened and every
  * block it reports present must be exactly the generator's bytes. Repeated over several rounds
  * on the same directory, so each round also starts from what the previous crash left. */
 #include "check.h"
@@ -39,7 +40,7 @@ static size_t prefix_len(const crash_blob *blob, uint64_t version)
 static void writer_loop(const char *dir, unsigned seed)
 {
     disk_cache *cache = open_test_cache(dir, BS, (uint64_t)BS * BLOCKS_PER_BLOB * 3, NULL);
-    uint8_t *buf = malloc(BS);
+    uint8_t *buf = malloc(BS), *range_buf = malloc(4 * BS);
     uint64_t rng = seed;
     for (;;) {
         crash_blob *blob = &blobs[splitmix64(&rng) % BLOBS];
@@ -49,6 +50,14 @@ static void writer_loop(const char *dir, unsigned seed)
             size_t len = prefix_len(blob, version % 1000);
             fill_block(blob->seed + 7777 + version % 1000, 0, buf, len);
             disk_cache_write_prefix(cache, &blob->key, buf, len);
+            continue;
+        }
+        if (choice % 8 == 1) {   /* up to 4 blocks at any offset: the edges are not stored */
+            uint64_t offset = (choice >> 8) % blob->size;
+            size_t len = (size_t)((choice >> 40) % (4 * BS)) + 1;
+            len = len < blob->size - offset ? len : (size_t)(blob->size - offset);
+            fill_range(blob->seed, BS, blob->size, offset, range_buf, len);
+            disk_cache_write_range(cache, &blob->key, offset, range_buf, len);
             continue;
         }
         uint64_t index = choice % block_count(blob->size, BS);

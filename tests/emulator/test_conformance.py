@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from safetensors import safe_open
@@ -266,3 +267,49 @@ def test_client_follows_the_relative_resolve_cache_redirect(hub, hf):
     assert sha256_of(got) == sha256_of(os.path.join(src, "tokenizer.json"))
     statuses = [(e["path"].split("/")[1], e["status"]) for e in hub.log()]
     assert ("test-org", 307) in statuses and ("api", 200) in statuses
+
+
+def test_list_models_and_datasets_by_author_follow_pages(hub, hf):
+    """The listing API hubfs reads an org's directory from, as huggingface_hub reads it."""
+    hub.config(page_size=1)
+    code = """
+        from huggingface_hub import HfApi
+        api = HfApi()
+        emit({"models": sorted(m.id for m in api.list_models(author="test-org")),
+              "datasets": sorted(d.id for d in api.list_datasets(author="test-org")),
+              "nobody": [m.id for m in api.list_models(author="no-such-org")],
+              "first": [m.id for m in api.list_models(author="test-org", limit=1)]})
+    """
+    public = ["test-org/gated-llama", "test-org/tiny-llama"]
+    assert hf(code) == {"models": public, "datasets": ["test-org/tiny-data"], "nobody": [],
+                        "first": public[:1]}
+    pages = [e for e in hub.log() if e["path"] == "/api/models"]
+    assert sum("cursor=" in e["query"] for e in pages) >= 1
+    assert all(e["status"] == 200 for e in pages)
+    # A private repo is listed only to a token that can read it.
+    assert hf(code, token=hub.token)["models"] == sorted(public + ["test-org/private-llama"])
+
+
+def test_model_info_last_modified_is_the_date_of_the_commit_asked(hub, hf, tmp_path):
+    """lastModified at a revision is that commit's date: the same at every call, and an older
+    commit keeps its own after the branch moves (hubfs shows it as the files' mtime)."""
+    first = hub.commits[TINY]
+    changed = tmp_path / "changed"
+    shutil.copytree(hub.sources[TINY], changed)
+    (changed / "config.json").write_text('{"changed": true}\n')
+    time.sleep(1.1)                                  # a later second than the first commit's
+    second = hubemu.import_repo(hub.root, TINY, str(changed))
+    code = f"""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        emit([int(api.model_info({TINY!r}, revision=rev).last_modified.timestamp())
+              for rev in ({first!r}, {second!r}, "main", {first!r})])
+    """
+    dates = hf(code)
+
+    def created(sha):
+        path = os.path.join(hub.root, "models", TINY, "commits", sha + ".hashes.json")
+        with open(path) as f:
+            return int(json.load(f)["created"])
+    assert dates == [created(first), created(second), created(second), created(first)]
+    assert dates[0] < dates[1]

@@ -1,328 +1,576 @@
-/* The block cache: single flight, failure then retry, the budget, read-ahead refusal, and no
- * deadlock when many readers need more blocks than the budget holds. */
+/* The block cache: claims of page runs, single flight, waiters, the memory budget and its
+ * eviction order, spare buffers, copies and counters, then many threads claiming, loading and
+ * waiting on overlapping ranges of a few blocks with every byte checked. */
 #include "blocks.h"
 #include "check.h"
+#include "read_path_support.h"
 
-#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#define BLOCK 4096u
+#define PAGE BLOCK_PAGE_SIZE
+#define BS (16 * PAGE)   /* 64 KiB blocks of 16 pages */
+#define MAX_RUNS 64
 
-static atomic_int loads;
-static atomic_int fail_next;
-static atomic_int slow_ms;
-
-/* Fills a block with bytes derived from (index, position) so a mix-up shows. */
-static int fake_load(void *context, uint64_t index, void *buf, size_t len, bool *fetched)
+static block *pinned(block_cache *cache, const block_source *source, uint64_t index)
 {
-    (void)context;
-    *fetched = true;
-    atomic_fetch_add(&loads, 1);
-    if (atomic_load(&slow_ms))
-        usleep((useconds_t)atomic_load(&slow_ms) * 1000);
-    if (atomic_exchange(&fail_next, 0))
-        return EIO;
-    for (size_t i = 0; i < len; i++)
-        ((uint8_t *)buf)[i] = (uint8_t)(index * 31 + i * 7);
-    return 0;
+    block *blk = NULL;
+    CHECK_EQ_INT(block_cache_get(cache, source, index, &blk), 0);
+    return blk;
 }
 
-static bool block_is_right(const block *blk, uint64_t index)
+static size_t claim(block_cache *cache, block *blk, size_t from, size_t to, bool within_budget, size_t max_run,
+                    page_run *runs)
 {
-    for (size_t i = 0; i < block_length(blk); i++)
-        if (block_data(blk)[i] != (uint8_t)(index * 31 + i * 7))
-            return false;
-    return true;
+    return block_cache_claim(cache, blk, from, to, within_budget, max_run, runs, MAX_RUNS);
 }
 
-typedef struct reader_args {
+/* Loads runs (the file's bytes, or nothing with an error) and completes them. */
+static void complete_runs(block_cache *cache, const page_run *runs, size_t count, int error)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (!error)
+            fill_run(&runs[i], BS);
+        block_cache_complete(cache, &runs[i], error);
+    }
+}
+
+/* Pins block index and loads it whole (a reader's claim); returns it pinned. */
+static block *loaded(block_cache *cache, const block_source *source, uint64_t index)
+{
+    block *blk = pinned(cache, source, index);
+    page_run runs[MAX_RUNS];
+    size_t count = claim(cache, blk, 0, BS, false, BS, runs);
+    complete_runs(cache, runs, count, 0);
+    CHECK(block_cache_has(cache, blk, 0, block_length(blk)));
+    return blk;
+}
+
+static block_cache_counters counters_of(block_cache *cache)
+{
+    block_cache_counters c;
+    block_cache_get_counters(cache, &c);
+    return c;
+}
+
+static bool run_is(const page_run *run, size_t first, size_t end)
+{
+    return run->first_page == first && run->end_page == end && block_run_offset(run) == first * PAGE &&
+           block_run_length(run) == (end - first) * PAGE;
+}
+
+/* Evicts every unpinned block: budget_blocks blocks of another file, claimed whole by readers
+ * at once, leave room for nothing else; their runs then fail, and with nothing present they go
+ * when put back. */
+static void evict_everything(block_cache *cache, int budget_blocks)
+{
+    block_source filler = {.id = 0xF111, .size = (uint64_t)budget_blocks * BS};
+    block *held[16];
+    page_run runs[16][MAX_RUNS];
+    size_t counts[16];
+    for (int i = 0; i < budget_blocks; i++) {
+        held[i] = pinned(cache, &filler, (uint64_t)i);
+        counts[i] = claim(cache, held[i], 0, BS, false, BS, runs[i]);
+    }
+    for (int i = 0; i < budget_blocks; i++) {
+        complete_runs(cache, runs[i], counts[i], EIO);
+        block_cache_put(cache, held[i]);
+    }
+}
+
+static void claims_split_and_skip(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 1, .size = 4 * BS};
+    block *blk = pinned(cache, &source, 0);
+    page_run runs[MAX_RUNS], in_flight[MAX_RUNS];
+
+    CHECK_EQ_INT(claim(cache, blk, 5 * PAGE, 7 * PAGE, false, BS, runs), 1);
+    CHECK(run_is(&runs[0], 5, 7));
+    complete_runs(cache, runs, 1, 0);
+    /* Unaligned bounds take the pages they touch; page 6 is present already. */
+    CHECK_EQ_INT(claim(cache, blk, 6 * PAGE + 100, 9 * PAGE - 1, false, BS, in_flight), 1);
+    CHECK(run_is(&in_flight[0], 7, 9));
+
+    size_t count = claim(cache, blk, 0, BS, false, 3 * PAGE, runs);
+    CHECK_EQ_INT(count, 5);
+    if (count == 5) {
+        CHECK(run_is(&runs[0], 0, 3));
+        CHECK(run_is(&runs[1], 3, 5));
+        CHECK(run_is(&runs[2], 9, 12));
+        CHECK(run_is(&runs[3], 12, 15));
+        CHECK(run_is(&runs[4], 15, 16));
+    }
+    CHECK_EQ_INT(counters_of(cache).pages_in_flight, 2 + 12);
+    CHECK_EQ_INT(claim(cache, blk, 0, BS, false, BS, runs + count), 0);
+    CHECK_EQ_INT(claim(cache, blk, 3 * PAGE, 3 * PAGE, false, BS, runs + count), 0);
+    complete_runs(cache, runs, count, 0);
+    complete_runs(cache, in_flight, 1, 0);
+    CHECK(block_cache_has(cache, blk, 0, BS));
+    CHECK(block_bytes_right(blk, BS, 0, BS));
+    CHECK_EQ_INT(counters_of(cache).pages_in_flight, 0);
+
+    /* At most max_runs runs: the rest stays free for a later claim. */
+    block *second = pinned(cache, &source, 1);
+    CHECK_EQ_INT(block_cache_claim(cache, second, 0, BS, false, PAGE, runs, 2), 2);
+    CHECK(run_is(&runs[0], 0, 1) && run_is(&runs[1], 1, 2));
+    CHECK_EQ_INT(claim(cache, second, 0, BS, false, BS, runs + 2), 1);
+    CHECK(run_is(&runs[2], 2, 16));
+    complete_runs(cache, runs, 3, 0);
+    CHECK(block_bytes_right(second, BS, 0, BS));
+
+    /* The file's last block is shorter, and so is its last page. */
+    block_source short_file = {.id = 2, .size = BS + 5000};
+    block *last = pinned(cache, &short_file, 1);
+    CHECK_EQ_INT(block_length(last), 5000);
+    CHECK_EQ_INT(claim(cache, last, 0, BS, false, BS, runs), 1);
+    CHECK(runs[0].first_page == 0 && runs[0].end_page == 2 && block_run_length(&runs[0]) == 5000);
+    complete_runs(cache, runs, 1, 0);
+    CHECK(block_bytes_right(last, BS, 0, 5000));
+    block *none = (block *)&runs[0];
+    CHECK_EQ_INT(block_cache_get(cache, &short_file, 2, &none), EINVAL);
+    CHECK(none == NULL);
+
+    block_cache_put(cache, last);
+    block_cache_put(cache, second);
+    block_cache_put(cache, blk);
+    block_cache_free(cache);
+}
+
+static void single_flight(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 3, .size = 2 * BS};
+    block *first_reader = pinned(cache, &source, 0), *second_reader = pinned(cache, &source, 0);
+    CHECK(first_reader == second_reader);
+    page_run runs1[MAX_RUNS], runs2[MAX_RUNS], none[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, first_reader, 0, 8 * PAGE, false, BS, runs1), 1);
+    /* The second reader overlaps the first: it gets only the pages nobody claimed. */
+    CHECK_EQ_INT(claim(cache, second_reader, 4 * PAGE, 12 * PAGE, false, BS, runs2), 1);
+    CHECK(run_is(&runs2[0], 8, 12));
+    CHECK_EQ_INT(claim(cache, second_reader, 0, 12 * PAGE, false, BS, none), 0);
+    CHECK_EQ_INT(claim(cache, second_reader, 0, 12 * PAGE, true, BS, none), 0);
+
+    latch_waiter w1, w2;
+    latch_init(&w1);
+    latch_init(&w2);
+    CHECK_EQ_INT(block_cache_wait(cache, first_reader, 0, 8 * PAGE, &w1.waiter), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, second_reader, 4 * PAGE, 12 * PAGE, &w2.waiter), 0);
+    complete_runs(cache, runs1, 1, 0);
+    CHECK_EQ_INT(latch_fired(&w1), 1);
+    CHECK_EQ_INT(w1.error, 0);
+    CHECK_EQ_INT(latch_fired(&w2), 0);   /* pages 8..11 are still on their way */
+    complete_runs(cache, runs2, 1, 0);
+    CHECK_EQ_INT(latch_fired(&w1), 1);
+    CHECK_EQ_INT(latch_fired(&w2), 1);
+    CHECK_EQ_INT(w2.error, 0);
+    CHECK(block_bytes_right(first_reader, BS, 0, 12 * PAGE));
+    latch_destroy(&w1);
+    latch_destroy(&w2);
+    block_cache_put(cache, first_reader);
+    block_cache_put(cache, second_reader);
+    block_cache_free(cache);
+}
+
+static void waiters(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 4, .size = BS};
+    block *blk = pinned(cache, &source, 0);
+    latch_waiter unclaimed, on_a, on_b, on_both, withdrawn, present;
+    latch_waiter *all[] = {&unclaimed, &on_a, &on_b, &on_both, &withdrawn, &present};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        latch_init(all[i]);
+
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -1);
+    CHECK(!block_cache_cancel_wait(cache, &unclaimed.waiter));   /* never registered */
+
+    page_run a[MAX_RUNS], b[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk, 0, 4 * PAGE, false, BS, a), 1);
+    CHECK_EQ_INT(claim(cache, blk, 4 * PAGE, 8 * PAGE, false, BS, b), 1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, 4 * PAGE, &on_a.waiter), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 4 * PAGE, 8 * PAGE, &on_b.waiter), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 2 * PAGE, 6 * PAGE, &on_both.waiter), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 5 * PAGE, 6 * PAGE, &withdrawn.waiter), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 7 * PAGE, 9 * PAGE, &unclaimed.waiter), -1);
+    CHECK(block_cache_cancel_wait(cache, &withdrawn.waiter));
+    CHECK(!block_cache_cancel_wait(cache, &withdrawn.waiter));
+
+    /* Run a fails: its waiters hear why, on_b still waits for run b. */
+    complete_runs(cache, a, 1, EIO);
+    CHECK_EQ_INT(latch_fired(&on_a), 1);
+    CHECK_EQ_INT(on_a.error, EIO);
+    CHECK_EQ_INT(latch_fired(&on_both), 1);
+    CHECK_EQ_INT(on_both.error, EIO);
+    CHECK_EQ_INT(latch_fired(&on_b), 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -1);
+    CHECK_EQ_INT(counters_of(cache).load_failures, 1);
+
+    complete_runs(cache, b, 1, 0);
+    CHECK_EQ_INT(latch_fired(&on_b), 1);
+    CHECK_EQ_INT(on_b.error, 0);
+    CHECK_EQ_INT(latch_fired(&withdrawn), 0);
+    CHECK(!block_cache_cancel_wait(cache, &on_b.waiter));   /* after it fired */
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 4 * PAGE, 8 * PAGE, &present.waiter), 1);
+    CHECK(!block_cache_cancel_wait(cache, &present.waiter));
+
+    /* The failed pages can be claimed again. */
+    CHECK_EQ_INT(claim(cache, blk, 0, 8 * PAGE, false, BS, a), 1);
+    CHECK(run_is(&a[0], 0, 4));
+    complete_runs(cache, a, 1, 0);
+    CHECK(block_bytes_right(blk, BS, 0, 8 * PAGE));
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        CHECK(all[i]->fired <= 1);
+        latch_destroy(all[i]);
+    }
+    block_cache_put(cache, blk);
+    block_cache_free(cache);
+}
+
+/* Read-ahead claims fit the budget or are refused; a reader's claim evicts, and exceeds the
+ * budget when everything is pinned. */
+static void budget(void)
+{
+    block_cache *cache = block_cache_new(2 * BS, BS);
+    block_source source = {.id = 5, .size = 8 * BS};
+    block_cache_put(cache, loaded(cache, &source, 0));
+    block_cache_put(cache, loaded(cache, &source, 1));
+    CHECK_EQ_INT(counters_of(cache).memory_used, 2 * BS);
+
+    block *blk2 = pinned(cache, &source, 2);
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk2, 0, BS, true, BS, runs), 0);   /* only unread blocks to evict */
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.ahead_refused, 16);
+    CHECK_EQ_INT(c.evictions, 0);
+    CHECK_EQ_INT(c.memory_used, 2 * BS);
+    uint8_t copy[64];
+    CHECK(block_cache_copy_present(cache, 5, 0, 0, sizeof copy, copy));
+    CHECK(block_cache_copy_present(cache, 5, 1, 0, sizeof copy, copy));
+
+    size_t count = claim(cache, blk2, 0, BS, false, BS, runs);
+    CHECK_EQ_INT(count, 1);
+    complete_runs(cache, runs, count, 0);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.evictions, 1);
+    CHECK_EQ_INT(c.memory_used, 2 * BS);
+    CHECK(!block_cache_copy_present(cache, 5, 0, 0, sizeof copy, copy));   /* least recently used */
+    CHECK(block_cache_copy_present(cache, 5, 1, 0, sizeof copy, copy));
+
+    /* Every block pinned: a reader's claim exceeds the budget, read-ahead's is refused. */
+    block *blk1 = pinned(cache, &source, 1), *blk3 = pinned(cache, &source, 3), *blk4 = pinned(cache, &source, 4);
+    count = claim(cache, blk3, 0, BS, false, BS, runs);
+    CHECK_EQ_INT(count, 1);
+    CHECK_EQ_INT(counters_of(cache).memory_used, 3 * BS);
+    CHECK_EQ_INT(claim(cache, blk4, 0, PAGE, true, BS, runs + 1), 0);
+    complete_runs(cache, runs, count, 0);
+    CHECK(block_bytes_right(blk3, BS, 0, BS));
+    block_cache_put(cache, blk4);
+    block_cache_put(cache, blk3);
+    block_cache_put(cache, blk2);
+    block_cache_put(cache, blk1);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.evictions, 1);
+    CHECK_EQ_INT(c.blocks, 3);
+    evict_everything(cache, 2);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 0);
+    CHECK_EQ_INT(c.blocks, 0);
+    block_cache_free(cache);
+}
+
+/* Blocks whose every present page went to the kernel go first, even when more recently used;
+ * read-ahead may evict them. */
+static void served_blocks_go_first(void)
+{
+    block_cache *cache = block_cache_new(2 * BS, BS);
+    block_source source = {.id = 6, .size = 8 * BS};
+    block_cache_put(cache, loaded(cache, &source, 0));
+    block *blk1 = loaded(cache, &source, 1);
+    block_cache_mark_served(cache, blk1, 0, BS);
+    block_cache_put(cache, blk1);
+
+    uint8_t copy[64];
+    block *blk2 = pinned(cache, &source, 2);
+    page_run runs[MAX_RUNS];
+    size_t count = claim(cache, blk2, 0, BS, false, BS, runs);
+    CHECK_EQ_INT(count, 1);
+    complete_runs(cache, runs, count, 0);
+    CHECK(block_cache_copy_present(cache, 6, 0, 0, sizeof copy, copy));
+    CHECK(!block_cache_copy_present(cache, 6, 1, 0, sizeof copy, copy));
+    block_cache_put(cache, blk2);
+
+    /* Block 0 served only in part still holds unread bytes; block 2 half present and all of
+     * that served holds none. */
+    block *blk0 = pinned(cache, &source, 0);
+    block_cache_mark_served(cache, blk0, 0, BS / 2);
+    block_cache_put(cache, blk0);
+    block *blk3 = pinned(cache, &source, 3);
+    CHECK_EQ_INT(claim(cache, blk3, 0, BS, true, BS, runs), 0);
+    blk2 = pinned(cache, &source, 2);
+    block_cache_mark_served(cache, blk2, 0, BS);
+    block_cache_put(cache, blk2);
+    count = claim(cache, blk3, 0, BS, true, BS, runs);
+    CHECK_EQ_INT(count, 1);
+    complete_runs(cache, runs, count, 0);
+    CHECK(block_cache_copy_present(cache, 6, 0, 0, sizeof copy, copy));
+    CHECK(!block_cache_copy_present(cache, 6, 2, 0, sizeof copy, copy));
+    CHECK_EQ_INT(counters_of(cache).evictions, 2);
+    block_cache_put(cache, blk3);
+    block_cache_free(cache);
+}
+
+/* An evicted complete block's buffer goes to the next block that claims most of itself: it is
+ * charged whole once, and the accounting returns to zero when everything is gone. */
+static void spare_buffers(void)
+{
+    block_cache *cache = block_cache_new(BS, BS);
+    block_source source = {.id = 7, .size = 4 * BS + 5000};
+    block *blk0 = loaded(cache, &source, 0);
+    const uint8_t *buffer0 = block_data(blk0);
+    block_cache_put(cache, blk0);
+    CHECK_EQ_INT(counters_of(cache).memory_used, BS);
+
+    block *blk1 = pinned(cache, &source, 1);
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk1, 0, BS / 2, false, BS, runs), 1);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.evictions, 1);
+    CHECK_EQ_INT(c.memory_used, BS);   /* the reused buffer, charged whole, not 1.5 blocks */
+    CHECK(block_data(blk1) == buffer0);
+    complete_runs(cache, runs, 1, 0);
+    CHECK(block_bytes_right(blk1, BS, 0, BS / 2));
+    CHECK_EQ_INT(claim(cache, blk1, BS / 2, BS, false, BS, runs), 1);
+    CHECK_EQ_INT(counters_of(cache).memory_used, BS);   /* already charged */
+    complete_runs(cache, runs, 1, EIO);
+    CHECK_EQ_INT(counters_of(cache).memory_used, BS);
+    CHECK_EQ_INT(claim(cache, blk1, BS / 2, BS, false, BS, runs), 1);
+    complete_runs(cache, runs, 1, 0);
+    CHECK(block_bytes_right(blk1, BS, 0, BS));
+    block_cache_put(cache, blk1);
+
+    /* The short last block cannot take a spare: it is charged by the byte. */
+    block *last = pinned(cache, &source, 4);
+    CHECK_EQ_INT(claim(cache, last, 0, BS, false, BS, runs), 1);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 5000);
+    CHECK_EQ_INT(c.evictions, 2);
+    complete_runs(cache, runs, 1, EIO);
+    block_cache_put(cache, last);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 0);
+    CHECK_EQ_INT(c.blocks, 0);
+    block_cache_free(cache);
+}
+
+static void copy_present(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 8, .size = 2 * BS};
+    block *blk = pinned(cache, &source, 0);
+    page_run runs[MAX_RUNS], in_flight[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk, 0, 4 * PAGE, false, BS, runs), 1);
+    complete_runs(cache, runs, 1, 0);
+    CHECK_EQ_INT(claim(cache, blk, 4 * PAGE, 6 * PAGE, false, BS, in_flight), 1);
+
+    static uint8_t copy[BS];
+    CHECK(block_cache_copy_present(cache, 8, 0, 100, 3 * PAGE + 7, copy));
+    CHECK(bytes_right(copy, 8, 100, 3 * PAGE + 7 - 100));
+    CHECK(!block_cache_copy_present(cache, 8, 0, 0, 4 * PAGE + 1, copy));   /* page 4 in flight */
+    CHECK(!block_cache_copy_present(cache, 8, 0, 6 * PAGE, 7 * PAGE, copy));
+    CHECK(!block_cache_copy_present(cache, 8, 0, 10, 10, copy));
+    CHECK(!block_cache_copy_present(cache, 8, 0, 0, BS + 1, copy));
+    CHECK(!block_cache_copy_present(cache, 99, 0, 0, 10, copy));
+    CHECK(!block_cache_copy_present(cache, 8, 1, 0, 10, copy));
+    CHECK_EQ_INT(counters_of(cache).blocks, 1);   /* a copy never creates a block */
+    CHECK(!block_cache_has(cache, blk, 3 * PAGE, 5 * PAGE));
+    CHECK(block_cache_has(cache, blk, 3 * PAGE, 4 * PAGE));
+    complete_runs(cache, in_flight, 1, 0);
+    CHECK(block_cache_copy_present(cache, 8, 0, 3 * PAGE + 1, 6 * PAGE, copy));
+    CHECK(bytes_right(copy, 8, 3 * PAGE + 1, 3 * PAGE - 1));
+    block_cache_put(cache, blk);
+    block_cache_free(cache);
+}
+
+static void counters(void)
+{
+    block_cache *cache = block_cache_new(BS, BS);
+    block_source source = {.id = 11, .size = 2 * BS};
+    block *blk = pinned(cache, &source, 0);
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk, 0, 3 * PAGE, false, BS, runs), 1);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 3 * PAGE);   /* charged per page claimed */
+    CHECK_EQ_INT(c.pages_in_flight, 3);
+    CHECK_EQ_INT(c.blocks, 1);
+    CHECK_EQ_INT(c.memory_budget, BS);
+
+    latch_waiter w;
+    latch_init(&w);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, 2 * PAGE, &w.waiter), 0);
+    complete_runs(cache, runs, 1, 0);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, 3 * PAGE, &w.waiter), 1);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.misses, 2);
+    CHECK_EQ_INT(c.hits, 3);
+    CHECK_EQ_INT(c.pages_in_flight, 0);
+    CHECK_EQ_INT(block_cache_present_bytes(cache, 11, 0), 3 * PAGE);
+
+    /* Two pages present, two waited for. */
+    CHECK_EQ_INT(claim(cache, blk, PAGE, 5 * PAGE, false, BS, runs), 1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, PAGE, 5 * PAGE, &w.waiter), 0);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.hits, 5);
+    CHECK_EQ_INT(c.misses, 4);
+    CHECK_EQ_INT(c.memory_used, 5 * PAGE);
+    complete_runs(cache, runs, 1, EIO);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.load_failures, 1);
+    CHECK_EQ_INT(c.memory_used, 3 * PAGE);
+    CHECK_EQ_INT(w.error, EIO);
+
+    /* Evicting pages that were fetched and never served wastes them. */
+    block_cache_mark_served(cache, blk, 0, PAGE);
+    block_cache_put(cache, blk);
+    block *other = pinned(cache, &source, 1);
+    CHECK_EQ_INT(claim(cache, other, 0, BS, false, BS, runs), 1);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.evictions, 1);
+    CHECK_EQ_INT(c.wasted_bytes, 2 * PAGE);
+    CHECK_EQ_INT(c.memory_used, BS);
+    CHECK_EQ_INT(block_cache_present_bytes(cache, 11, 0), 0);
+    complete_runs(cache, runs, 1, 0);
+    CHECK_EQ_INT(block_cache_present_bytes(cache, 11, 1), BS);
+    latch_destroy(&w);
+    block_cache_put(cache, other);
+    block_cache_free(cache);
+}
+
+/* ---- many threads ------------------------------------------------------------------------- */
+
+#define STRESS_THREADS 8
+#define STRESS_ROUNDS 2000
+#define STRESS_BLOCKS 6
+
+typedef struct stress_thread {
     block_cache *cache;
     const block_source *source;
-    uint64_t first, count;
-    int errors;
-} reader_args;
+    uint64_t seed;
+    int wrong_bytes, timeouts, served;
+} stress_thread;
 
-static void *reader_main(void *arg)
+static uint64_t next_random(uint64_t *state)
 {
-    reader_args *a = arg;
-    for (uint64_t i = 0; i < a->count; i++) {
-        uint64_t index = (a->first + i * 7) % (a->source->size / BLOCK);
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* Claims what is missing of [from, to), loads it (now and then failing), waits for the rest.
+ * Whether the bytes are present; a wait that outlives its deadline counts as a timeout. */
+static bool read_range(stress_thread *t, block *blk, size_t from, size_t to)
+{
+    bool within_budget = next_random(&t->seed) % 4 == 0;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        page_run runs[16];
+        size_t count = block_cache_claim(t->cache, blk, from, to, within_budget, 2 * PAGE, runs, 16);
+        for (size_t i = 0; i < count; i++) {
+            if (next_random(&t->seed) % 8 == 0)
+                sched_yield();   /* let other readers find these pages in flight */
+            int error = next_random(&t->seed) % 16 == 0 ? EIO : 0;
+            if (!error)
+                fill_run(&runs[i], BS);
+            block_cache_complete(t->cache, &runs[i], error);
+        }
+        latch_waiter w;
+        latch_init(&w);
+        int waiting = block_cache_wait(t->cache, blk, from, to, &w.waiter);
+        if (waiting == 0 && !latch_wait(&w, 20)) {
+            t->timeouts++;
+            if (!block_cache_cancel_wait(t->cache, &w.waiter))
+                latch_wait(&w, 3600);   /* it is firing: w must outlive the call */
+        }
+        bool loaded_now = waiting == 0 && latch_fired(&w) && w.error == 0;
+        latch_destroy(&w);
+        if (waiting == 1 || loaded_now)
+            return true;
+        within_budget = false;   /* refused or failed: claim as a reader */
+    }
+    return false;
+}
+
+static void *stress_main(void *arg)
+{
+    stress_thread *t = arg;
+    for (int round = 0; round < STRESS_ROUNDS; round++) {
+        uint64_t index = next_random(&t->seed) % STRESS_BLOCKS;
         block *blk;
-        if (block_cache_read(a->cache, a->source, index, &blk) != 0 || !block_is_right(blk, index)) {
-            a->errors++;
+        if (block_cache_get(t->cache, t->source, index, &blk) != 0) {
+            t->wrong_bytes++;
             continue;
         }
-        block_cache_release(a->cache, blk);
+        size_t length = block_length(blk);
+        size_t from = next_random(&t->seed) % length;
+        size_t span = length - from < 5 * PAGE ? length - from : 5 * PAGE;
+        size_t to = from + 1 + next_random(&t->seed) % span;
+        if (!read_range(t, blk, from, to) || !block_bytes_right(blk, BS, from, to))
+            t->wrong_bytes++;
+        if (next_random(&t->seed) % 2) {
+            block_cache_mark_served(t->cache, blk, from, to);
+            t->served++;
+        }
+        block_cache_put(t->cache, blk);
     }
     return NULL;
 }
 
-static void concurrent_readers_share_one_load(void)
+static void many_threads(void)
 {
-    block_cache *cache = block_cache_new(64 * BLOCK, BLOCK, fake_load);
-    block_source source = {.id = 1, .size = 16 * BLOCK};
-    atomic_store(&loads, 0);
-    atomic_store(&slow_ms, 50);
-    pthread_t threads[8];
-    reader_args args[8];
-    for (int t = 0; t < 8; t++) {
-        args[t] = (reader_args){.cache = cache, .source = &source, .first = 3, .count = 1};
-        pthread_create(&threads[t], NULL, reader_main, &args[t]);
+    block_cache *cache = block_cache_new(2 * BS, BS);
+    block_source source = {.id = 9, .size = (STRESS_BLOCKS - 1) * BS + 3000};
+    pthread_t threads[STRESS_THREADS];
+    stress_thread args[STRESS_THREADS];
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        args[i] = (stress_thread){.cache = cache, .source = &source, .seed = 0x9E3779B97F4A7C15ULL * (i + 1)};
+        CHECK_EQ_INT(pthread_create(&threads[i], NULL, stress_main, &args[i]), 0);
     }
-    for (int t = 0; t < 8; t++) {
-        pthread_join(threads[t], NULL);
-        CHECK_EQ_INT(args[t].errors, 0);
-    }
-    CHECK_EQ_INT(atomic_load(&loads), 1);
-    atomic_store(&slow_ms, 0);
-    block_cache_free(cache);
-}
-
-static void failed_load_is_retried(void)
-{
-    block_cache *cache = block_cache_new(8 * BLOCK, BLOCK, fake_load);
-    block_source source = {.id = 2, .size = 4 * BLOCK + 100};
-    block *blk = NULL;
-    atomic_store(&fail_next, 1);
-    CHECK_EQ_INT(block_cache_read(cache, &source, 0, &blk), EIO);
-    CHECK(blk == NULL);
-    CHECK_EQ_INT(block_cache_read(cache, &source, 0, &blk), 0);
-    CHECK(blk && block_is_right(blk, 0));
-    block_cache_release(cache, blk);
-    CHECK_EQ_INT(block_cache_read(cache, &source, 4, &blk), 0);   /* the short last block */
-    CHECK_EQ_INT(block_length(blk), 100);
-    block_cache_release(cache, blk);
-    CHECK_EQ_INT(block_cache_read(cache, &source, 5, &blk), EINVAL);
-    block_cache_counters counters;
-    block_cache_get_counters(cache, &counters);
-    CHECK_EQ_INT(counters.load_failures, 1);
-    block_cache_free(cache);
-}
-
-static void budget_is_kept_with_lru_eviction(void)
-{
-    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
-    block_source source = {.id = 3, .size = 32 * BLOCK};
-    for (uint64_t i = 0; i < 32; i++) {
-        block *blk;
-        CHECK_EQ_INT(block_cache_read(cache, &source, i, &blk), 0);
-        block_cache_release(cache, blk);
-        block_cache_counters counters;
-        block_cache_get_counters(cache, &counters);
-        CHECK(counters.memory_used <= 4 * BLOCK);
-    }
-    CHECK(block_cache_contains(cache, 3, 31));
-    CHECK(!block_cache_contains(cache, 3, 0));
-    block_cache_free(cache);
-}
-
-static void read_ahead_never_evicts_unread_read_ahead(void)
-{
-    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
-    block_source source = {.id = 4, .size = 32 * BLOCK};
-    int started = 0;
-    for (uint64_t i = 0; i < 8; i++) {
-        block *blk = block_cache_prefetch(cache, &source, i);
-        if (blk) {
-            block_cache_load(cache, blk);
-            started++;
-        }
-    }
-    CHECK_EQ_INT(started, 4);
-    block_cache_counters counters;
-    block_cache_get_counters(cache, &counters);
-    CHECK_EQ_INT(counters.prefetch_skipped, 4);
-    CHECK(block_cache_prefetch(cache, &source, 2) == NULL);   /* present */
-    block *blk;
-    CHECK_EQ_INT(block_cache_read(cache, &source, 9, &blk), 0);   /* a reader may evict them */
-    block_cache_release(cache, blk);
-    block_cache_free(cache);
-}
-
-static void many_readers_small_budget_no_deadlock(void)
-{
-    block_cache *cache = block_cache_new(4 * BLOCK, BLOCK, fake_load);
-    block_source source = {.id = 5, .size = 64 * BLOCK};
-    atomic_store(&slow_ms, 1);
-    pthread_t threads[32];
-    reader_args args[32];
-    for (int t = 0; t < 32; t++) {
-        args[t] = (reader_args){.cache = cache, .source = &source, .first = (uint64_t)t, .count = 20};
-        pthread_create(&threads[t], NULL, reader_main, &args[t]);
-    }
-    for (int t = 0; t < 32; t++) {
-        pthread_join(threads[t], NULL);
-        CHECK_EQ_INT(args[t].errors, 0);
-    }
-    block_cache_counters counters;
-    block_cache_get_counters(cache, &counters);
-    CHECK(counters.memory_used <= 4 * BLOCK);
-    atomic_store(&slow_ms, 0);
-    block_cache_free(cache);
-}
-
-static void release_at_once(void *hook_context, block *blk)
-{
-    block_cache_release(hook_context, blk);   /* stands for a store to disk */
-}
-
-/* Reads 32 blocks in order, marking each block consumed once the next is read; returns the
- * memory used at the end. */
-static uint64_t read_in_order_marking_consumed(block_cache *cache)
-{
-    block_source source = {.id = 5, .size = 32 * BLOCK};
-    for (uint64_t i = 0; i < 32; i++) {
-        block *blk;
-        CHECK_EQ_INT(block_cache_read(cache, &source, i, &blk), 0);
-        if (blk) {
-            CHECK(block_is_right(blk, i));
-            block_cache_release(cache, blk);
-        }
-        if (i > 0)
-            block_cache_mark_consumed(cache, 5, i - 1);
-    }
-    block_cache_counters counters;
-    block_cache_get_counters(cache, &counters);
-    return counters.memory_used;
-}
-
-static void consumed_blocks_are_reused_only_when_stored(void)
-{
-    block_cache *stored = block_cache_new(64 * BLOCK, BLOCK, fake_load);
-    block_cache_set_store_hook(stored, release_at_once, stored);
-    CHECK(read_in_order_marking_consumed(stored) <= 3 * BLOCK);
-    CHECK(block_cache_contains(stored, 5, 31));
-    block_cache_free(stored);
-
-    block_cache *memory_only = block_cache_new(64 * BLOCK, BLOCK, fake_load);
-    CHECK_EQ_INT(read_in_order_marking_consumed(memory_only), 32 * BLOCK);
-    CHECK(block_cache_contains(memory_only, 5, 0));
-    block_cache_free(memory_only);
-}
-
-static atomic_ulong range_bytes_loaded;
-static atomic_int stores;
-
-/* Loads bytes [from, to) with the same pattern as fake_load, counting them; never the whole. */
-static int fake_load_range(void *context, uint64_t index, uint8_t *block_buf, size_t block_len, size_t from,
-                           size_t to, bool *whole)
-{
-    (void)context;
-    (void)whole;
-    if (to > block_len || from >= to)
-        return EINVAL;
-    if (atomic_load(&slow_ms))
-        usleep((useconds_t)atomic_load(&slow_ms) * 1000);
-    if (atomic_exchange(&fail_next, 0))
-        return EIO;
-    atomic_fetch_add(&range_bytes_loaded, to - from);
-    for (size_t i = from; i < to; i++)
-        block_buf[i] = (uint8_t)(index * 31 + i * 7);
-    return 0;
-}
-
-static void count_store(void *hook_context, block *blk)
-{
-    atomic_fetch_add(&stores, 1);
-    block_cache_release(hook_context, blk);
-}
-
-static bool range_is_right(const block *blk, size_t from, size_t to)
-{
-    for (size_t i = from; i < to; i++)
-        if (block_data(blk)[i] != (uint8_t)(block_index(blk) * 31 + i * 7))
-            return false;
-    return true;
-}
-
-typedef struct piece_reader_args {
-    block_cache *cache;
-    const block_source *source;
-    size_t from, to;
-    int errors;
-} piece_reader_args;
-
-static void *piece_reader_main(void *arg)
-{
-    piece_reader_args *a = arg;
-    block *blk;
-    if (block_cache_read_range(a->cache, a->source, 1, a->from, a->to, true, &blk) != 0) {
-        a->errors++;
-        return NULL;
-    }
-    if (!range_is_right(blk, a->from, a->to))
-        a->errors++;
-    block_cache_release(a->cache, blk);
-    return NULL;
-}
-
-/* A slice read fetches only its pieces; concurrent readers of other pieces share nothing twice;
- * a whole read completes the block, which is then stored once; a failed piece is retried. */
-static void partial_blocks_fetch_only_touched_pieces(void)
-{
-    block_cache *cache = block_cache_new(8 * BLOCK, BLOCK, fake_load);
-    block_cache_set_range_loader(cache, fake_load_range);
-    block_cache_set_store_hook(cache, count_store, cache);
-    block_source source = {.id = 9, .size = 4 * BLOCK};
-    size_t piece = BLOCK / BLOCK_MAX_PIECES;
-    atomic_store(&loads, 0);
-    atomic_store(&range_bytes_loaded, 0);
-
-    block *blk;
-    CHECK_EQ_INT(block_cache_read_range(cache, &source, 1, piece + 5, 3 * piece - 1, true, &blk), 0);
-    CHECK(range_is_right(blk, piece + 5, 3 * piece - 1));
-    block_cache_release(cache, blk);
-    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), 2 * piece);
-    CHECK(!block_cache_contains(cache, 9, 1));
-
-    atomic_store(&fail_next, 1);
-    CHECK_EQ_INT(block_cache_read_range(cache, &source, 1, 10 * piece, 11 * piece, true, &blk), EIO);
-
-    atomic_store(&slow_ms, 2);
-    enum { READERS = 8 };
-    pthread_t threads[READERS];
-    piece_reader_args args[READERS];
-    for (int i = 0; i < READERS; i++) {
-        /* overlapping ranges over pieces 0..16 (1 and 2 already present), some shared by two readers */
-        args[i] = (piece_reader_args){.cache = cache, .source = &source, .from = (size_t)i * 2 * piece + 3,
-                                      .to = (size_t)(i * 2 + 3) * piece};
-        pthread_create(&threads[i], NULL, piece_reader_main, &args[i]);
-    }
-    for (int i = 0; i < READERS; i++) {
+    int wrong = 0, timeouts = 0;
+    for (int i = 0; i < STRESS_THREADS; i++) {
         pthread_join(threads[i], NULL);
-        CHECK_EQ_INT(args[i].errors, 0);
+        wrong += args[i].wrong_bytes;
+        timeouts += args[i].timeouts;
     }
-    atomic_store(&slow_ms, 0);
-    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), 17 * piece);
-    CHECK_EQ_INT(atomic_load(&stores), 0);
-
-    CHECK_EQ_INT(block_cache_read(cache, &source, 1, &blk), 0);
-    CHECK(block_is_right(blk, 1));
-    block_cache_release(cache, blk);
-    CHECK_EQ_INT(atomic_load(&range_bytes_loaded), BLOCK);
-    CHECK_EQ_INT(atomic_load(&loads), 0);
-    CHECK_EQ_INT(atomic_load(&stores), 1);
-    CHECK(block_cache_contains(cache, 9, 1));
-
-    /* a read that is not partial loads an absent block whole, as before */
-    CHECK_EQ_INT(block_cache_read_range(cache, &source, 2, 5, 6, false, &blk), 0);
-    CHECK(block_is_right(blk, 2));
-    block_cache_release(cache, blk);
-    CHECK_EQ_INT(atomic_load(&loads), 1);
+    CHECK_EQ_INT(wrong, 0);
+    CHECK_EQ_INT(timeouts, 0);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.pages_in_flight, 0);
+    CHECK(c.load_failures > 0);
+    CHECK(c.evictions > 0);
+    CHECK(c.blocks <= STRESS_BLOCKS);
+    printf("many threads: %llu evictions, %llu failed runs, %llu refused pages, %llu MiB wasted\n",
+           (unsigned long long)c.evictions, (unsigned long long)c.load_failures,
+           (unsigned long long)c.ahead_refused, (unsigned long long)(c.wasted_bytes >> 20));
+    evict_everything(cache, 2);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 0);
+    CHECK_EQ_INT(c.blocks, 0);
     block_cache_free(cache);
 }
 
 int main(void)
 {
-    partial_blocks_fetch_only_touched_pieces();
-    consumed_blocks_are_reused_only_when_stored();
-    concurrent_readers_share_one_load();
-    failed_load_is_retried();
-    budget_is_kept_with_lru_eviction();
-    read_ahead_never_evicts_unread_read_ahead();
-    many_readers_small_budget_no_deadlock();
+    claims_split_and_skip();
+    single_flight();
+    waiters();
+    budget();
+    served_blocks_go_first();
+    spare_buffers();
+    copy_present();
+    counters();
+    many_threads();
     return check_finish("test_blocks");
 }

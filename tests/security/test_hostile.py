@@ -2,15 +2,19 @@
 (hostile_proxy.py) rewrites chosen answers; tests/hub covers the same answers at the client's
 level, this checks what a user of the mount then sees:
 
-- tree listings with names like `..`, `.`, `%2e%2e`, `/` inside names, NUL, very long names,
-  absolute paths or paths leaving the repo: the entry is refused or the repo fails cleanly, never
-  a name that is not a plain directory entry, never a file outside the mount's namespace;
+- tree listings with names like `..`, `.`, `%2e%2e`, `/` inside names, NUL, newlines, very long
+  names, absolute paths or paths leaving the repo: the entry is left out (the rest of the repo is
+  served, and the log says what was left out and why), never a name that is not a plain directory
+  entry, never a file outside the mount's namespace; past a million entries the listing is cut,
+  the first million served;
 - malformed, huge, deeply nested or incomplete JSON; a Content-Range or X-Linked-Size that
   disagrees; redirect loops; redirects to file:// or to a dead port: clean errors (EIO, ENOENT,
   EACCES) in bounded time, never a wrong byte, and the daemon lives on and exits cleanly.
 """
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +23,9 @@ import urllib.parse
 import pytest
 
 import harness
+import hubemu
 from hostile_proxy import HostileProxy
+from mount import errno_of
 
 DEADLINE_S = 60 if harness.SANITIZED else 30
 REPO = "rel/tiny"
@@ -100,7 +106,8 @@ def snapshot_tmp():
 
 HOSTILE_NAMES = ["..", ".", "%2e%2e", "a/../../../../escaped-by-dotdot", "/escaped-absolute",
                  "../escaped-parent", "dir//empty-part", "dir/./dot-part", "nul\u0000byte",
-                 "n" * 300, "deep/" * 900 + "f", "back\\slash", "dir/", "", "x/.."]
+                 "n" * 300, "deep/" * 900 + "f", "back\\slash", "dir/", "", "x/..",
+                 "new\nline", "carriage\rreturn", "tab\tname", "dir/" + "n" * 256 + "/f"]
 # Names the Hub may legitimately have: shown as is (a literal file name), never interpreted.
 LITERAL_OK = {"%2e%2e", "back\\slash"}
 
@@ -124,23 +131,107 @@ def test_hostile_tree_names(hub, figures, name):
             repo_dir = os.path.join(m.path, REPO)
             error, names, files = probe(repo_dir, figures)
             assert_daemon_healthy(m)
+            log = m.log_text()
         assert proxy.hits, "the hostile listing was never asked for"
     print(f"hostile name {name[:40]!r}: error={error} shown={sorted(set(names) - set(real))[:5]}")
     figures.count("hostile_name")
-    if error is not None:                     # the repo failed as a whole: cleanly
-        assert error in CLEAN_ERRORS, error
-    else:
-        for rel in names:
-            for part in rel.split("/"):
-                assert part not in ("", ".", "..") and "\0" not in part and len(part.encode()) <= 255, rel
-        shown = set(names) - set(real) - {os.path.dirname(r) for r in real if "/" in r}
-        assert shown <= LITERAL_OK, f"hostile entries shown: {shown}"
-        for rel in real:                      # the honest entries are still served right
-            assert files[rel] == source_bytes(hub, rel), rel
-        for rel in shown:                     # the Hub has no such file: a clean error
-            assert files.get(rel) in CLEAN_ERRORS, (rel, files.get(rel))
+    # One entry the filesystem cannot show never takes the rest of the repo down with it.
+    assert error is None, f"the whole repo failed ({error}) for one entry named {name[:40]!r}"
+    for rel in names:
+        for part in rel.split("/"):
+            assert part not in ("", ".", "..") and not any(ord(c) < 0x20 for c in part) \
+                and len(part.encode()) <= 255, rel
+    shown = set(names) - set(real) - {os.path.dirname(r) for r in real if "/" in r}
+    assert shown <= LITERAL_OK, f"hostile entries shown: {shown}"
+    for rel in real:                          # the honest entries are still served right
+        assert files[rel] == source_bytes(hub, rel), rel
+    assert files["config.json"] == source_bytes(hub, "config.json")
+    for rel in shown:                         # the Hub has no such file: a clean error
+        assert files.get(rel) in CLEAN_ERRORS, (rel, files.get(rel))
+    gaps = [line for line in log.splitlines() if "file list incomplete" in line]
+    if name in LITERAL_OK:
+        assert name in shown and not gaps, gaps
+    else:                                     # the log says what was left out, and why
+        assert len(gaps) == 1 and f"{REPO}@main: file list incomplete: 1 entry left out" in gaps[0], gaps
+        assert "no local path can hold its name" in gaps[0], gaps
+        assert all(0x20 <= ord(c) < 0x7f for c in gaps[0]), gaps   # sanitized: one clean line
     created = {n for n in snapshot_tmp() - before if n.startswith("escaped") or n == "f"}
     assert not created, f"files appeared outside the mount: {created}"
+
+
+def test_odd_names_in_a_real_commit_are_left_out_and_logged(hub, figures, tmp_path):
+    """An honest Hub with files whose names no local path can hold (a newline, a tab): the
+    emulator serves them as the Hub would; the mount shows every other file, byte for byte."""
+    src = tmp_path / "odd"
+    shutil.copytree(hub.sources[REPO], src)
+    odd = ["new\nline.json", "tab\tname.txt", "sub/ret\rurn.bin"]
+    os.makedirs(src / "sub")
+    (src / "sub" / "normal.txt").write_bytes(b"a normal file next to an odd one\n")
+    for rel in odd:
+        (src / rel).write_bytes(b"odd\n")
+    repo = "rel/odd-names"
+    hubemu.import_repo(hub.root, repo, str(src))
+    with harness.mount(hub) as m:
+        error, names, files = probe(os.path.join(m.path, repo), figures)
+        assert_daemon_healthy(m)
+        log = m.log_text()
+    figures.count("odd_names")
+    expected = sorted(os.path.relpath(os.path.join(d, n), src) for d, _, ns in os.walk(src) for n in ns
+                      if os.path.relpath(os.path.join(d, n), src) not in odd)
+    assert error is None
+    assert sorted(rel for rel in names if rel in files) == expected
+    for rel in expected:
+        with open(src / rel, "rb") as f:
+            assert files[rel] == f.read(), rel
+    gaps = [line for line in log.splitlines() if "file list incomplete" in line]
+    assert len(gaps) == 1 and f"{repo}@main: file list incomplete: 3 entries left out" in gaps[0], gaps
+    assert '"new?line.json" (a control character such as a newline)' in gaps[0], gaps
+
+
+def test_tree_past_a_million_entries_keeps_the_first_million(hub, figures):
+    """The listing is cut at 1,000,000 entries: the first million are served, the rest left out
+    and the log says so; the repo as a whole stays readable."""
+    limit, extra, per_page = 1000000, 5, 100000
+    tree = f"/api/models/{REPO}/tree/"
+    listing = {}       # "base": the entries of page 0 before the synthetic ones
+
+    def respond(request):
+        page = int(urllib.parse.parse_qs(request.query).get("page", ["0"])[0])
+        items = []
+        if page == 0:
+            status, _, body = proxy.forward(request)
+            assert status == 200
+            items = json.loads(body) + [{"type": "directory", "oid": SHA_OID, "path": "many"}]
+            listing["base"] = len(items)
+        synthetic_total = limit + extra - listing["base"]
+        first, last = page * per_page, min((page + 1) * per_page, synthetic_total)
+        items += [{"type": "directory", "oid": SHA_OID, "path": f"many/{i:07d}"}
+                  for i in range(first, last)]
+        headers = {"Content-Type": "application/json"}
+        if last < synthetic_total:
+            headers["Link"] = f'<{proxy.url}{request.path}?page={page + 1}>; rel="next"'
+        return 200, headers, json.dumps(items, separators=(",", ":")).encode()
+
+    with HostileProxy(hub.url) as proxy:
+        proxy.script("GET", tree, respond)
+        with mounted_through(proxy) as m:
+            repo_dir = os.path.join(m.path, REPO)
+            started = time.monotonic()
+            config = read_one(os.path.join(repo_dir, "config.json"), figures)
+            took = time.monotonic() - started
+            first_cut = limit - listing["base"]          # synthetic entries kept: 0 .. first_cut-1
+            kept = os.path.isdir(os.path.join(repo_dir, f"many/{first_cut - 1:07d}"))
+            cut = errno_of(os.stat, os.path.join(repo_dir, f"many/{first_cut:07d}"))
+            assert_daemon_healthy(m)
+            log = m.log_text()
+        pages = proxy.hits.get(tree, 0)
+    figures.count("million_entries")
+    print(f"a listing of {limit + extra} entries in {pages} pages: config.json after {took:.1f} s")
+    assert config == source_bytes(hub, "config.json")
+    assert kept and cut == errno.ENOENT
+    gaps = [line for line in log.splitlines() if "file list incomplete" in line]
+    assert len(gaps) == 1 and (f"entries past the first {limit} left out (the list has more than "
+                               f"{limit} entries)") in gaps[0], gaps
 
 
 def test_hostile_lfs_oid_never_becomes_a_cache_path(hub, figures, tmp_path):

@@ -95,6 +95,37 @@ def test_refused_token_is_not_echoed(hub):
     assert_no_token(log_text, "the daemon's log", token=wrong)   # ...without quoting it
 
 
+def test_token_file_that_would_inject_a_header_is_refused(hub, tmp_path):
+    """--token-file holding "abc\\r\\nX-Injected: 1": the CR LF would end the Authorization header
+    and start another. The mount refuses to start, saying which file is bad, and the Hub never
+    sees the injected header (nor any request)."""
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"abc\r\nX-Injected: 1\n")
+    with HostileProxy(hub.url) as proxy:
+        headers_seen = []
+
+        def record(request):
+            headers_seen.append(request.headers)
+            return proxy.forward(request)
+
+        proxy.script(None, "/", record)
+        mount = harness.Mount(proxy.url, extra_args=["--token-file", str(token_file)],
+                              env=harness.FAST_RETRY_ENV)
+        refusal = None
+        try:
+            with mount as m:                   # had it started, a lookup would send the token
+                errno_of(os.listdir, os.path.join(m.path, "rel/tiny"))
+        except RuntimeError as e:
+            refusal = str(e)
+    injected = [h for h in headers_seen if any(k.lower() == "x-injected" for k in h)
+                or any("\r" in v or "\n" in v or "X-Injected" in v for v in h.values())]
+    assert not injected, f"the Hub saw an injected header: {injected[:1]}"
+    assert refusal is not None, "the mount started with a token holding CR LF"
+    assert f"--token-file: the Hub token from the token file {token_file} has whitespace, " \
+        "control or non-ASCII characters inside it" in refusal, refusal
+    assert "X-Injected" not in refusal and not headers_seen
+
+
 def test_token_not_sent_to_redirect_targets_of_other_origins(hub, figures):
     """Resolve answers rewritten by a proxy: one shard redirected to another host name on the
     same port, one to the Hub's host on another port (the emulator's CDN on 127.0.0.1), one to

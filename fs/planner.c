@@ -1,0 +1,483 @@
+/* planner.c — streams, read-ahead and the learned tensor order. */
+#include "planner.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads that land this far behind a stream's end, or this far past what it asked for, still
+ * continue it: the kernel's threads deliver reads of one stream slightly out of order. */
+#define STREAM_BACK_SLACK (1u << 20)
+#define STREAM_FORWARD_SLACK (1u << 20)
+/* A slice reader (a stream inside a tensor) earns this fraction of what it read, once it has
+ * read this much: the kernel itself reads up to 256 KiB past a slice (a sixth of a typical
+ * 1.5 MB rank slice), so slices of the usual sizes get nothing more, and a long one wastes at
+ * most a sixteenth. Loaders that know their slices say so with the WILLNEED hint instead. */
+#define SLICE_AHEAD_DIVISOR 16
+#define SLICE_AHEAD_AFTER (4u << 20)
+/* What a stream that began at a tensor's first byte must have read before it earns the rest of
+ * the tensor: more than the two 128 KiB windows the kernel reads around a single touch. */
+#define TENSOR_EVIDENCE_BYTES (512u << 10)
+/* Whole tensors read with no recognisable order before the rest of the file is prefetched. */
+#define BULK_AFTER_TENSORS 2
+/* First-byte touches in a row, in one order, before the next tensors' heads are prefetched, and
+ * how many heads then; a head is what the kernel reads around a touch at a tensor's start. */
+#define TOUCHES_BEFORE_HEADS 3
+#define HEADS_AHEAD 16
+#define HEAD_BEFORE (128u << 10)
+#define HEAD_AFTER (256u << 10)
+#define MAX_NAME 512
+
+void planner_streams_init(planner_streams *streams)
+{
+    memset(streams, 0, sizeof *streams);
+}
+
+int planner_order_init(planner_order *order, const tensor_map *map)
+{
+    memset(order, 0, sizeof *order);
+    order->map = map;
+    size_t n = map->count ? map->count : 1;
+    order->prefetched = calloc(n, 1);
+    order->rest_asked = calloc(n, 1);
+    order->head_asked = calloc(n, 1);
+    order->read_bytes = calloc(n, sizeof *order->read_bytes);
+    order->last_touched = map->count;
+    if (!order->prefetched || !order->rest_asked || !order->head_asked || !order->read_bytes) {
+        planner_order_clear(order);
+        return ENOMEM;
+    }
+    return 0;
+}
+
+void planner_order_clear(planner_order *order)
+{
+    free(order->prefetched);
+    free(order->rest_asked);
+    free(order->head_asked);
+    free(order->read_bytes);
+    memset(order, 0, sizeof *order);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* ---- streams ------------------------------------------------------------------------------ */
+
+static uint64_t distance(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
+
+/* The stream a read continues: of those it may continue, the one whose end it is nearest. */
+static planner_stream *matching_stream(planner_streams *streams, uint64_t offset)
+{
+    planner_stream *best = NULL;
+    for (int i = 0; i < PLANNER_STREAMS; i++) {
+        planner_stream *s = &streams->streams[i];
+        if (!s->last_used)
+            continue;
+        uint64_t reach = max_u64(s->end, s->asked_until) + STREAM_FORWARD_SLACK;
+        bool continues = offset + STREAM_BACK_SLACK >= s->end && offset <= reach;
+        if (continues && (!best || distance(offset, s->end) < distance(offset, best->end)))
+            best = s;
+    }
+    return best;
+}
+
+static planner_stream *oldest_stream(planner_streams *streams)
+{
+    planner_stream *oldest = &streams->streams[0];
+    for (int i = 1; i < PLANNER_STREAMS; i++)
+        if (streams->streams[i].last_used < oldest->last_used)
+            oldest = &streams->streams[i];
+    return oldest;
+}
+
+/* The tensor a new stream belongs to: the last one whose first byte the read covers, else the
+ * one holding the read's first byte. */
+static void place_stream(planner_stream *s, const tensor_map *map, uint64_t offset, uint64_t end)
+{
+    s->tensor = map ? map->count : 0;
+    s->at_tensor_start = false;
+    s->placed = map != NULL;
+    if (!map)
+        return;
+    size_t index = tensor_map_find(map, offset);
+    if (index == map->count) {   /* in a gap or the header: the next tensor may start in the read */
+        size_t low = 0, high = map->count;
+        while (low < high) {
+            size_t mid = low + (high - low) / 2;
+            if (map->tensors[mid].begin < offset) low = mid + 1;
+            else high = mid;
+        }
+        index = low;
+    } else if (map->tensors[index].begin < offset) {
+        index++;
+    }
+    size_t covered = map->count;
+    for (size_t i = index; i < map->count && map->tensors[i].begin < end; i++)
+        covered = i;
+    if (covered < map->count) {
+        s->tensor = covered;
+        s->at_tensor_start = true;
+    } else {
+        s->tensor = tensor_map_find(map, offset);
+    }
+}
+
+static const planner_tally no_reads = {.first = UINT64_MAX};
+
+static void tally_add(planner_tally *tally, uint64_t from, uint64_t to)
+{
+    tally->first = min_u64(tally->first, from);
+    tally->bytes += to - from;
+    tally->reads++;
+}
+
+/* What a stream has read densely up to its end, every byte from first on: all of it, else what
+ * came after its last skip; NULL when that has holes too (touches of one page per tensor). */
+static const planner_tally *dense_reads(const planner_stream *s)
+{
+    if (s->read.reads && s->read.bytes >= s->end - s->read.first)
+        return &s->read;
+    if (s->since_skip.reads && s->since_skip.bytes >= s->end - s->since_skip.first)
+        return &s->since_skip;
+    return NULL;
+}
+
+static planner_stream *stream_for_read(planner_streams *streams, const planner_file *file, uint64_t offset,
+                                       uint64_t end, bool *is_new)
+{
+    planner_stream *s = matching_stream(streams, offset);
+    *is_new = s == NULL;
+    if (!s) {
+        s = oldest_stream(streams);
+        memset(s, 0, sizeof *s);
+        s->start = offset;
+        s->end = end;
+        s->asked_until = end;
+        s->read = s->since_skip = no_reads;
+        place_stream(s, file->order ? file->order->map : NULL, offset, end);
+    } else {
+        if (offset > s->end)
+            s->since_skip = no_reads;
+        s->end = max_u64(s->end, end);
+        /* Begun before the header was known (its reader read the header first): placed now. */
+        if (!s->placed && file->order)
+            place_stream(s, file->order->map, s->start, s->end);
+    }
+    s->last_used = ++streams->clock;
+    if (end > file->header_end) {
+        tally_add(&s->read, max_u64(offset, file->header_end), end);
+        tally_add(&s->since_skip, max_u64(offset, file->header_end), end);
+    }
+    return s;
+}
+
+/* ---- read-ahead ------------------------------------------------------------------------- */
+
+static uint64_t slice_ahead(uint64_t read_so_far)
+{
+    return read_so_far < SLICE_AHEAD_AFTER ? 0 : read_so_far / SLICE_AHEAD_DIVISOR;
+}
+
+/* How far a stream's read-ahead may reach now. */
+static uint64_t ahead_target(planner_stream *s, const planner_file *file, const planner_config *config)
+{
+    const planner_tally *read = dense_reads(s);
+    if (!read || read->reads < 2 || config->max_ahead == 0)
+        return s->end;
+    uint64_t read_so_far = s->end - read->first;
+    const tensor_map *map = file->order ? file->order->map : NULL;
+    /* A safetensors file whose header is still on its way: this may be one rank's slice. */
+    if (file->is_safetensors && !map && s->start >= file->header_end)
+        return s->end + min_u64(slice_ahead(read_so_far), config->max_ahead);
+    bool in_tensor = map && s->tensor < map->count && !s->crossed;
+    if (in_tensor && s->end > map->tensors[s->tensor].end)
+        s->crossed = true;
+    if (!in_tensor || s->crossed)
+        return s->end + min_u64(read_so_far, config->max_ahead);
+    const tensor_extent *t = &map->tensors[s->tensor];
+    /* Reading on past the first windows the kernel asks at a tensor's start (a shape probe or
+     * a meta-device load stops there) is the evidence that the whole tensor is wanted. */
+    uint64_t read_in_tensor = s->end - max_u64(read->first, t->begin);
+    bool whole_wanted = s->at_tensor_start && read_in_tensor >= min_u64(TENSOR_EVIDENCE_BYTES, (t->end - t->begin) / 2);
+    uint64_t earned = whole_wanted ? t->end - s->end : s->at_tensor_start ? 0 : slice_ahead(read_so_far);
+    return min_u64(s->end + min_u64(earned, config->max_ahead), t->end);
+}
+
+/* ---- the learned order ---------------------------------------------------------------------- */
+
+static uint32_t history_at(const planner_order *order, size_t position)
+{
+    return order->history[position % PLANNER_HISTORY];
+}
+
+/* The first run of digits in name: its value and where it is; false when there is none. */
+static bool layer_number(const char *name, long *value, size_t *at, size_t *length)
+{
+    const char *digits = strpbrk(name, "0123456789");
+    if (!digits)
+        return false;
+    size_t n = strspn(digits, "0123456789");
+    if (n > 9)
+        return false;
+    *at = (size_t)(digits - name);
+    *length = n;
+    *value = strtol(digits, NULL, 10);
+    return true;
+}
+
+/* name with its first number replaced by that number + delta: the same role in another layer. */
+static bool shifted_name(const char *name, long delta, char *out, size_t out_size)
+{
+    long layer;
+    size_t at, length;
+    if (!layer_number(name, &layer, &at, &length) || layer + delta < 0)
+        return false;
+    int n = snprintf(out, out_size, "%.*s%ld%s", (int)at, name, layer + delta, name + at + length);
+    return n > 0 && (size_t)n < out_size;
+}
+
+/* Whether two names differ only in their first number (and not in it). */
+static bool same_role_other_layer(const char *a, const char *b)
+{
+    long la, lb;
+    size_t at_a, len_a, at_b, len_b;
+    return layer_number(a, &la, &at_a, &len_a) && layer_number(b, &lb, &at_b, &len_b) && la != lb &&
+           at_a == at_b && strncmp(a, b, at_a) == 0 && strcmp(a + at_a + len_a, b + at_b + len_b) == 0;
+}
+
+/* The predicted visits after the last one, by analogy with the previous layer: the visits that
+ * followed the same role there, moved by the layer distance. Returns how many were written. */
+static size_t predict_by_layer(const planner_order *order, size_t *out, size_t max)
+{
+    const tensor_map *map = order->map;
+    size_t n = order->history_count;
+    size_t oldest = n > PLANNER_HISTORY ? n - PLANNER_HISTORY : 0;
+    const char *current = map->tensors[history_at(order, n - 1)].name;
+    size_t match = n;
+    for (size_t j = n - 1; j-- > oldest && match == n;)
+        if (same_role_other_layer(map->tensors[history_at(order, j)].name, current))
+            match = j;
+    if (match == n)
+        return 0;
+    long layer_now, layer_then;
+    size_t at, length;
+    layer_number(current, &layer_now, &at, &length);
+    layer_number(map->tensors[history_at(order, match)].name, &layer_then, &at, &length);
+    size_t period = n - 1 - match, count = 0;
+    char name[MAX_NAME];
+    for (size_t m = 0; count < max && m < 4 * period; m++) {
+        const char *model = map->tensors[history_at(order, match + 1 + m % period)].name;
+        long delta = (layer_now - layer_then) * (long)(1 + m / period);
+        if (!shifted_name(model, delta, name, sizeof name))
+            continue;
+        size_t index = tensor_map_find_name(map, name);
+        if (index < map->count)
+            out[count++] = index;
+    }
+    return count;
+}
+
+/* Whether the last two visits each went to the next tensor in file order (by_name: in name
+ * order). Needs three visits: one step in order happens by chance in any order. */
+static bool two_steps_in_order(const planner_order *order, bool by_name)
+{
+    size_t n = order->history_count;
+    if (n < 3)
+        return false;
+    const tensor_map *map = order->map;
+    uint32_t a = history_at(order, n - 3), b = history_at(order, n - 2), c = history_at(order, n - 1);
+    if (by_name)
+        return map->tensors[b].name_rank == map->tensors[a].name_rank + 1 &&
+               map->tensors[c].name_rank == map->tensors[b].name_rank + 1;
+    return b == a + 1 && c == b + 1;
+}
+
+/* Tensors predicted to be read next, most likely first: by analogy with the previous layer,
+ * else along file or name order when the last visits followed it, else (after a few whole
+ * tensors) the rest of the file in file order. */
+static size_t predict_next(const planner_order *order, size_t *out, size_t max)
+{
+    const tensor_map *map = order->map;
+    size_t n = order->history_count;
+    if (n < 2)
+        return 0;
+    uint32_t last = history_at(order, n - 1);
+    size_t count = predict_by_layer(order, out, max);
+    if (count)
+        return count;
+    if (two_steps_in_order(order, false)) {
+        for (size_t i = last + 1; i < map->count && count < max; i++)
+            out[count++] = i;
+        return count;
+    }
+    if (two_steps_in_order(order, true)) {
+        for (size_t r = map->tensors[last].name_rank + 1; r < map->count && count < max; r++)
+            out[count++] = map->by_name[r];
+        return count;
+    }
+    if (n < BULK_AFTER_TENSORS)
+        return 0;
+    for (size_t i = 0; i < map->count && count < max; i++)
+        if (!order->prefetched[i])
+            out[count++] = i;
+    return count;
+}
+
+static void record_whole_tensor(planner_order *order, size_t tensor, const planner_config *config)
+{
+    size_t n = order->history_count;
+    if (n && history_at(order, n - 1) == tensor)
+        return;
+    order->history[n % PLANNER_HISTORY] = (uint32_t)tensor;
+    order->history_count++;
+    order->prefetched[tensor] = 1;
+    const tensor_extent *t = &order->map->tensors[tensor];
+    order->whole_bytes += t->end - t->begin;
+    order->window = min_u64(config->first_prefetch + 2 * order->whole_bytes, config->max_ahead);
+}
+
+static void plan_prefetch(planner_order *order, const planner_config *config, read_plan *plan)
+{
+    size_t predicted[PLAN_MAX_PREFETCH * 4];
+    size_t count = predict_next(order, predicted, sizeof predicted / sizeof predicted[0]);
+    uint64_t covered = 0;
+    for (size_t i = 0; i < count && covered < order->window && plan->prefetch_count < PLAN_MAX_PREFETCH; i++) {
+        const tensor_extent *t = &order->map->tensors[predicted[i]];
+        covered += t->end - t->begin;
+        if (order->prefetched[predicted[i]])
+            continue;
+        order->prefetched[predicted[i]] = 1;
+        plan->prefetch[plan->prefetch_count++] = (plan_range){t->begin, min_u64(t->end, t->begin + config->max_ahead)};
+    }
+}
+
+/* Whether every tensor strictly between two in file order (by name order) is small enough for
+ * the kernel to have read it around a touch of a neighbour: then a prober going from one to
+ * the other visited them in order. */
+static bool is_small(const tensor_extent *t) { return t->end - t->begin <= HEAD_BEFORE + HEAD_AFTER; }
+
+static bool only_small_between(const tensor_map *map, size_t from, size_t to)
+{
+    for (size_t i = from + 1; i < to; i++)
+        if (!is_small(&map->tensors[i]))
+            return false;
+    return true;
+}
+
+static bool only_small_between_by_name(const tensor_map *map, size_t from_rank, size_t to_rank)
+{
+    for (size_t r = from_rank + 1; r < to_rank; r++)
+        if (!is_small(&map->tensors[map->by_name[r]]))
+            return false;
+    return true;
+}
+
+/* A new stream whose read covered tensor's first byte: a touch. Several in a row along file or
+ * name order, and the next tensors' heads are fetched ahead. */
+static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, read_plan *plan)
+{
+    const tensor_map *map = order->map;
+    size_t last = order->last_touched;
+    bool file_next = last < map->count && tensor > last && only_small_between(map, last, tensor);
+    size_t rank = map->tensors[tensor].name_rank, last_rank = last < map->count ? map->tensors[last].name_rank : 0;
+    bool name_next = last < map->count && rank > last_rank && only_small_between_by_name(map, last_rank, rank);
+    order->file_order_touches = file_next ? order->file_order_touches + 1 : 0;
+    order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
+    order->last_touched = tensor;
+    bool by_file = order->file_order_touches >= TOUCHES_BEFORE_HEADS;
+    if (!by_file && order->name_order_touches < TOUCHES_BEFORE_HEADS)
+        return;
+    for (size_t k = 1; k <= HEADS_AHEAD && plan->prefetch_count < PLAN_MAX_PREFETCH; k++) {
+        size_t next = by_file ? tensor + k : rank + k < map->count ? map->by_name[rank + k] : map->count;
+        if (next >= map->count)
+            break;
+        if (order->head_asked[next])
+            continue;
+        order->head_asked[next] = 1;
+        const tensor_extent *t = &map->tensors[next];
+        uint64_t begin = t->begin > HEAD_BEFORE ? t->begin - HEAD_BEFORE : 0;
+        plan->prefetch[plan->prefetch_count++] = (plan_range){begin, min_u64(t->begin + HEAD_AFTER, file_size)};
+    }
+}
+
+/* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
+ * read whole is a visit for the order learner, which may then prefetch the next ones. */
+static void plan_tensors(planner_order *order, const planner_config *config, uint64_t offset, uint64_t end,
+                         read_plan *plan)
+{
+    const tensor_map *map = order->map;
+    size_t first = tensor_map_find(map, offset);
+    if (first == map->count) {   /* in a gap: the first tensor that starts in the read */
+        size_t low = 0, high = map->count;
+        while (low < high) {
+            size_t mid = low + (high - low) / 2;
+            if (map->tensors[mid].begin < offset) low = mid + 1;
+            else high = mid;
+        }
+        first = low;
+    }
+    for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
+        const tensor_extent *t = &map->tensors[i];
+        uint64_t size = t->end - t->begin, before = order->read_bytes[i];
+        order->read_bytes[i] = min_u64(size, before + min_u64(end, t->end) - max_u64(offset, t->begin));
+        if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
+            order->rest_asked[i] = 1;
+            plan->rest = (plan_range){t->begin, t->end};
+        }
+        /* Only tensors too large for the kernel's reads around one touch count as visits. */
+        if (before < size && order->read_bytes[i] == size && size > TENSOR_EVIDENCE_BYTES) {
+            record_whole_tensor(order, i, config);
+            plan_prefetch(order, config, plan);
+        }
+    }
+}
+
+/* ---- the plan ------------------------------------------------------------------------------ */
+
+void planner_plan_read(planner_streams *streams, const planner_file *file, const planner_config *config,
+                       uint64_t offset, uint64_t length, read_plan *plan)
+{
+    memset(plan, 0, sizeof *plan);
+    uint64_t end = offset + length > file->size ? file->size : offset + length;
+    plan->demand = (plan_range){offset, end};
+    if (offset >= end)
+        return;
+    bool is_new;
+    planner_stream *s = stream_for_read(streams, file, offset, end, &is_new);
+    if (file->is_safetensors && file->header_end == 0 && offset < config->header_probe)
+        plan->demand.end = max_u64(end, min_u64(config->header_probe, file->size));
+    if (file->is_safetensors && offset < file->header_end)
+        plan->demand.end = max_u64(end, file->header_end);
+    if (file->is_safetensors && end <= (file->header_end ? file->header_end : config->header_probe))
+        return;   /* header reads never start data read-ahead */
+    uint64_t target = min_u64(ahead_target(s, file, config), file->size);
+    uint64_t from = max_u64(s->asked_until, plan->demand.end);
+    /* Topped up only once half of what was asked ahead is used: fewer, larger requests. */
+    uint64_t window = target > s->end ? target - s->end : 0;
+    bool enough_ahead = s->asked_until > s->end && s->asked_until - s->end >= window / 2;
+    if (target > from && !enough_ahead)
+        plan->ahead = (plan_range){from, target};
+    s->asked_until = max_u64(s->asked_until, max_u64(plan->ahead.end, plan->demand.end));
+    if (file->order && config->max_ahead) {
+        if (is_new && s->at_tensor_start)
+            plan_heads(file->order, s->tensor, file->size, plan);
+        plan_tensors(file->order, config, offset, end, plan);
+    }
+}
+
+size_t planner_order_bulk(planner_order *order, uint64_t bytes, plan_range *ranges, size_t max)
+{
+    const tensor_map *map = order->map;
+    size_t count = 0;
+    uint64_t handed = 0;
+    for (size_t i = 0; i < map->count && count < max && handed < bytes; i++) {
+        if (order->prefetched[i])
+            continue;
+        order->prefetched[i] = 1;
+        ranges[count++] = (plan_range){map->tensors[i].begin, map->tensors[i].end};
+        handed += map->tensors[i].end - map->tensors[i].begin;
+    }
+    return count;
+}

@@ -1,0 +1,119 @@
+/* planner.h — what to fetch for a read (a pure policy: no I/O, no locks; the caller serialises).
+ *
+ * The rule is to fetch what is read, and more only on evidence:
+ * - A read that starts a stream fetches exactly its bytes (the kernel rounds them to pages).
+ * - A stream earns read-ahead by reading on in order: as much again as it has read so far
+ *   (so what it fetched and never read is at most what it read), up to max_ahead. Reads that
+ *   skip bytes (one page of each tensor, as meta-device loads touch them) earn nothing.
+ * - safetensors files: a read inside the header fetches the rest of the header and nothing
+ *   beyond; the first read of an unknown header fetches header_probe bytes (most headers fit).
+ *   A stream that starts at a tensor's first byte and reads on earns the whole tensor at once.
+ *   A stream that starts inside a tensor (one rank's slice) earns a sixteenth of what it read
+ *   once it has read a few MiB (less is the kernel's own read-ahead's to cover),
+ *   never past the tensor's end, until its reads cross into the next tensor.
+ * - Tensors read whole, one after another, teach the file's visiting order: file order, name
+ *   order, or the order the previous layer was read in (by layer-number analogy); the next
+ *   tensors along it are prefetched, a window that doubles while predictions keep coming true.
+ *   With no order found after a few whole tensors, the file's remaining tensors are prefetched
+ *   in file order. The window is at most twice what was read whole (plus first_prefetch), so
+ *   a reader that stops leaves at most that much unread.
+ * - Readers touching the first bytes of tensor after tensor (loading a model's structure, on the
+ *   meta device or before reading it) in file or name order get the next tensors' first bytes
+ *   (the window the kernel reads around one touch) fetched ahead, all at once.
+ */
+#ifndef HUBFS_PLANNER_H
+#define HUBFS_PLANNER_H
+
+#include "tensor_map.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PLANNER_STREAMS 8
+#define PLAN_MAX_PREFETCH 32
+#define PLANNER_HISTORY 256
+
+typedef struct planner_config {
+    uint64_t max_ahead;          /* largest read-ahead and prefetch window; 0 disables both */
+    uint64_t header_probe;       /* first fetch at the start of a safetensors file */
+    uint64_t first_prefetch;     /* the prefetch window once an order is found */
+} planner_config;
+
+typedef struct plan_range {
+    uint64_t begin, end;
+} plan_range;
+
+typedef struct read_plan {
+    plan_range demand;           /* holds the read: fetched at once, the reader waits */
+    plan_range ahead;            /* read-ahead of the stream (may be empty) */
+    plan_range rest;             /* the rest of a tensor readers are reading most of */
+    plan_range prefetch[PLAN_MAX_PREFETCH];   /* whole tensors along the learned order, and the
+                                                 first bytes of tensors a prober will touch */
+    size_t prefetch_count;
+} read_plan;
+
+/* Data bytes read by a stream: from first on, in reads (overlaps counted twice). Fewer bytes
+ * than the span to its end means holes: reads that skip bytes earn no read-ahead. */
+typedef struct planner_tally {
+    uint64_t first;              /* UINT64_MAX before any */
+    uint64_t bytes;
+    uint32_t reads;
+} planner_tally;
+
+typedef struct planner_stream {
+    uint64_t start, end;         /* [start, end) read, near enough in order */
+    uint64_t asked_until;        /* read-ahead was asked up to here */
+    planner_tally read;          /* its data reads (past the header) */
+    planner_tally since_skip;    /* those since it last skipped forward over unread bytes */
+    size_t tensor;               /* the tensor it started at or in; map count when none */
+    bool at_tensor_start;        /* its first read covered that tensor's first byte */
+    bool placed;                 /* tensor and at_tensor_start were set with the tensor map */
+    bool crossed;                /* it read past that tensor's end: a file-order reader */
+    bool consumed_reported;
+    uint64_t last_used;
+} planner_stream;
+
+/* Per open file: the reader's recent streams (several threads may read one file at once). */
+typedef struct planner_streams {
+    planner_stream streams[PLANNER_STREAMS];
+    uint64_t clock;
+} planner_streams;
+
+/* Per remote file, once its tensor map is known: the visiting order learnt from all readers. */
+typedef struct planner_order {
+    const tensor_map *map;
+    uint32_t history[PLANNER_HISTORY];   /* tensors read whole, oldest first (a ring) */
+    size_t history_count;                /* total ever recorded */
+    uint8_t *prefetched;                 /* per tensor: already handed out for prefetch */
+    uint64_t *read_bytes;                /* per tensor: bytes readers asked of it */
+    uint8_t *rest_asked;                 /* per tensor: its remainder was asked for */
+    uint64_t whole_bytes;                /* bytes of the tensors read whole so far */
+    uint8_t *head_asked;                 /* per tensor: its first bytes were prefetched */
+    size_t last_touched;                 /* the last tensor whose first byte a new stream read */
+    unsigned file_order_touches;         /* consecutive first-byte touches in file order */
+    unsigned name_order_touches;         /* ... and in name order */
+    uint64_t window;
+} planner_order;
+
+/* What the fs knows of the file being read. */
+typedef struct planner_file {
+    uint64_t size;
+    bool is_safetensors;
+    uint64_t header_end;         /* 8 + N once known, else 0 */
+    planner_order *order;        /* NULL until the tensor map is known */
+} planner_file;
+
+void planner_streams_init(planner_streams *streams);
+
+/* 0 or ENOMEM. The map must outlive the order. */
+int planner_order_init(planner_order *order, const tensor_map *map);
+void planner_order_clear(planner_order *order);
+
+/* Hands out the next tensors in file order that were not handed out yet, up to bytes (at most
+ * max ranges): a whole shard's prefetch, started before any reader comes to it. */
+size_t planner_order_bulk(planner_order *order, uint64_t bytes, plan_range *ranges, size_t max);
+
+void planner_plan_read(planner_streams *streams, const planner_file *file, const planner_config *config,
+                       uint64_t offset, uint64_t length, read_plan *plan);
+
+#endif

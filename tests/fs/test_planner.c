@@ -1,0 +1,589 @@
+/* The read planner: a new stream fetches its read and no more; read-ahead is earned by reading
+ * on; safetensors header reads fetch the header only; tensor readers earn their tensor, slice
+ * readers a sixteenth of what they read, within the tensor; whole tensors read in file, name or
+ * module order teach that order and the next tensors along it are prefetched, in a window that
+ * doubles while the predictions come true; touching each tensor's first bytes (a meta-device
+ * load) fetches exactly what it reads. */
+#include "check.h"
+#include "planner.h"
+#include "safetensors_builder.h"
+#include "tensor_map.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE 4096ULL
+
+static const planner_config config = {.max_ahead = 32 * MIB, .header_probe = 64 * KIB, .first_prefetch = 4 * MIB};
+
+/* ---- a model file and what was fetched of it ------------------------------------------------ */
+
+typedef struct test_file {
+    st_header_bytes header;
+    tensor_map *map;
+    planner_order order;
+    planner_file file;
+    uint8_t *fetched;            /* per page: asked for by some plan */
+    uint8_t *read;               /* per page: read */
+    size_t pages;
+    size_t prefetched[1024];     /* tensors handed out for prefetch, in order */
+    size_t prefetch_count;
+} test_file;
+
+static void test_file_init(test_file *f, const st_tensor_spec *tensors, size_t count, uint64_t align)
+{
+    memset(f, 0, sizeof *f);
+    CHECK(st_build_header(tensors, count, align, &f->header));
+    f->map = tensor_map_build(f->header.bytes, f->header.header_end, f->header.file_size);
+    CHECK(f->map != NULL);
+    CHECK_EQ_INT(planner_order_init(&f->order, f->map), 0);
+    f->file = (planner_file){.size = f->header.file_size, .is_safetensors = true,
+                             .header_end = f->header.header_end, .order = &f->order};
+    f->pages = (size_t)((f->header.file_size + PAGE - 1) / PAGE);
+    f->fetched = calloc(f->pages, 1);
+    f->read = calloc(f->pages, 1);
+}
+
+static void test_model_init(test_file *f, int layers, model_layout layout)
+{
+    model_spec model;
+    model_spec_init(&model, layers, layout);
+    test_file_init(f, model.tensors, model.count, 4096);
+}
+
+static void test_file_clear(test_file *f)
+{
+    planner_order_clear(&f->order);
+    tensor_map_free(f->map);
+    free(f->header.bytes);
+    free(f->fetched);
+    free(f->read);
+}
+
+static void mark(uint8_t *pages, size_t page_count, plan_range r)
+{
+    for (uint64_t p = r.begin / PAGE; p < (r.end + PAGE - 1) / PAGE && p < page_count; p++)
+        pages[p] = 1;
+}
+
+static uint64_t marked_bytes(const uint8_t *pages, size_t page_count)
+{
+    uint64_t count = 0;
+    for (size_t p = 0; p < page_count; p++)
+        count += pages[p];
+    return count * PAGE;
+}
+
+static size_t tensor(const test_file *f, const char *name)
+{
+    size_t index = tensor_map_find_name(f->map, name);
+    CHECK(index < f->map->count);
+    return index;
+}
+
+static size_t layer_tensor(const test_file *f, int layer, const char *role)
+{
+    char name[96];
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, role);
+    return tensor(f, name);
+}
+
+/* Plans a read and records what the plan asks for; checks what holds for every plan. */
+static read_plan plan_read(test_file *f, planner_streams *streams, uint64_t offset, uint64_t length)
+{
+    read_plan plan;
+    planner_plan_read(streams, &f->file, &config, offset, length, &plan);
+    uint64_t end = offset + length < f->file.size ? offset + length : f->file.size;
+    CHECK(plan.demand.begin == offset && plan.demand.end >= end);
+    CHECK(plan.ahead.begin == plan.ahead.end || (plan.ahead.begin >= end && plan.ahead.end > plan.ahead.begin));
+    CHECK(plan.ahead.end <= f->file.size);
+    CHECK(plan.ahead.end - plan.ahead.begin <= config.max_ahead);
+    mark(f->read, f->pages, (plan_range){offset, end});
+    mark(f->fetched, f->pages, plan.demand);
+    mark(f->fetched, f->pages, plan.ahead);
+    if (plan.rest.end > plan.rest.begin) {   /* a whole tensor */
+        size_t t = tensor_map_find(f->map, plan.rest.begin);
+        CHECK(t < f->map->count && f->map->tensors[t].begin == plan.rest.begin &&
+              f->map->tensors[t].end == plan.rest.end);
+        mark(f->fetched, f->pages, plan.rest);
+    }
+    for (size_t i = 0; i < plan.prefetch_count; i++) {
+        plan_range r = plan.prefetch[i];
+        size_t t = tensor_map_find(f->map, r.begin);
+        CHECK(t < f->map->count && r.begin == f->map->tensors[t].begin);
+        if (t < f->map->count)
+            CHECK(r.end == f->map->tensors[t].end || r.end - r.begin == config.max_ahead);
+        if (f->prefetch_count < sizeof f->prefetched / sizeof f->prefetched[0])
+            f->prefetched[f->prefetch_count++] = t;
+        mark(f->fetched, f->pages, r);
+    }
+    return plan;
+}
+
+/* Reads a tensor from its first byte to its end in reads of chunk bytes. */
+static void read_tensor(test_file *f, planner_streams *streams, size_t index, uint64_t chunk)
+{
+    const tensor_extent *t = &f->map->tensors[index];
+    for (uint64_t at = t->begin; at < t->end; at += chunk)
+        plan_read(f, streams, at, t->end - at < chunk ? t->end - at : chunk);
+}
+
+/* Where tensor index first appears among the prefetched ones, or SIZE_MAX. */
+static size_t prefetch_position(const test_file *f, size_t index)
+{
+    for (size_t i = 0; i < f->prefetch_count; i++)
+        if (f->prefetched[i] == index)
+            return i;
+    return SIZE_MAX;
+}
+
+/* ---- streams and read-ahead ------------------------------------------------------------------ */
+
+static void new_streams_fetch_their_read(void)
+{
+    planner_streams streams;
+    planner_streams_init(&streams);
+    planner_file plain = {.size = 64 * MIB};
+    read_plan plan;
+    planner_plan_read(&streams, &plain, &config, 1000, 4000, &plan);
+    CHECK(plan.demand.begin == 1000 && plan.demand.end == 5000);
+    CHECK(plan.ahead.end == plan.ahead.begin && plan.prefetch_count == 0);
+    planner_plan_read(&streams, &plain, &config, 40 * MIB, 128 * KIB, &plan);   /* another stream */
+    CHECK(plan.demand.begin == 40 * MIB && plan.demand.end == 40 * MIB + 128 * KIB);
+    CHECK(plan.ahead.end == plan.ahead.begin);
+    planner_plan_read(&streams, &plain, &config, 64 * MIB - 10, 100, &plan);    /* clipped at the end */
+    CHECK(plan.demand.begin == 64 * MIB - 10 && plan.demand.end == 64 * MIB);
+
+    test_file f;
+    test_model_init(&f, 3, LAYOUT_BY_NAME);
+    size_t q = layer_tensor(&f, 1, "self_attn.q_proj");
+    planner_streams_init(&streams);
+    plan = plan_read(&f, &streams, f.map->tensors[q].begin + 5 * PAGE, 3 * PAGE);
+    CHECK(plan.demand.end == f.map->tensors[q].begin + 8 * PAGE);
+    CHECK(plan.ahead.end == plan.ahead.begin && plan.prefetch_count == 0);
+    plan = plan_read(&f, &streams, f.map->tensors[q].begin, 64 * KIB);   /* at a tensor's start */
+    CHECK(plan.demand.end == f.map->tensors[q].begin + 64 * KIB);
+    CHECK(plan.ahead.end == plan.ahead.begin && plan.prefetch_count == 0);
+    test_file_clear(&f);
+}
+
+/* How far a stream reading on in order has earned read-ahead after reading up to end, read_so_far
+ * bytes since its start: end when nothing. */
+typedef uint64_t (*earned_fn)(const void *context, uint64_t end, uint64_t read_so_far, int reads);
+
+/* Reads [from, to) in order, chunk by chunk, through one handle. Whenever the planner asks for
+ * read-ahead it asks exactly up to what the stream earned; it never asks further, and never lets
+ * what it asked ahead fall under half of that (it may top up in larger, rarer requests). Returns
+ * how many reads asked for more. */
+static int read_in_order(planner_streams *streams, const planner_file *file, uint64_t from, uint64_t to,
+                         uint64_t chunk, earned_fn earned, const void *context)
+{
+    uint64_t asked = 0;
+    int asks = 0, reads = 0;
+    CHECK(to <= file->size);
+    for (uint64_t at = from; at < to; at += chunk) {
+        read_plan plan;
+        uint64_t end = to - at < chunk ? to : at + chunk;
+        planner_plan_read(streams, file, &config, at, end - at, &plan);
+        reads++;
+        CHECK(plan.demand.begin == at && plan.demand.end == end);
+        uint64_t target = earned(context, end, end - from, reads);
+        target = target < file->size ? target : file->size;
+        asked = asked > end ? asked : end;
+        if (plan.ahead.end > plan.ahead.begin) {
+            CHECK_EQ_INT(plan.ahead.begin, asked);
+            CHECK_EQ_INT(plan.ahead.end, target);
+            asked = plan.ahead.end;
+            asks++;
+        }
+        CHECK(asked <= target || asked == end);
+        CHECK(asked - end >= (target - end) / 2);
+    }
+    return asks;
+}
+
+static uint64_t as_much_as_read(const void *context, uint64_t end, uint64_t read_so_far, int reads)
+{
+    (void)context;
+    return reads < 2 ? end : end + (read_so_far < config.max_ahead ? read_so_far : config.max_ahead);
+}
+
+/* A plain file read on in order earns as much read-ahead as it has read, up to max_ahead: what
+ * it fetched and did not read never exceeds what it read. */
+static void read_ahead_matches_what_was_read(void)
+{
+    planner_streams streams;
+    planner_streams_init(&streams);
+    planner_file plain = {.size = 256 * MIB};
+    int asks = read_in_order(&streams, &plain, 0, 160 * MIB, 128 * KIB, as_much_as_read, NULL);
+    CHECK(asks > 10);
+    planner_streams_init(&streams);   /* and in reads that are not page multiples */
+    asks = read_in_order(&streams, &plain, 12345, 12345 + 40 * MIB, 100000, as_much_as_read, NULL);
+    CHECK(asks > 10);
+}
+
+/* Two readers of one handle a little apart (torch splits a tensor between threads): each goes
+ * on with its own stream, and the one behind keeps earning read-ahead even once it comes
+ * within reach of the other's. */
+static void nearby_readers_keep_their_streams(void)
+{
+    planner_streams streams;
+    planner_streams_init(&streams);
+    planner_file plain = {.size = 256 * MIB};
+    uint64_t chunk = 128 * KIB, ahead_start = 3 * MIB + 512 * KIB;
+    read_plan plan;
+    planner_plan_read(&streams, &plain, &config, ahead_start, chunk, &plan);   /* the other thread */
+    uint64_t asked = 0;
+    for (uint64_t at = 0; at < 3 * MIB; at += chunk) {
+        planner_plan_read(&streams, &plain, &config, at, chunk, &plan);
+        if (plan.ahead.end > plan.ahead.begin)
+            asked = plan.ahead.end;
+        uint64_t end = at + chunk;
+        if (at > 0)
+            CHECK(asked - end >= end / 2);   /* half of what it read, at least, asked ahead */
+    }
+}
+
+/* Data right after a header shorter than the probe is data: a stream reading on through it
+ * earns read-ahead there. */
+static void data_after_a_short_header(void)
+{
+    st_tensor_spec specs[] = {{"a", 16 * KIB}, {"b", 16 * KIB}, {"c", 16 * KIB}, {"d", 16 * KIB}, {"e", 4 * MIB}};
+    test_file f;
+    test_file_init(&f, specs, 5, 8192);
+    CHECK_EQ_INT(f.header.header_end, 8192);
+    planner_streams streams;
+    planner_streams_init(&streams);
+    uint64_t chunk = 8 * KIB, asked = 0;
+    for (uint64_t at = 8192; at < 56 * KIB; at += chunk) {
+        read_plan plan = plan_read(&f, &streams, at, chunk);
+        asked = plan.ahead.end > asked ? plan.ahead.end : asked;
+    }
+    CHECK(asked >= 56 * KIB + (56 * KIB - 8192) / 2);
+    test_file_clear(&f);
+}
+
+static void header_reads_fetch_the_header(void)
+{
+    test_file f;
+    test_model_init(&f, 3, LAYOUT_BY_NAME);
+    planner_file unknown = {.size = f.file.size, .is_safetensors = true};
+    planner_streams streams;
+    planner_streams_init(&streams);
+    read_plan plan;
+    for (int i = 0; i < 3; i++) {   /* the length field, then the JSON in pieces */
+        uint64_t offset = i == 0 ? 0 : 8 + (uint64_t)(i - 1) * 4096;
+        planner_plan_read(&streams, &unknown, &config, offset, i == 0 ? 8 : 4096, &plan);
+        CHECK(plan.demand.begin == offset && plan.demand.end == config.header_probe);
+        CHECK(plan.ahead.end == plan.ahead.begin && plan.prefetch_count == 0);
+    }
+    planner_file tiny = {.size = 1000, .is_safetensors = true};
+    planner_plan_read(&streams, &tiny, &config, 0, 8, &plan);
+    CHECK(plan.demand.begin == 0 && plan.demand.end == 1000);
+
+    /* Known: to the header's end, whether shorter or longer than the probe, and no further. */
+    planner_file known_small = f.file;
+    CHECK(known_small.header_end < config.header_probe);
+    planner_streams_init(&streams);
+    for (int i = 0; i < 4; i++) {
+        planner_plan_read(&streams, &known_small, &config, (uint64_t)i * 1024, 1024, &plan);
+        CHECK(plan.demand.begin == (uint64_t)i * 1024 && plan.demand.end == known_small.header_end);
+        CHECK(plan.ahead.end == plan.ahead.begin && plan.prefetch_count == 0);
+    }
+    planner_file known_large = {.size = 64 * MIB, .is_safetensors = true, .header_end = 300 * KIB};
+    planner_streams_init(&streams);
+    for (uint64_t at = 0; at < 256 * KIB; at += 64 * KIB) {
+        planner_plan_read(&streams, &known_large, &config, at, 64 * KIB, &plan);
+        CHECK(plan.demand.begin == at && plan.demand.end == 300 * KIB);
+        CHECK(plan.ahead.end == plan.ahead.begin);
+    }
+    CHECK_EQ_INT(marked_bytes(f.fetched, f.pages), 0);
+    test_file_clear(&f);
+}
+
+/* A reader that starts at a tensor's first byte earns the rest of the tensor once it has read
+ * TENSOR_EVIDENCE (or half the tensor, if less): a touch of the first windows is not reading on.
+ * A reader that starts inside a tensor (one rank's slice) earns nothing before it has read
+ * SLICE_AFTER (the kernel's own read-ahead covers short slices), then a sixteenth of what it
+ * read. Neither reaches past the tensor's end until its reads cross it; then the stream is a
+ * plain sequential reader. */
+#define TENSOR_EVIDENCE (512 * KIB)   /* planner.c's TENSOR_EVIDENCE_BYTES */
+#define SLICE_AFTER (4 * MIB)         /* planner.c's SLICE_AHEAD_AFTER */
+
+typedef struct tensor_reading {
+    const tensor_extent *tensor;
+    uint64_t start;              /* of the stream */
+} tensor_reading;
+
+static uint64_t earned_in_tensor(const void *context, uint64_t end, uint64_t read_so_far, int reads)
+{
+    const tensor_reading *r = context;
+    const tensor_extent *t = r->tensor;
+    if (end > t->end)
+        return as_much_as_read(NULL, end, read_so_far, reads);
+    uint64_t size = t->end - t->begin, earned = 0;
+    if (r->start == t->begin && reads >= 2 && read_so_far >= (TENSOR_EVIDENCE < size / 2 ? TENSOR_EVIDENCE : size / 2))
+        earned = t->end - end;
+    if (r->start != t->begin && reads >= 2 && read_so_far >= SLICE_AFTER)
+        earned = read_so_far / 16;
+    earned = earned < config.max_ahead ? earned : config.max_ahead;
+    return end + earned < t->end ? end + earned : t->end;
+}
+
+static void read_tensor_in_order(test_file *f, const tensor_extent *t, uint64_t start, uint64_t to, uint64_t chunk,
+                                 int expected_asks)
+{
+    planner_streams streams;
+    planner_streams_init(&streams);
+    tensor_reading reading = {t, start};
+    int asks = read_in_order(&streams, &f->file, start, to, chunk, earned_in_tensor, &reading);
+    if (expected_asks >= 0)
+        CHECK_EQ_INT(asks, expected_asks);
+}
+
+static void tensor_and_slice_readers(void)
+{
+    test_file f;
+    test_model_init(&f, 3, LAYOUT_BY_NAME);
+    const tensor_extent *gate = &f.map->tensors[layer_tensor(&f, 1, "mlp.gate_proj")];
+    read_tensor_in_order(&f, gate, gate->begin, gate->end, 128 * KIB, 1);   /* the rest, at once */
+    const tensor_extent *k = &f.map->tensors[layer_tensor(&f, 1, "self_attn.k_proj")];
+    read_tensor_in_order(&f, k, k->begin, k->end + 8 * MIB, 128 * KIB, -1);   /* and on past it */
+    test_file_clear(&f);
+
+    /* The first tensor, right after a page-aligned header shorter than the probe, in small reads;
+     * a tensor smaller than twice the evidence; one larger than max_ahead. */
+    st_tensor_spec specs[] = {{"first", 1 * MIB}, {"small", 768 * KIB}, {"huge", 3 * config.max_ahead},
+                              {"sliced", 16 * MIB}, {"after", 64 * MIB}};
+    test_file_init(&f, specs, 5, 4096);
+    const tensor_extent *first = &f.map->tensors[0];
+    CHECK(first->begin == f.header.header_end && first->begin < config.header_probe);
+    read_tensor_in_order(&f, first, first->begin, first->end, 16 * KIB, 1);
+    read_tensor_in_order(&f, &f.map->tensors[1], f.map->tensors[1].begin, f.map->tensors[1].end, 128 * KIB, 1);
+    const tensor_extent *huge = &f.map->tensors[2];
+    read_tensor_in_order(&f, huge, huge->begin, huge->begin + 2 * config.max_ahead, 1 * MIB, -1);
+
+    const tensor_extent *sliced = &f.map->tensors[3];
+    read_tensor_in_order(&f, sliced, sliced->begin + 5 * MIB + 4 * PAGE, sliced->end, 128 * KIB, -1);
+    read_tensor_in_order(&f, sliced, sliced->begin + 5 * MIB, sliced->end + 4 * MIB, 128 * KIB, -1);
+    read_tensor_in_order(&f, sliced, sliced->begin + 5 * MIB, sliced->begin + 5 * MIB + SLICE_AFTER - 128 * KIB, 128 * KIB, 0);
+    test_file_clear(&f);
+}
+
+/* ---- the learned order ---------------------------------------------------------------------- */
+
+/* Tensors t00..t15 of 3 MiB, name t<i> at file position 5i mod 16: no two tensors next to each
+ * other in name order are next to each other in the file, so the two orders tell apart. */
+#define SHUFFLED 16
+
+static void shuffled_file_init(test_file *f)
+{
+    static char names[SHUFFLED][8];
+    st_tensor_spec specs[SHUFFLED];
+    for (int i = 0; i < SHUFFLED; i++) {
+        snprintf(names[i], sizeof names[i], "t%02d", i);
+        specs[i * 5 % SHUFFLED] = (st_tensor_spec){names[i], 3 * MIB};
+    }
+    test_file_init(f, specs, SHUFFLED, 4096);
+}
+
+/* Reads tensors whole, each through a handle of its own (a loader with a handle or a process
+ * per tensor group), in the order given; every one after the first two must have been predicted,
+ * and the predictions must come in that order. */
+static void check_order_learned(test_file *f, const size_t *order, size_t count)
+{
+    planner_streams streams;
+    for (size_t i = 0; i < count; i++) {
+        if (i >= 2)
+            CHECK(prefetch_position(f, order[i]) != SIZE_MAX);
+        planner_streams_init(&streams);
+        read_tensor(f, &streams, order[i], 512 * KIB);
+        if (i == 0)
+            CHECK_EQ_INT(f->prefetch_count, 0);   /* one tensor is no order */
+    }
+    CHECK(f->prefetch_count >= count - 2);
+    for (size_t i = 0; i < f->prefetch_count && i + 2 < SHUFFLED; i++)
+        CHECK_EQ_INT(f->prefetched[i], order[i + 2]);
+}
+
+static void file_order_is_learned(void)
+{
+    test_file f;
+    shuffled_file_init(&f);
+    size_t order[SHUFFLED];
+    for (size_t i = 0; i < SHUFFLED; i++)
+        order[i] = i;
+    check_order_learned(&f, order, 8);
+    test_file_clear(&f);
+}
+
+static void name_order_is_learned(void)
+{
+    test_file f;
+    shuffled_file_init(&f);
+    size_t order[SHUFFLED];
+    for (size_t i = 0; i < SHUFFLED; i++)
+        order[i] = f.map->by_name[i];
+    CHECK(strcmp(f.map->tensors[order[1]].name, "t01") == 0 && order[1] == 5);
+    check_order_learned(&f, order, 8);
+    test_file_clear(&f);
+}
+
+static const char *const module_order[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                           "mlp.down_proj"};
+#define MODULE_ROLES (sizeof module_order / sizeof module_order[0])
+
+/* (layer, position in module_order) of a layer tensor; -1 for others. */
+static int module_position(const test_file *f, size_t index)
+{
+    int layer = -1;
+    char role[64];
+    if (sscanf(f->map->tensors[index].name, "model.layers.%d.%63[a-z_.]", &layer, role) != 2)
+        return -1;
+    size_t length = strlen(role);
+    if (length > 7 && strcmp(role + length - 7, ".weight") == 0)
+        role[length - 7] = '\0';
+    for (size_t r = 0; r < MODULE_ROLES; r++)
+        if (strcmp(role, module_order[r]) == 0)
+            return layer * (int)MODULE_ROLES + (int)r;
+    return -1;
+}
+
+/* One handle reading each layer's tensors in the order its module uses them, from a file sorted
+ * by name: after a layer, the next layer's tensors are predicted in that order. */
+static void module_order_is_learned_by_layer(void)
+{
+    test_file f;
+    test_model_init(&f, 3, LAYOUT_BY_NAME);
+    planner_streams streams;
+    planner_streams_init(&streams);
+    size_t layer_start[3];
+    for (int layer = 0; layer < 3; layer++) {
+        layer_start[layer] = f.prefetch_count;
+        for (size_t r = 0; r < MODULE_ROLES; r++)
+            read_tensor(&f, &streams, layer_tensor(&f, layer, module_order[r]), 512 * KIB);
+    }
+    /* Layer 1's first tensor read whole: k_proj and the rest of layer 1 follow, in module order,
+     * then layer 2's. */
+    CHECK(layer_start[2] > layer_start[1] + 2);
+    CHECK_EQ_INT(f.prefetched[layer_start[1]], layer_tensor(&f, 1, "self_attn.k_proj"));
+    int previous = module_position(&f, layer_tensor(&f, 1, "self_attn.q_proj"));
+    for (size_t i = layer_start[1]; i < layer_start[2]; i++) {
+        int position = module_position(&f, f.prefetched[i]);
+        if (position < 0)
+            continue;   /* a norm, read in one read: never a visit of the order */
+        CHECK(position > previous && position < 3 * (int)MODULE_ROLES);
+        previous = position;
+    }
+    test_file_clear(&f);
+}
+
+/* Touches of each tensor's first byte only, as a meta-device load or a shape probe through mmap
+ * does: a page the kernel's cache lacks faults, and the fault reads the missing pages of a
+ * window around it (window PAGE: the page alone, as with MADV_RANDOM). Nothing may be fetched
+ * beyond what is read, nothing prefetched. */
+static void touch_each_tensor(test_file *f, planner_streams *streams, const size_t *order, uint64_t window)
+{
+    for (size_t i = 0; i < f->map->count; i++) {
+        uint64_t fault = f->map->tensors[order[i]].begin / PAGE * PAGE;
+        if (f->read[fault / PAGE])
+            continue;
+        uint64_t from = fault > window / 2 ? fault - window / 2 : 0, to = from + (window > PAGE ? window : PAGE);
+        to = to < f->file.size ? to : f->file.size;
+        for (uint64_t at = from; at < to;) {
+            if (f->read[at / PAGE]) {
+                at += PAGE;
+                continue;
+            }
+            uint64_t run_end = at;
+            while (run_end < to && !f->read[run_end / PAGE])
+                run_end += PAGE;
+            read_plan plan = plan_read(f, streams, at, run_end - at);
+            CHECK(plan.ahead.end == plan.ahead.begin);
+            CHECK_EQ_INT(plan.prefetch_count, 0);
+            at = run_end;
+        }
+    }
+}
+
+static void touches_fetch_what_they_read(void)
+{
+    for (int variant = 0; variant < 4; variant++) {
+        test_file f;
+        test_model_init(&f, 3, variant < 3 ? LAYOUT_BY_NAME : LAYOUT_MODULE_ORDER);
+        size_t order[MODEL_MAX_TENSORS];
+        for (size_t i = 0; i < f.map->count; i++)
+            order[i] = variant == 3 ? f.map->by_name[i] : i;
+        planner_streams streams;
+        planner_streams_init(&streams);
+        plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
+        touch_each_tensor(&f, &streams, order, variant == 1 ? 128 * KIB : PAGE);
+        if (variant == 2) {   /* the page after each first page too, through another handle */
+            planner_streams_init(&streams);
+            for (size_t i = 0; i < f.map->count; i++)
+                if (f.map->tensors[i].end - f.map->tensors[i].begin > PAGE)
+                    plan_read(&f, &streams, f.map->tensors[i].begin + PAGE, PAGE);
+            CHECK_EQ_INT(marked_bytes(f.fetched, f.pages), marked_bytes(f.read, f.pages));
+        }
+        CHECK_EQ_INT(marked_bytes(f.fetched, f.pages), marked_bytes(f.read, f.pages));
+        CHECK_EQ_INT(f.prefetch_count, 0);
+        CHECK_EQ_INT(f.order.history_count, 0);
+        test_file_clear(&f);
+    }
+}
+
+/* The window starts at first_prefetch, doubles each time a prefetched tensor is read, up to
+ * max_ahead, and starts again at a tensor nobody predicted. Tensors read in file order, each
+ * through its own handle. */
+static void prefetch_window(void)
+{
+    char names[25][16];
+    st_tensor_spec specs[25];
+    for (int i = 0; i < 25; i++) {
+        snprintf(names[i], sizeof names[i], i ? "block.%02d" : "head", i);
+        specs[i] = (st_tensor_spec){names[i], 3 * MIB};
+    }
+    test_file f;
+    test_file_init(&f, specs, 25, 4096);
+    planner_streams streams;
+    uint64_t expected = config.first_prefetch;
+    for (size_t index = 1; index <= 8; index++) {
+        bool predicted = prefetch_position(&f, index) != SIZE_MAX;
+        planner_streams_init(&streams);
+        read_tensor(&f, &streams, index, 512 * KIB);
+        if (index > 2) {
+            CHECK(predicted);
+            expected = expected * 2 < config.max_ahead ? expected * 2 : config.max_ahead;
+        }
+        CHECK_EQ_INT(f.order.window, expected);
+        /* Handed out so far: the tensors after this one along file order that the window
+         * reaches into, each once. */
+        size_t reached = index < 2 ? 2 : index + (size_t)((expected + 3 * MIB - 1) / (3 * MIB));
+        CHECK_EQ_INT(f.prefetch_count, reached - 2);
+        for (size_t i = 0; i < f.prefetch_count; i++)
+            CHECK_EQ_INT(f.prefetched[i], 3 + i);
+    }
+    CHECK_EQ_INT(f.order.window, config.max_ahead);
+    CHECK(prefetch_position(&f, 0) == SIZE_MAX);
+    planner_streams_init(&streams);
+    read_tensor(&f, &streams, 0, 512 * KIB);
+    CHECK_EQ_INT(f.order.window, config.first_prefetch);
+    test_file_clear(&f);
+}
+
+int main(void)
+{
+    new_streams_fetch_their_read();
+    read_ahead_matches_what_was_read();
+    nearby_readers_keep_their_streams();
+    data_after_a_short_header();
+    header_reads_fetch_the_header();
+    tensor_and_slice_readers();
+    file_order_is_learned();
+    name_order_is_learned();
+    module_order_is_learned_by_layer();
+    touches_fetch_what_they_read();
+    prefetch_window();
+    return check_finish("test_planner");
+}
