@@ -23,6 +23,7 @@ struct block {
     uint64_t charged;            /* bytes of the budget this block holds */
     uint64_t *present, *inflight, *served;   /* one bit per page each */
     size_t present_count, inflight_count, served_count;
+    bool fully_served;           /* every page went to the kernel: its page cache holds them */
     int pins;
     block_waiter *waiters;
     block *hash_next;
@@ -303,9 +304,14 @@ void block_cache_put(block_cache *cache, block *blk)
 {
     pthread_mutex_lock(&cache->lock);
     blk->pins--;
-    /* Nothing present and nobody using it: an empty block is no cache. */
-    if (blk->pins == 0 && blk->present_count == 0)
+    /* Nothing present, or everything already in the kernel's page cache (the mount keeps its
+     * pages: memory holds what is in flight or ahead of readers, not a second copy). */
+    if (blk->pins == 0 && blk->fully_served) {
         destroy_block(cache, blk);
+        cache->counters.released++;
+    } else if (blk->pins == 0 && blk->present_count == 0) {
+        destroy_block(cache, blk);
+    }
     pthread_mutex_unlock(&cache->lock);
 }
 
@@ -503,6 +509,7 @@ void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t
             bit_set(blk->served, i);
             blk->served_count++;
         }
+    blk->fully_served = blk->served_count == blk->page_count;
     pthread_mutex_unlock(&cache->lock);
 }
 

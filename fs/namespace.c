@@ -2,6 +2,7 @@
  * repo pinning and tree listings, misses remembered, and forgetting what the kernel dropped. */
 #include "namespace.h"
 
+#include "inode_table.h"
 #include "log.h"
 #include "negative_cache.h"
 #include "org_listing.h"
@@ -11,7 +12,6 @@
 #include <fuse_lowlevel.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #define NAME_BUCKETS (1u << 16)
@@ -27,12 +27,6 @@ typedef struct name_link {
     struct name_link *next;
 } name_link;
 
-/* Nodes by inode number: open addressing with linear probing; a power-of-two capacity. */
-typedef struct ino_table {
-    fs_node **slots;
-    size_t capacity, count;
-} ino_table;
-
 typedef struct stats_entry {
     char *name;
     repo_stats *stats;
@@ -41,7 +35,7 @@ typedef struct stats_entry {
 struct fs_namespace {
     fs_context *context;
     pthread_mutex_t lock;
-    ino_table nodes;
+    inode_table nodes;
     uint64_t next_ino;           /* never reused: the kernel may still hold a forgotten one */
     name_link *buckets[NAME_BUCKETS];
     fs_repo **repos;
@@ -56,72 +50,6 @@ static int64_t now_seconds(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec;
-}
-
-/* ---- nodes by inode number ---------------------------------------------------------------- */
-
-static size_t ino_home(uint64_t ino, size_t capacity)
-{
-    uint64_t h = ino * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h ^ (h >> 32)) & (capacity - 1);
-}
-
-static fs_node *ino_find(const ino_table *table, uint64_t ino)
-{
-    if (!table->capacity)
-        return NULL;
-    for (size_t i = ino_home(ino, table->capacity);; i = (i + 1) & (table->capacity - 1)) {
-        fs_node *node = table->slots[i];
-        if (!node || node->ino == ino)
-            return node;
-    }
-}
-
-static void ino_place(fs_node **slots, size_t capacity, fs_node *node)
-{
-    size_t i = ino_home(node->ino, capacity);
-    while (slots[i])
-        i = (i + 1) & (capacity - 1);
-    slots[i] = node;
-}
-
-/* Keeps the table at most half full. */
-static bool ino_insert(ino_table *table, fs_node *node)
-{
-    if ((table->count + 1) * 2 > table->capacity) {
-        size_t capacity = table->capacity ? table->capacity * 2 : 1024;
-        fs_node **slots = calloc(capacity, sizeof *slots);
-        if (!slots)
-            return false;
-        for (size_t i = 0; i < table->capacity; i++)
-            if (table->slots[i])
-                ino_place(slots, capacity, table->slots[i]);
-        free(table->slots);
-        table->slots = slots;
-        table->capacity = capacity;
-    }
-    ino_place(table->slots, table->capacity, node);
-    table->count++;
-    return true;
-}
-
-/* Removes ino, moving back the entries after it that its slot kept from their home. */
-static void ino_remove(ino_table *table, uint64_t ino)
-{
-    size_t mask = table->capacity - 1, hole = ino_home(ino, table->capacity);
-    while (table->slots[hole]->ino != ino)
-        hole = (hole + 1) & mask;
-    table->slots[hole] = NULL;
-    table->count--;
-    for (size_t i = (hole + 1) & mask; table->slots[i]; i = (i + 1) & mask) {
-        size_t home = ino_home(table->slots[i]->ino, table->capacity);
-        bool home_after_hole = ((home - hole - 1) & mask) < ((i - hole) & mask);
-        if (!home_after_hole) {
-            table->slots[hole] = table->slots[i];
-            table->slots[i] = NULL;
-            hole = i;
-        }
-    }
 }
 
 /* ---- nodes by (parent, name) -------------------------------------------------------------- */
@@ -145,7 +73,7 @@ static name_link *find_link(fs_namespace *names, uint64_t parent, const char *na
 static fs_node *find_child(fs_namespace *names, uint64_t parent, const char *name)
 {
     name_link *link = find_link(names, parent, name);
-    return link ? ino_find(&names->nodes, link->ino) : NULL;
+    return link ? inode_table_find(&names->nodes, link->ino) : NULL;
 }
 
 static void unlink_name(fs_namespace *names, const fs_node *node)
@@ -206,15 +134,15 @@ static void free_node(fs_node *node)
 /* Creates a node; with link set it is also entered under (parent, name). Lock held. */
 static fs_node *add_node(fs_namespace *names, uint64_t parent, const char *name, fs_node_kind kind, bool link)
 {
-    fs_node *parent_node = parent ? ino_find(&names->nodes, parent) : NULL;
+    fs_node *parent_node = parent ? inode_table_find(&names->nodes, parent) : NULL;
     fs_node *node = calloc(1, sizeof *node);
     name_link *entry = link ? calloc(1, sizeof *entry) : NULL;
     bool ok = node && (node->name = strdup(name)) && (!link || entry);
     if (ok) {
         node->ino = names->next_ino;
-        ok = ino_insert(&names->nodes, node);
+        ok = inode_table_insert(&names->nodes, node);
         if (ok && link && !add_child(parent_node, node->ino)) {
-            ino_remove(&names->nodes, node->ino);
+            inode_table_remove(&names->nodes, node->ino);
             ok = false;
         }
     }
@@ -252,10 +180,10 @@ static bool is_disposable(const fs_node *node)
 static void remove_node(fs_namespace *names, fs_node *node)
 {
     unlink_name(names, node);
-    fs_node *parent = ino_find(&names->nodes, node->parent);
+    fs_node *parent = inode_table_find(&names->nodes, node->parent);
     if (parent)
         remove_child(parent, node->ino);
-    ino_remove(&names->nodes, node->ino);
+    inode_table_remove(&names->nodes, node->ino);
     free_node(node);
 }
 
@@ -283,7 +211,7 @@ fs_namespace *namespace_new(fs_context *context)
 fs_node *namespace_get(fs_namespace *names, uint64_t ino)
 {
     pthread_mutex_lock(&names->lock);
-    fs_node *node = ino_find(&names->nodes, ino);
+    fs_node *node = inode_table_find(&names->nodes, ino);
     pthread_mutex_unlock(&names->lock);
     return node;
 }
@@ -299,7 +227,7 @@ size_t namespace_node_count(fs_namespace *names)
 void namespace_forget(fs_namespace *names, uint64_t ino, uint64_t count)
 {
     pthread_mutex_lock(&names->lock);
-    fs_node *node = ino_find(&names->nodes, ino);
+    fs_node *node = inode_table_find(&names->nodes, ino);
     if (node) {
         node->lookups = count < node->lookups ? node->lookups - count : 0;
         if (is_disposable(node))
@@ -443,7 +371,7 @@ static fs_node *add_repo_node(fs_namespace *names, uint64_t parent, const char *
     node->repo = repo;
     repo->root_ino = node->ino;
     names->repos[names->repo_count++] = repo;
-    fs_node *parent_node = ino_find(&names->nodes, parent);
+    fs_node *parent_node = inode_table_find(&names->nodes, parent);
     if (link) {
         fs_child_list *siblings = &parent_node->children;
         for (size_t i = 0; i < siblings->count; i++)
@@ -556,9 +484,10 @@ static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_nod
     return node ? 0 : ENOMEM;
 }
 
-/* An org exists when the Hub lists a repo of it (offline: when one was pinned before). When the
- * listing fails, the name is taken on trust, unlisted, so that a flaky listing API never hides
- * a repo that opens: the repo lookup below it says what is wrong. */
+/* An org exists when the Hub lists a repo of it (offline: when one was pinned before); a refused
+ * token is EACCES. When the listing fails otherwise, the name is taken on trust, unlisted, so
+ * that a flaky listing API never hides a repo that opens: the repo lookup below it says what is
+ * wrong. */
 static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_node **out)
 {
     if (!is_hub_name(name, strlen(name)))
@@ -572,9 +501,9 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
     error = org_listing_fetch(names->context, dir->repo_type, name, false, &listing);
     if (!error && listing->repos.count == 0)
         error = ENOENT;
-    if (error == ENOENT || error == ENOMEM) {
-        if (error == ENOENT)
-            negative_cache_put(names->misses, key, ENOENT, now_seconds());
+    if (error == ENOENT || error == EACCES || error == ENOMEM) {
+        if (is_lasting_refusal(error))
+            negative_cache_put(names->misses, key, error, now_seconds());
         org_listing_free(listing);
         return error;
     }
@@ -789,7 +718,7 @@ static bool add_org_entries(fs_namespace *names, const fs_node *org, listing_bui
             return false;
     }
     for (size_t i = 0; i < org->children.count; i++) {
-        fs_node *child = ino_find(&names->nodes, org->children.inos[i]);
+        fs_node *child = inode_table_find(&names->nodes, org->children.inos[i]);
         if (!org_listing_contains(org->listing, child->name) && !add_entry(b, child->name, child->ino, true))
             return false;
     }
@@ -800,7 +729,7 @@ static bool add_org_entries(fs_namespace *names, const fs_node *org, listing_bui
 static bool add_child_entries(fs_namespace *names, const fs_node *dir, listing_builder *b)
 {
     for (size_t i = 0; i < dir->children.count; i++) {
-        fs_node *child = ino_find(&names->nodes, dir->children.inos[i]);
+        fs_node *child = inode_table_find(&names->nodes, dir->children.inos[i]);
         if (child->kind == NODE_ORG && !child->visible)
             continue;
         bool is_directory = child->kind != NODE_FILE && child->kind != NODE_STATS_FILE;
@@ -852,7 +781,7 @@ int namespace_refresh(fs_namespace *names, fs_node *repo_node, char commit_out[H
     memcpy(commit_out, pinned.commit, sizeof pinned.commit);
     pthread_mutex_lock(&names->lock);
     name_link *link = find_link(names, repo_node->parent, repo_node->name);
-    fs_node *current = link ? ino_find(&names->nodes, link->ino) : repo_node;
+    fs_node *current = link ? inode_table_find(&names->nodes, link->ino) : repo_node;
     if (strcmp(current->repo->commit, pinned.commit) != 0) {
         fs_repo *repo = new_repo(old->hub.type, old->id, old->revision, pinned.commit);
         if (repo)
@@ -906,7 +835,7 @@ void namespace_free(fs_namespace *names)
     for (size_t i = 0; i < names->nodes.capacity; i++)
         if (names->nodes.slots[i])
             free_node(names->nodes.slots[i]);
-    free(names->nodes.slots);
+    inode_table_clear(&names->nodes);
     for (size_t i = 0; i < names->repo_count; i++)
         free_repo(names->repos[i]);
     for (size_t i = 0; i < names->stats_count; i++) {

@@ -38,13 +38,15 @@ void fs_options_print_help(FILE *out)
           "                        above it writable by others (sticky ones like /tmp aside): else unused\n"
           "  --cache-size SIZE     cap of the persistent cache (default 50G)\n"
           "  --no-disk-cache       keep nothing on disk\n"
-          "  --memory-budget SIZE  memory for blocks and read-ahead, all files together (default 1G)\n"
-          "  --block-size SIZE     fetch and cache unit (default 8M)\n"
-          "  --readahead-max SIZE  largest read-ahead window of one file (default 128M; 0 disables)\n"
-          "  --threads N           fetch threads (default 16)\n"
-          "  --exact-slices        a read that starts a new, non-sequential stream fetches only the\n"
-          "                        128 KiB pieces it touches, not whole blocks: fewer bytes for\n"
-          "                        tensor slices, but one round trip per piece (slow on high-latency links)\n"
+          "  --memory-budget SIZE  memory for read-ahead and cached blocks, all files together; what\n"
+          "                        the kernel's page cache holds is not kept twice (default 192M)\n"
+          "  --block-size SIZE     unit of the memory cache's bookkeeping (default 8M); reads fetch\n"
+          "                        what they need, pages of 4 KiB, not whole blocks\n"
+          "  --readahead-max SIZE  largest read-ahead and prefetch window of one file (default 128M;\n"
+          "                        0 disables both)\n"
+          "  --threads N           fetch threads; one file runs at most half of them (default 16)\n"
+          "  --exact-slices        accepted for old fstab lines; does nothing (reads always fetch\n"
+          "                        about what they read)\n"
           "  -f, --foreground      stay in the foreground, logging to stderr (else to syslog)\n"
           "  -d                    FUSE debug output (implies -f)\n"
           "  -o OPT[,OPT...]       our keys above, or FUSE mount options (allow_other, ...)\n"
@@ -139,7 +141,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
         key[n] = name[n] == '_' ? '-' : name[n];
     key[n] = '\0';
     if (strcmp(key, "no-disk-cache") == 0) { o->disk_cache_enabled = false; return 1; }
-    if (strcmp(key, "exact-slices") == 0) { o->exact_slices = true; return 1; }
+    if (strcmp(key, "exact-slices") == 0) return 1;   /* deprecated: what it chose is the default */
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
     static const char *const valued[] = {"endpoint", "fallback-endpoint", "token-file", "ca-bundle",
                                          "cache-dir", "cache-size", "memory-budget", "block-size",
@@ -206,7 +208,9 @@ static void set_defaults(fs_options *o)
     memset(o, 0, sizeof *o);
     o->cache_size = CACHE_DIR_DEFAULT_MAX_BYTES;
     o->disk_cache_enabled = true;
-    o->memory_budget = 1024 * MIB;
+    /* What is in flight and ahead of readers: enough for 16 x 2 MiB ranges per file and windows
+     * of several files, while the daemon stays under 256 MiB whatever is read. */
+    o->memory_budget = 192 * MIB;
     o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
     o->threads = 16;

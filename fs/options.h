@@ -20,7 +20,6 @@ typedef struct fs_options {
     char *cache_dir;
     uint64_t cache_size;
     bool disk_cache_enabled;
-    bool exact_slices;           /* young non-sequential streams fetch only the pieces they touch */
     uint64_t memory_budget;
     uint32_t block_size;
     uint64_t readahead_max;

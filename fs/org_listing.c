@@ -46,7 +46,7 @@ static int listing_from_hub(fs_context *context, hub_repo_type type, const char 
     if (whole && !listing->repos.complete)
         fs_log_limited(key, "%s%s: has more repos than listed: `ls` shows the first %zu (each one can still "
                        "be opened by name)", kind, org, listing->repos.count);
-    listing->whole = whole;
+    listing->whole = whole || listing->repos.complete;
     return 0;
 }
 

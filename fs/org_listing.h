@@ -12,7 +12,8 @@
 
 typedef struct org_listing {
     hub_repo_list repos;         /* names sorted (strcmp) */
-    bool whole;                  /* every page read that the limits allow (not just the first) */
+    bool whole;                  /* every page read that the limits allow (not just the first,
+                                    unless it was the only one) */
     bool from_metadata;          /* offline: the repos pinned before, not the Hub's word */
 } org_listing;
 

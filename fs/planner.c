@@ -67,7 +67,8 @@ static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 static uint64_t distance(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
 
-/* The stream a read continues: of those it may continue, the one whose end it is nearest. */
+/* The stream a read continues: of those it may continue, the one whose end it is nearest, and
+ * of two that end there (one caught up with the other), the one that has read more. */
 static planner_stream *matching_stream(planner_streams *streams, uint64_t offset)
 {
     planner_stream *best = NULL;
@@ -77,7 +78,10 @@ static planner_stream *matching_stream(planner_streams *streams, uint64_t offset
             continue;
         uint64_t reach = max_u64(s->end, s->asked_until) + STREAM_FORWARD_SLACK;
         bool continues = offset + STREAM_BACK_SLACK >= s->end && offset <= reach;
-        if (continues && (!best || distance(offset, s->end) < distance(offset, best->end)))
+        if (!continues)
+            continue;
+        uint64_t d = distance(offset, s->end), best_d = best ? distance(offset, best->end) : UINT64_MAX;
+        if (d < best_d || (d == best_d && s->read.bytes > best->read.bytes))
             best = s;
     }
     return best;
@@ -234,7 +238,8 @@ static bool shifted_name(const char *name, long delta, char *out, size_t out_siz
     size_t at, length;
     if (!layer_number(name, &layer, &at, &length) || layer + delta < 0)
         return false;
-    int n = snprintf(out, out_size, "%.*s%ld%s", (int)at, name, layer + delta, name + at + length);
+    int width = length > 1 && name[at] == '0' ? (int)length : 1;   /* zero-padded stays so: 07, 08 */
+    int n = snprintf(out, out_size, "%.*s%0*ld%s", (int)at, name, width, layer + delta, name + at + length);
     return n > 0 && (size_t)n < out_size;
 }
 
@@ -335,19 +340,34 @@ static void record_whole_tensor(planner_order *order, size_t tensor, const plann
     order->prefetched[tensor] = 1;
     const tensor_extent *t = &order->map->tensors[tensor];
     order->whole_bytes += t->end - t->begin;
-    order->window = min_u64(config->first_prefetch + 2 * order->whole_bytes, config->max_ahead);
+    order->window = min_u64(config->first_prefetch + 2 * order->whole_bytes,
+                            min_u64(config->max_ahead, config->max_prefetch ? config->max_prefetch : UINT64_MAX));
+}
+
+/* Bytes handed out for prefetch that no reader has read yet. */
+static uint64_t unread_prefetch(const planner_order *order)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < order->map->count; i++) {
+        const tensor_extent *t = &order->map->tensors[i];
+        if (order->prefetched[i] && order->read_bytes[i] < t->end - t->begin)
+            bytes += t->end - t->begin - order->read_bytes[i];
+    }
+    return bytes;
 }
 
 static void plan_prefetch(planner_order *order, const planner_config *config, read_plan *plan)
 {
     size_t predicted[PLAN_MAX_PREFETCH * 4];
     size_t count = predict_next(order, predicted, sizeof predicted / sizeof predicted[0]);
-    uint64_t covered = 0;
+    /* The window bounds what is prefetched and unread, whatever predicted it: each whole
+     * tensor read must not hand out a window more. */
+    uint64_t covered = unread_prefetch(order);
     for (size_t i = 0; i < count && covered < order->window && plan->prefetch_count < PLAN_MAX_PREFETCH; i++) {
         const tensor_extent *t = &order->map->tensors[predicted[i]];
-        covered += t->end - t->begin;
         if (order->prefetched[predicted[i]])
             continue;
+        covered += t->end - t->begin;
         order->prefetched[predicted[i]] = 1;
         plan->prefetch[plan->prefetch_count++] = (plan_range){t->begin, min_u64(t->end, t->begin + config->max_ahead)};
     }
@@ -405,7 +425,7 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
 /* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
  * read whole is a visit for the order learner, which may then prefetch the next ones. */
 static void plan_tensors(planner_order *order, const planner_config *config, uint64_t offset, uint64_t end,
-                         read_plan *plan)
+                         uint64_t file_size, read_plan *plan)
 {
     const tensor_map *map = order->map;
     size_t first = tensor_map_find(map, offset);
@@ -421,6 +441,9 @@ static void plan_tensors(planner_order *order, const planner_config *config, uin
     for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
         const tensor_extent *t = &map->tensors[i];
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
+        /* A first read of a large tensor's first byte is a touch, whatever stream it joined. */
+        if (before == 0 && t->begin >= offset && !is_small(t))
+            plan_heads(order, i, file_size, plan);
         order->read_bytes[i] = min_u64(size, before + min_u64(end, t->end) - max_u64(offset, t->begin));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
             order->rest_asked[i] = 1;
@@ -461,9 +484,7 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
         plan->ahead = (plan_range){from, target};
     s->asked_until = max_u64(s->asked_until, max_u64(plan->ahead.end, plan->demand.end));
     if (file->order && config->max_ahead) {
-        if (is_new && s->at_tensor_start)
-            plan_heads(file->order, s->tensor, file->size, plan);
-        plan_tensors(file->order, config, offset, end, plan);
+        plan_tensors(file->order, config, offset, end, file->size, plan);
     }
 }
 

@@ -37,6 +37,8 @@ typedef struct planner_config {
     uint64_t max_ahead;          /* largest read-ahead and prefetch window; 0 disables both */
     uint64_t header_probe;       /* first fetch at the start of a safetensors file */
     uint64_t first_prefetch;     /* the prefetch window once an order is found */
+    uint64_t max_prefetch;       /* largest prefetch window along an order (a share of the
+                                  * memory budget: several files prefetch at once) */
 } planner_config;
 
 typedef struct plan_range {

@@ -119,23 +119,35 @@ static void pump_hints(open_file *handle)
     }
 }
 
-/* Large speculative fetches are widened to whole units of the persistent cache, which stores
- * only whole units: a few KiB more now saves a request on every later mount. */
+/* Speculation skips what the kernel was already answered (its page cache has it); large parts
+ * are widened to whole units of the persistent cache, which stores only whole units: a few KiB
+ * more now saves a request on every later mount. */
+static void schedule_speculative_file(remote_file *file, plan_range range, fetch_priority priority)
+{
+    uint64_t from, to;
+    for (uint64_t at = range.begin; remote_file_next_unserved(file, at, range.end, &from, &to); at = to) {
+        uint64_t begin = from, end = to;
+        if (end - begin >= 16 * DISK_CACHE_UNIT) {
+            begin -= begin % DISK_CACHE_UNIT;
+            end += (DISK_CACHE_UNIT - end % DISK_CACHE_UNIT) % DISK_CACHE_UNIT;
+        }
+        if (!schedule_range(file, begin, end, priority, true, false))
+            return;   /* no room: the rest would be refused too */
+    }
+}
+
 static void schedule_speculative(open_file *handle, plan_range range, fetch_priority priority)
 {
-    uint64_t begin = range.begin, end = range.end;
-    if (end - begin >= 16 * DISK_CACHE_UNIT) {
-        begin -= begin % DISK_CACHE_UNIT;
-        end += (DISK_CACHE_UNIT - end % DISK_CACHE_UNIT) % DISK_CACHE_UNIT;
-    }
-    schedule_range(handle->file, begin, end, priority, true, false);
+    schedule_speculative_file(handle->file, range, priority);
 }
 
 /* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
  * open shard of the repo starts coming now, a window each, rather than when the reader gets
  * there (a loader visits shards one after the other; the link has room for all of them). */
 #define BULK_EVIDENCE_TENSORS 2
-#define BULK_START_WINDOW (64u << 20)
+/* Each other shard's first window: a sixteenth of the memory budget, at most 64 MiB. */
+#define BULK_START_WINDOW_MAX (64u << 20)
+#define BULK_START_BUDGET_SHARE 16
 #define BULK_RANGES_MAX 64
 
 static void start_repo_bulk(remote_file *reading)
@@ -148,11 +160,14 @@ static void start_repo_bulk(remote_file *reading)
         if (f != reading && f->repo == reading->repo && f->is_safetensors)
             others[count++] = f;
     pthread_mutex_unlock(&context->open_files_lock);
+    uint64_t window = context->options.memory_budget / BULK_START_BUDGET_SHARE;
+    if (window > BULK_START_WINDOW_MAX)
+        window = BULK_START_WINDOW_MAX;
     for (size_t i = 0; i < count; i++) {   /* files live until unmount; closed ones hand out nothing */
         plan_range ranges[BULK_RANGES_MAX];
-        size_t n = remote_file_bulk_ranges(others[i], BULK_START_WINDOW, ranges, BULK_RANGES_MAX);
+        size_t n = remote_file_bulk_ranges(others[i], window, ranges, BULK_RANGES_MAX);
         for (size_t k = 0; k < n; k++)
-            schedule_range(others[i], ranges[k].begin, ranges[k].end, FETCH_BACKGROUND, true, false);
+            schedule_speculative_file(others[i], ranges[k], FETCH_BACKGROUND);
     }
 }
 
@@ -201,7 +216,8 @@ static void fetch_header(remote_file *file, int depth)
     uint64_t begin, end;
     if (depth > 2 || !remote_file_header_fetch_start(file, &begin, &end))
         return;
-    schedule_range(file, begin, end, FETCH_DEMAND, false, true);
+    /* Speculative (nobody reads yet): within the memory budget, as read-ahead is. */
+    schedule_range(file, begin, end, FETCH_DEMAND, true, true);
     block_cache *blocks = file->context->blocks;
     uint64_t block_size = block_cache_block_size(blocks), index = (end - 1) / block_size;
     header_watch *watch = calloc(1, sizeof *watch);
@@ -230,6 +246,7 @@ static void account_served(read_request *rq)
 {
     fs_context *context = rq->context;
     remote_file *file = rq->file;
+    remote_file_note_served(file, rq->offset, rq->length);
     atomic_fetch_add(&context->stats.bytes_served, rq->length);
     atomic_fetch_add(&file->repo->stats->bytes_served, rq->length);
     for (size_t i = 0; i < rq->part_count; i++)

@@ -42,6 +42,7 @@ void remote_file_free(remote_file *file)
 {
     if (!file)
         return;
+    free(atomic_load(&file->served_pages));
     if (file->handle)
         hub_file_close(file->handle);
     forget_header(file);
@@ -51,9 +52,23 @@ void remote_file_free(remote_file *file)
 }
 
 /* Lock order: the context's open_files_lock, then the file's lock. */
+/* The served bitmap, made at the first open (kept until unmount: the kernel keeps pages across
+ * opens). Without memory for it, speculation just does not know. */
+static void ensure_served_map(remote_file *file)
+{
+    if (atomic_load(&file->served_pages))
+        return;
+    size_t words = (size_t)((file->source.size + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE + 63) / 64;
+    uint64_t *map = calloc(words ? words : 1, sizeof *map);
+    uint64_t *none = NULL;
+    if (map && !atomic_compare_exchange_strong(&file->served_pages, &none, map))
+        free(map);
+}
+
 void remote_file_opened(remote_file *file)
 {
     fs_context *context = file->context;
+    ensure_served_map(file);
     pthread_mutex_lock(&context->open_files_lock);
     pthread_mutex_lock(&file->lock);
     if (file->open_count++ == 0) {
@@ -83,6 +98,49 @@ void remote_file_closed(remote_file *file)
     }
     pthread_mutex_unlock(&file->lock);
     pthread_mutex_unlock(&context->open_files_lock);
+}
+
+void remote_file_note_served(remote_file *file, uint64_t offset, uint64_t length)
+{
+    _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
+    if (!map || length == 0)
+        return;
+    /* Whole pages only: a page the kernel got part of is one it still asks for. */
+    uint64_t first = (offset + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE;
+    uint64_t end = offset + length >= file->source.size ? (file->source.size + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE
+                                                         : (offset + length) / BLOCK_PAGE_SIZE;
+    for (uint64_t page = first; page < end; page++)
+        atomic_fetch_or_explicit(&map[page / 64], 1ULL << (page % 64), memory_order_relaxed);
+}
+
+static bool page_served(_Atomic uint64_t *map, uint64_t page)
+{
+    return atomic_load_explicit(&map[page / 64], memory_order_relaxed) >> (page % 64) & 1;
+}
+
+bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to)
+{
+    _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
+    if (end > file->source.size)
+        end = file->source.size;
+    if (begin >= end)
+        return false;
+    if (!map) {
+        *from = begin;
+        *to = end;
+        return true;
+    }
+    uint64_t page = begin / BLOCK_PAGE_SIZE, last = (end - 1) / BLOCK_PAGE_SIZE;
+    while (page <= last && page_served(map, page))
+        page++;
+    if (page > last)
+        return false;
+    uint64_t stop = page;
+    while (stop <= last && !page_served(map, stop))
+        stop++;
+    *from = page * BLOCK_PAGE_SIZE > begin ? page * BLOCK_PAGE_SIZE : begin;
+    *to = stop * BLOCK_PAGE_SIZE < end ? stop * BLOCK_PAGE_SIZE : end;
+    return true;
 }
 
 size_t remote_file_whole_tensors(remote_file *file)
@@ -341,8 +399,10 @@ void remote_file_learn_header(remote_file *file)
 bool remote_file_header_fetch_start(remote_file *file, uint64_t *begin, uint64_t *end)
 {
     pthread_mutex_lock(&file->lock);
+    /* A header too long to be planned with is left to its readers. */
     bool wanted = file->is_safetensors && !file->map && !file->map_failed && !file->not_safetensors &&
-                  !file->header_fetching && file->open_count && file->source.size >= 8;
+                  !file->header_fetching && file->open_count && file->source.size >= 8 &&
+                  file->header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER;
     uint64_t probe = file->context->planner.header_probe;
     *begin = 0;
     *end = file->header_end ? file->header_end : probe < file->source.size ? probe : file->source.size;

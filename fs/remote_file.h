@@ -31,6 +31,9 @@ typedef struct remote_file {
     bool prefix_stored;          /* the header went to the persistent cache */
     bool header_fetching;        /* a fetch of header bytes is under way */
     struct remote_file *open_prev, *open_next;   /* in context->open_files while open */
+    /* Pages ever answered to the kernel (one bit per 4 KiB): its page cache likely still has
+     * them (FOPEN_KEEP_CACHE), so speculation skips them. Allocated at the first open. */
+    _Atomic(uint64_t *) served_pages;
 } remote_file;
 
 remote_file *remote_file_new(fs_context *context, fs_repo *repo, const char *path, uint64_t id,
@@ -54,6 +57,13 @@ void remote_file_store_run(void *file, const page_run *run);
  * is present builds the tensor map and stores the header in the persistent cache. Cheap when
  * there is nothing new to learn. */
 void remote_file_learn_header(remote_file *file);
+
+/* Records that the kernel was answered bytes [offset, offset + length). */
+void remote_file_note_served(remote_file *file, uint64_t offset, uint64_t length);
+
+/* The first range inside [begin, end) not yet served to the kernel, at or after begin: its
+ * [*from, *to); false when everything there was served. */
+bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to);
 
 /* Tensors of the file read whole so far (0 without a tensor map). */
 size_t remote_file_whole_tensors(remote_file *file);

@@ -178,22 +178,6 @@ static const char *name_in_folder(const char *folder, const char *kind, const ch
     return *name && !strstr(name, "--") && strlen(name) <= 96 ? name : NULL;
 }
 
-static bool append_name(hub_repo_list *list, size_t *capacity, const char *name)
-{
-    if (list->count == *capacity) {
-        size_t wanted = *capacity ? *capacity * 2 : 16;
-        char **grown = realloc(list->names, wanted * sizeof *grown);
-        if (!grown)
-            return false;
-        list->names = grown;
-        *capacity = wanted;
-    }
-    char *copy = strdup(name);
-    if (copy)
-        list->names[list->count++] = copy;
-    return copy != NULL;
-}
-
 int repo_meta_list_repos(const char *dir, hub_repo_type type, const char *author, size_t max_names,
                          hub_repo_list *out)
 {
@@ -207,11 +191,10 @@ int repo_meta_list_repos(const char *dir, hub_repo_type type, const char *author
             close(fd);
         return error;
     }
-    size_t capacity = 0;
     int error = 0;
     for (struct dirent *entry; !error && out->count < max_names && (entry = readdir(listing));) {
         const char *name = name_in_folder(entry->d_name, type_name(type), author);
-        if (name && !append_name(out, &capacity, name))
+        if (name && !hub_repo_list_add(out, name))
             error = ENOMEM;
     }
     closedir(listing);

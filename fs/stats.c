@@ -18,6 +18,7 @@ static void add_memory(cJSON *root, const block_cache_counters *memory)
     add_number(root, "memory_misses", memory->misses);
     add_number(root, "ahead_refused_pages", memory->ahead_refused);
     add_number(root, "evictions", memory->evictions);
+    add_number(root, "released_blocks", memory->released);
     add_number(root, "load_failures", memory->load_failures);
     add_number(root, "wasted_bytes", memory->wasted_bytes);
 }

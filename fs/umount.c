@@ -325,7 +325,8 @@ int fs_umount_command(int argc, char **argv)
     }
     int status = 0;
     if (!daemon)
-        fprintf(stderr, "hubfs umount: %s detached; its daemon did not answer (it may have died)\n", path);
+        fprintf(stderr, "hubfs umount: %s detached; its daemon did not answer (it may have died), so there is "
+                "nothing to wait for\n", path);
     else if (request.wait)
         status = wait_for_exit(&request, &mount, daemon, pidfd);
     if (pidfd >= 0)

@@ -201,7 +201,8 @@ def test_stats(hub, mnt):
     assert stats["bytes_fetched"] >= os.path.getsize(shard)
     assert stats["requests"] >= 1 and stats["pages_in_flight"] == 0
     assert stats["memory_misses"] >= 1 and stats["disk_misses"] >= 1
-    assert 0 < stats["memory_used"] <= stats["memory_budget"] == 1024 * MIB
+    # Blocks the kernel was served whole are not kept (its page cache has them).
+    assert 0 <= stats["memory_used"] <= stats["memory_budget"] == 192 * MIB
     repo = stats["repos"][f"{TINY_REPO}@main"]
     assert repo["reads"] >= 1 and repo["bytes_fetched"] == stats["bytes_fetched"]
     # What the kernel was answered is the file, once (the page cache keeps it afterwards).
@@ -217,4 +218,5 @@ def test_small_memory_budget_and_blocks_still_read_right(hub):
         for name in relative_files(source):
             assert sha256_of(os.path.join(m.path, TINY_REPO, name)) == sha256_of(os.path.join(source, name))
         stats = m.stats()
-    assert stats["memory_used"] <= 256 * 1024 and stats["evictions"] > 0
+    # Blocks left memory: evicted for room, or released once the kernel had all their pages.
+    assert stats["memory_used"] <= 256 * 1024 and stats["evictions"] + stats["released_blocks"] > 0

@@ -25,10 +25,12 @@ static void sizes(void)
 static void command_line(void)
 {
     char *argv[] = {"mount", "/mnt/hf", "--cache-size", "20G", "--memory-budget=256M", "--block-size", "4M",
-                    "--threads", "8", "--no-disk-cache", "-f", "-o", "allow_other,readahead_max=64M", NULL};
+                    "--threads", "8", "--no-disk-cache", "-f", "-o", "allow_other,readahead_max=64M",
+                    "--fallback-endpoint", "https://huggingface.co", NULL};
     fs_options o;
     char error[256];
-    CHECK_EQ_INT(fs_options_parse(13, argv, false, &o, error, sizeof error), 0);
+    CHECK_EQ_INT(fs_options_parse(15, argv, false, &o, error, sizeof error), 0);
+    CHECK(o.fallback_endpoint && strcmp(o.fallback_endpoint, "https://huggingface.co") == 0);
     CHECK(o.mountpoint && strcmp(o.mountpoint, "/mnt/hf") == 0);
     CHECK_EQ_INT(o.cache_size, 20ULL * 1024 * MIB);
     CHECK_EQ_INT(o.memory_budget, 256 * MIB);
@@ -43,7 +45,8 @@ static void command_line(void)
 static void mount_helper(void)
 {
     char *argv[] = {"mount.hubfs", "hubfs", "/hf", "-o", "rw,defaults,cache_size=20G,cache_dir=/var/cache/h,"
-                    "endpoint=http://127.0.0.1:9,nosuid,x-systemd.automount,_netdev", "-n", NULL};
+                    "endpoint=http://127.0.0.1:9,nosuid,x-systemd.automount,_netdev,"
+                    "fallback_endpoint=https://hub.example", "-n", NULL};
     fs_options o;
     char error[256];
     CHECK_EQ_INT(fs_options_parse(6, argv, true, &o, error, sizeof error), 0);
@@ -51,13 +54,13 @@ static void mount_helper(void)
     CHECK_EQ_INT(o.cache_size, 20ULL * 1024 * MIB);
     CHECK(o.cache_dir && strcmp(o.cache_dir, "/var/cache/h") == 0);
     CHECK(o.endpoint && strcmp(o.endpoint, "http://127.0.0.1:9") == 0);
+    CHECK(o.fallback_endpoint && strcmp(o.fallback_endpoint, "https://hub.example") == 0);
     CHECK(o.fuse_options && strcmp(o.fuse_options, "nosuid") == 0);
     CHECK(!o.foreground);
-    CHECK(!o.exact_slices);   /* off unless asked: piece fetches are slow on high-latency links */
     fs_options_clear(&o);
+    /* The retired option stays accepted (old fstab lines) and never reaches FUSE. */
     char *exact[] = {"mount.hubfs", "hubfs", "/hf", "-o", "exact_slices", NULL};
     CHECK_EQ_INT(fs_options_parse(5, exact, true, &o, error, sizeof error), 0);
-    CHECK(o.exact_slices);
     CHECK(o.fuse_options == NULL || strstr(o.fuse_options, "exact") == NULL);
     fs_options_clear(&o);
 }
@@ -100,7 +103,7 @@ static void default_cache_dir_follows_hf_home(void)
     CHECK_EQ_INT(fs_options_parse(2, argv, false, &o, error, sizeof error), 0);
     CHECK(o.cache_dir && strcmp(o.cache_dir, "/srv/hf/hubfs") == 0);
     CHECK_EQ_INT(o.block_size, 8 * MIB);
-    CHECK_EQ_INT(o.memory_budget, 1024 * MIB);
+    CHECK_EQ_INT(o.memory_budget, 192 * MIB);
     CHECK_EQ_INT(o.threads, 16);
     fs_options_clear(&o);
 }

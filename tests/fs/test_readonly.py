@@ -117,3 +117,31 @@ def test_nothing_written_reaches_the_daemon(hub, mnt):
     with open("/proc/self/mountinfo") as f:
         line = next(line for line in f if line.split()[4] == os.path.realpath(mnt.path))
     assert line.split()[5].split(",")[0] == "ro"
+
+
+LOOKUPS = {   # path: errno of stat() without a token
+    "no-such-org-xyz": errno.ENOENT,
+    "bad name": errno.ENOENT,
+    "test-org": 0,
+    "test-org/no-such-model": errno.ENOENT,
+    "test-org/private-llama": errno.ENOENT,           # the Hub answers it as a missing one
+    "test-org/gated-llama": 0,                        # its files are gated, not its listing
+    "test-org/tiny-llama@no-such-branch": errno.ENOENT,
+    "test-org/tiny-llama/no-such-file": errno.ENOENT,
+    "test-org/tiny-llama/config.json/x": errno.ENOTDIR,
+    "datasets/test-org/no-such-data": errno.ENOENT,
+    "datasets/no-such-org-xyz": errno.ENOENT,
+    ".hubfs/nothing": errno.ENOENT,
+    ".hubfs/stats/x": errno.ENOTDIR,
+}
+
+
+def test_lookups_errno_table(hub, tmp_path):
+    with Mount(hub.hub_url) as anonymous:
+        got = {path: errno_of(os.stat, os.path.join(anonymous.path, path)) for path in LOOKUPS}
+    assert got == LOOKUPS
+    token_file = tmp_path / "token"
+    token_file.write_text("hf_refused_token\n")
+    with Mount(hub.hub_url, extra_args=["--token-file", str(token_file)]) as refused:
+        assert errno_of(os.stat, os.path.join(refused.path, "test-org")) == errno.EACCES
+        assert errno_of(os.stat, os.path.join(refused.path, "bad name")) == errno.ENOENT

@@ -105,7 +105,9 @@ def test_refused_certificate_fails_at_once_saying_what_to_do(tls, case):
     assert not site.logs.requests(since=mark), "no request may pass a refused certificate"
     if case != "another host name":
         handshakes = settled_broken_handshakes(site, int(endpoint.rsplit(":", 1)[1]), mark)
-        assert len(handshakes) == 1, f"one connection attempt expected, nginx saw: {handshakes}"
+        # stat ORG/NAME asks the Hub twice (the org's listing, the repo's revision): one
+        # handshake each; a retried request would make more (and wait the backoff, above).
+        assert 1 <= len(handshakes) <= 2, f"one connection attempt per request expected, nginx saw: {handshakes}"
 
 
 def settled_broken_handshakes(site, port, mark):
