@@ -111,7 +111,17 @@ hub_port=${BASH_REMATCH[4]}
 default_port=$([ "$hub_scheme" = https ] && echo 443 || echo 80)
 hub_authority=$hub_host${hub_port:+:$hub_port}
 [ "${hub_port:-$default_port}" = "$default_port" ] && hub_authority=$hub_host
-hub_server=$hub_host:${hub_port:-$default_port}
+# What proxy_pass names ($proxy_host, the key that lets the token through) and, for a Hub on
+# localhost, the upstream block that stands for it.
+hub_target=$hub_authority
+hub_upstream_block=""
+if [ "$hub_host" = localhost ]; then
+  hub_target=localhost
+  hub_upstream_block="    upstream localhost { server localhost:${hub_port:-$default_port}; keepalive 16; }"
+fi
+if [ "$hub_scheme" = https ] && [[ $hub_host =~ ^[0-9.]+$|^\[ ]]; then
+  fail "UPSTREAM $upstream: give the Hub by a host name its certificate holds (nginx checks names, not addresses)"
+fi
 
 ca_bundle=${ca_bundle:-/etc/ssl/certs/ca-certificates.crt}
 [ -r "$ca_bundle" ] || fail "cannot read the CA bundle $ca_bundle (--ca-bundle FILE; Debian: apt-get install ca-certificates)"
@@ -158,10 +168,9 @@ sed -e "s|@USER_LINE@|$(sed_value "$user_line")|g" \
     -e "s|@RESOLVER@|$(sed_value "$resolvers")|g" \
     -e "s|@KEYS_ZONE@|${keys_zone_mb}m|g" \
     -e "s|@MAX_SIZE@|${max_size_mb}m|g" \
-    -e "s|@HUB_SERVER@|$(sed_value "$hub_server")|g" \
-    -e "s|@HUB_SCHEME@|$hub_scheme|g" \
-    -e "s|@HUB_AUTHORITY@|$(sed_value "$hub_authority")|g" \
-    -e "s|@HUB_HOST@|$(sed_value "$hub_host")|g" \
+    -e "s|@HUB_URL@|$(sed_value "$hub_scheme://$hub_target")|g" \
+    -e "s|@HUB_AUTHORITY@|$(sed_value "$hub_target")|g" \
+    -e "s|@HUB_UPSTREAM_BLOCK@|$(sed_value "$hub_upstream_block")|g" \
     -e "s|@CA_BUNDLE@|$(sed_value "$ca_bundle")|g" \
     -e "s|@TOKEN_KEY@|$token_key|g" \
     "$TEMPLATE" >"$conf.tmp"

@@ -14,6 +14,7 @@ from nginx import NginxProcess, free_port
 SCRIPT = os.path.join(hubemu.SOURCE_DIR, "scripts", "cluster-cache.sh")
 MODEL_REPO = "site-org/cluster-llama"
 GATED_REPO = "site-org/gated-llama"
+PRIVATE_REPO = "site-org/private-llama"
 TOKEN = "hf_clusterReaderToken0123456789abcdef"     # granted the gated repo
 OTHER_TOKEN = "hf_clusterOtherToken0123456789abcdef"  # valid, not granted
 BIG_FILE = "data.bin"     # LFS, 24 MiB: three cache slices; no tensor order to prefetch along
@@ -64,7 +65,8 @@ def site(tmp_path_factory):
         f.write(os.urandom(24 << 20))
     root = str(work / "hub-root")
     commits = {MODEL_REPO: hubemu.import_repo(root, MODEL_REPO, model),
-               GATED_REPO: hubemu.import_repo(root, GATED_REPO, model, gated=True)}
+               GATED_REPO: hubemu.import_repo(root, GATED_REPO, model, gated=True),
+               PRIVATE_REPO: hubemu.import_repo(root, PRIVATE_REPO, model, private=True)}
     _grant_only(root, GATED_REPO, [TOKEN])
     with hubemu.Emulator(root, tokens=[TOKEN, OTHER_TOKEN]) as hub:
         yield Site(hub, model, commits)
@@ -73,14 +75,15 @@ def site(tmp_path_factory):
 class ClusterCache:
     """scripts/cluster-cache.sh PORT DIR UPSTREAM: url, directory, kill() (a crash), stop()."""
 
-    def __init__(self, directory, upstream):
+    def __init__(self, directory, upstream, extra_args=()):
         self.directory, self.upstream = directory, upstream
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         os.makedirs(directory, exist_ok=True)
         # Names in redirects are looked up by nginx's resolver; the emulator's CDN is localhost,
         # which the configuration never looks up, so no name server is needed here.
-        self.nginx = NginxProcess([SCRIPT, str(self.port), directory, upstream, "--resolver", "127.0.0.1"],
+        self.nginx = NginxProcess([SCRIPT, str(self.port), directory, upstream, "--resolver", "127.0.0.1",
+                                   *extra_args],
                                   pid_file=os.path.join(directory, "run", "nginx.pid"),
                                   stderr_path=os.path.join(directory, "stderr.txt"))
 

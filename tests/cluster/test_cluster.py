@@ -13,7 +13,8 @@ from contextlib import ExitStack
 import pytest
 
 import hubemu
-from cluster_site import BIG_FILE, GATED_REPO, MODEL_REPO, OTHER_TOKEN, SCRIPT, TOKEN, sha256_of
+from cluster_site import ClusterCache
+from cluster_site import BIG_FILE, GATED_REPO, MODEL_REPO, OTHER_TOKEN, PRIVATE_REPO, SCRIPT, TOKEN, sha256_of
 from mount import Mount, errno_of
 from nginx import free_port
 
@@ -74,17 +75,23 @@ def test_a_cache_answers_resolves_as_the_hub_does(site, cache):
         assert sha256_of(os.path.join(snapshot, name)) == sha256_of(os.path.join(site.model, name)), name
 
 
-def test_gated_file_cached_for_one_user_is_refused_to_others(site, cache):
+def test_gated_and_private_files_cached_for_one_user_are_refused_to_others(site, cache):
     with Mount(cache.url, env={"HF_TOKEN": TOKEN}) as granted:
-        path = os.path.join(granted.path, GATED_REPO, SHARD)
-        assert sha256_of(path) == sha256_of(os.path.join(site.model, SHARD))
+        for repo in (GATED_REPO, PRIVATE_REPO):
+            path = os.path.join(granted.path, repo, SHARD)
+            assert sha256_of(path) == sha256_of(os.path.join(site.model, SHARD))
     hits_before = cache_hits(cache)
     for env in ({}, {"HF_TOKEN": OTHER_TOKEN}):             # anonymous; valid but not granted
         with Mount(cache.url, env=env) as other:
             assert os.path.exists(os.path.join(other.path, GATED_REPO, SHARD))   # listings are public
             assert errno_of(read_head, os.path.join(other.path, GATED_REPO, SHARD)) == errno.EACCES
             assert "gated" in other.log_text()
-    assert cache_hits(cache) == hits_before, "the cache served bytes of a gated file to a refused mount"
+            if not env:   # the private repo's listing, just cached for the token, is not shared
+                assert errno_of(os.listdir, os.path.join(other.path, PRIVATE_REPO)) == errno.ENOENT
+    private = hubemu.fetch(cache.url + f"/{PRIVATE_REPO}/resolve/{site.commits[PRIVATE_REPO]}/{SHARD}",
+                           headers={"Range": "bytes=0-99"})
+    assert private.status == 401 and private.header("X-Error-Code") == "RepoNotFound"
+    assert cache_hits(cache) == hits_before, "the cache served bytes of a refused file"
     assert not any(entry["authorization"] for entry in site.cdn_log()), "a token reached the CDN"
     for token in (TOKEN, OTHER_TOKEN):
         assert cache.files_containing(token) == [], "a token is in the cache's files or logs"
@@ -157,6 +164,31 @@ def test_a_killed_cache_starts_again_on_its_directory(site, cache):
     again = hubemu.fetch(cache.url + url, headers={"Range": "bytes=0-999"})
     assert again.status == 206 and again.body == first.body and again.header("X-Hubfs-Cache") == "HIT"
     assert site.cdn_log() == []
+
+
+def test_a_hub_over_tls_is_verified_with_the_ca_given(site, tmp_path):
+    """The Hub and its CDN over HTTPS (tests/tls's nginx front, a CA of the test's own): with that
+    CA the cache fetches and caches, host names checked; with another CA it serves nothing."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tls"))
+    from tls_site import TestCA, TlsSite
+    ca, other_ca = TestCA(str(tmp_path), "site CA"), TestCA(str(tmp_path), "other CA")
+    commit = site.commits[MODEL_REPO]
+    path = f"/{MODEL_REPO}/resolve/{commit}/{SHARD}"
+    with open(os.path.join(site.model, SHARD), "rb") as f:
+        expected = f.read(1000)
+    with TlsSite(str(tmp_path), site.hub.root, ca) as tls:
+        hub_by_name = tls.hub_url.replace("127.0.0.1", "localhost")   # certificates name hosts
+        for bundle, status in ((ca.pem, 206), (other_ca.pem, 502)):
+            cache = ClusterCache(str(tmp_path / f"cache-{status}"), hub_by_name, ["--ca-bundle", bundle]).start()
+            try:
+                answer = hubemu.fetch(cache.url + path, headers={"Range": "bytes=0-999"})
+                assert answer.status == status
+                if status == 206:
+                    assert answer.body == expected
+                    again = hubemu.fetch(cache.url + path, headers={"Range": "bytes=0-999"})
+                    assert again.body == expected and again.header("X-Hubfs-Cache") == "HIT"
+            finally:
+                cache.stop()
 
 
 @pytest.mark.parametrize("args, complaint", [
