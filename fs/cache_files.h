@@ -6,10 +6,10 @@
  *
  *   STEM.data    sparse; unit i at offset i * block_size
  *   STEM.index   a 512-byte header {magic "HUBFSIX1", version, block (unit) size, blob size,
- *                etag, crc32 of the header} then one 8-byte record per unit {marker, crc32 of
+ *                etag, checksum of the header} then one 8-byte record per unit {marker, checksum of
  *                the unit}; the marker is RECORD_PRESENT only once the unit's data is durable.
  *                Sparse: a hole reads as absent records
- *   STEM.prefix  {magic "HUBFSPF1", length, crc32 of length and bytes} then the bytes;
+ *   STEM.prefix  {magic "HUBFSPF2", length, checksum of the bytes seeded with the length} then the bytes;
  *                replaced whole by renaming a temporary file
  *   .tmp-*       temporary files, removed when the cache opens
  *
@@ -94,7 +94,7 @@ uint64_t cache_prefix_file_size(size_t len);
 int cache_pread_all(int fd, void *buf, size_t len, uint64_t offset);
 int cache_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
 
-/* crc32 (zlib's) of a buffer of any length. */
-uint32_t cache_crc32(const void *buf, size_t len);
+/* The checksum of a unit: XXH3 of its bytes, folded to 32 bits. */
+uint32_t cache_checksum(const void *buf, size_t len);
 
 #endif

@@ -159,7 +159,7 @@ static void unit_failed(range_read *r, uint64_t unit, uint32_t expected_crc)
 
 static bool unit_verifies(range_read *r, uint64_t unit, const uint8_t *bytes, uint32_t expected_crc)
 {
-    if (cache_crc32(bytes, dc_block_length(r->cache, r->b, unit)) == expected_crc)
+    if (cache_checksum(bytes, dc_block_length(r->cache, r->b, unit)) == expected_crc)
         return true;
     unit_failed(r, unit, expected_crc);
     return false;
@@ -496,7 +496,7 @@ int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, ui
         uint64_t start = (w.first + i) * cache->block_size;
         uint64_t unit_len = key->size - start < cache->block_size ? key->size - start : cache->block_size;
         w.wanted[i] = (cache_record){.state = CACHE_BLOCK_PRESENT,
-                                     .crc = cache_crc32(w.buf + (start - offset), (size_t)unit_len)};
+                                     .crc = cache_checksum(w.buf + (start - offset), (size_t)unit_len)};
     }
     if (!err && !(w.b = dc_acquire_blob(cache, key, true)))
         err = errno;

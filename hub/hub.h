@@ -150,7 +150,7 @@ hub_status hub_resolve_revision_info(hub_client *client, const hub_repo *repo, c
 
 typedef struct hub_repo_list {
     char **names;                /* NAME of each AUTHOR/NAME listed, in the Hub's order */
-    size_t count;
+    size_t count, capacity;
     bool complete;               /* every page was read and kept: a name missing here is no repo
                                     of the author's that the token can see */
 } hub_repo_list;
@@ -162,6 +162,8 @@ typedef struct hub_repo_list {
  * when either stopped it). An author with no repos is HUB_OK with count 0. */
 hub_status hub_list_repos(hub_client *client, hub_repo_type type, const char *author, size_t max_names,
                           size_t max_pages, hub_repo_list *out, hub_error *err);
+/* Appends a copy of name; false when out of memory. */
+bool hub_repo_list_add(hub_repo_list *list, const char *name);
 void hub_repo_list_free(hub_repo_list *list);
 
 typedef struct hub_tree_entry {

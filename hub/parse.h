@@ -69,7 +69,6 @@ typedef struct hub_repo_list_builder {
     hub_repo_list *list;
     const char *author;
     size_t max_names;            /* past it the rest is dropped and cut set */
-    size_t capacity;             /* names allocated */
     size_t skipped;              /* items that were not AUTHOR/NAME with a valid NAME */
     bool cut;
 } hub_repo_list_builder;

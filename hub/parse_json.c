@@ -277,25 +277,27 @@ static const char *name_of_author_repo(const char *id, const char *author)
     return is_strict_repo_name(name) ? name : NULL;
 }
 
-static bool keep_listed_name(hub_repo_list_builder *b, const char *name)
+bool hub_repo_list_add(hub_repo_list *list, const char *name)
 {
-    hub_repo_list *list = b->list;
-    if (list->count >= b->max_names) {
-        b->cut = true;
-        return true;
-    }
-    if (list->count == b->capacity) {
-        size_t wanted = b->capacity ? b->capacity * 2 : 64;
+    if (list->count == list->capacity) {
+        size_t wanted = list->capacity ? list->capacity * 2 : 64;
         char **grown = realloc(list->names, wanted * sizeof *grown);
         if (!grown)
             return false;
         list->names = grown;
-        b->capacity = wanted;
+        list->capacity = wanted;
     }
     char *copy = strdup(name);
-    if (!copy)
-        return false;
-    list->names[list->count++] = copy;
+    if (copy)
+        list->names[list->count++] = copy;
+    return copy != NULL;
+}
+
+static bool keep_listed_name(hub_repo_list_builder *b, const char *name)
+{
+    if (b->list->count < b->max_names)
+        return hub_repo_list_add(b->list, name);
+    b->cut = true;
     return true;
 }
 

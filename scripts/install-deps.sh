@@ -6,15 +6,19 @@ set -euo pipefail
 APT_PACKAGES=(build-essential cmake pkg-config git libfuse3-dev fuse3 libcurl4-openssl-dev
               libcjson-dev python3 python3-pip clang libclang-rt-dev
               strace)  # strace: the loader test that inspect reads headers only
-APT_PACKAGES+=(zlib1g-dev)  # crc32 of the persistent cache's blocks
+APT_PACKAGES+=(libxxhash-dev)  # checksums of the persistent cache's units
 APT_PACKAGES+=(libssl-dev)  # libcrypto: sha256 / sha1 of huggingface_hub blobs before they are served
 APT_PACKAGES+=(curl)  # the bench smoke test's download baseline
 APT_PACKAGES+=(nginx openssl)  # tests/tls: TLS + HTTP/2 in front of the emulator, a CA of the test's own
+APT_PACKAGES+=(libnginx-mod-http-set-misc)  # scripts/cluster-cache.sh: HMAC of tokens in its cache keys
 APT_PACKAGES+=(rsync)  # tests/fs: copying files of a mount (sparse-aware tools read them whole)
 PIP_PACKAGES=(huggingface_hub safetensors numpy pytest)
 # The Python package's tests: torch and transformers as references (PyPI's torch; no GPU is
 # needed), scikit_build_core to build the package with pip (pyproject.toml) without fetching it.
 PIP_PACKAGES+=(torch transformers scikit_build_core)
+# tests/lazy: a GGUF written and read with llama.cpp's gguf package; accelerate for
+# from_pretrained(device_map="meta").
+PIP_PACKAGES+=(gguf accelerate)
 
 # --bench: also what scripts/bench.sh compares hubfs against, and its chart (not needed by tests).
 for arg in "$@"; do
