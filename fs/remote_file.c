@@ -306,14 +306,35 @@ int remote_file_load_run(void *opaque, const page_run *run, bool *from_network)
     return error;
 }
 
+/* The run, widened to whole units of the persistent cache where the block already holds the
+ * bytes around it: the cache stores whole units only, and a run that starts or ends inside one
+ * (a reader's exact pages next to a header fetched earlier) would otherwise leave that unit out
+ * for good. */
+static void widen_to_units(const remote_file *file, const page_run *run, size_t *from, size_t *to)
+{
+    block_cache *blocks = file->context->blocks;
+    size_t length = block_length(run->blk);
+    size_t unit_from = *from - *from % DISK_CACHE_UNIT;
+    size_t unit_to = *to % DISK_CACHE_UNIT ? *to + (DISK_CACHE_UNIT - *to % DISK_CACHE_UNIT) : *to;
+    if (unit_to > length)
+        unit_to = length;
+    if (unit_from < *from && block_cache_has(blocks, run->blk, unit_from, *from))
+        *from = unit_from;
+    if (unit_to > *to && block_cache_has(blocks, run->blk, *to, unit_to))
+        *to = unit_to;
+}
+
 void remote_file_store_run(void *opaque, const page_run *run)
 {
     remote_file *file = opaque;
     fs_context *context = file->context;
+    if (!context->disk)
+        return;
+    size_t from = block_run_offset(run), to = from + block_run_length(run);
+    widen_to_units(file, run, &from, &to);
+    uint64_t block_start = block_index(run->blk) * (uint64_t)block_cache_block_size(context->blocks);
     disk_cache_blob_key key = cache_key_of(file);
-    if (context->disk &&
-        disk_cache_write_range(context->disk, &key, run_file_offset(file, run), block_run_buffer(run),
-                               block_run_length(run)) != 0)
+    if (disk_cache_write_range(context->disk, &key, block_start + from, block_data(run->blk) + from, to - from) != 0)
         atomic_fetch_add(&context->stats.disk_write_failures, 1);
 }
 
