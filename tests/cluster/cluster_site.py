@@ -1,6 +1,5 @@
 """Fixtures and helpers of the cluster suite: a Hub emulator serving a model larger than one
 cache slice and a gated repo, and scripts/cluster-cache.sh running in front of it."""
-import hashlib
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ import pytest
 
 import hubemu
 from nginx import NginxProcess, free_port
+from files import sha256_of  # noqa: E402
 
 SCRIPT = os.path.join(hubemu.SOURCE_DIR, "scripts", "cluster-cache.sh")
 MODEL_REPO = "site-org/cluster-llama"
@@ -18,14 +18,6 @@ PRIVATE_REPO = "site-org/private-llama"
 TOKEN = "hf_clusterReaderToken0123456789abcdef"     # granted the gated repo
 OTHER_TOKEN = "hf_clusterOtherToken0123456789abcdef"  # valid, not granted
 BIG_FILE = "data.bin"     # LFS, 24 MiB: three cache slices; no tensor order to prefetch along
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Site:

@@ -18,14 +18,10 @@ import pytest
 from safetensors import safe_open
 
 import hubemu
+from files import sha256_of  # noqa: E402
 
 TINY = "test-org/tiny-llama"
 SHARD = "model-00001-of-00003.safetensors"
-
-
-def sha256_of(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def git_blob_sha1(path):

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import struct
+from files import sha256_of  # noqa: E402
 
 TINY_REPO = "test-org/tiny-llama"
 PRIVATE_REPO = "test-org/private-llama"
@@ -10,16 +11,6 @@ GATED_REPO = "test-org/gated-llama"
 DATASET_REPO = "test-org/tiny-data"
 SANITIZED = os.environ.get("HUBFS_SANITIZED") == "1"
 MIB = 1024 * 1024
-
-
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return digest.hexdigest()
-            digest.update(data)
 
 
 def git_blob_sha1(data):

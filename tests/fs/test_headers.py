@@ -1,6 +1,5 @@
 """safetensors headers are bytes like any other: charged to the memory budget (a repo chooses
 their length, up to 100 MB each), and served from local copies when the network is off."""
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hubemu  # noqa: E402
 from fs_support import MIB, SANITIZED  # noqa: E402
 from mount import Mount  # noqa: E402
+from files import sha256_of  # noqa: E402
 
 REPO = "test-org/fat-headers"
 FILES = 6
@@ -66,11 +66,6 @@ def test_open_headers_stay_within_the_memory_budget(fat_hub):
     allowance = (256 if SANITIZED else 96) * MIB
     assert peak - baseline <= budget + HEADER_PAD + allowance, (peak, baseline)
     assert stats["memory_used"] <= budget + HEADER_PAD + 8 * MIB, stats
-
-
-def sha256_of(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def test_offline_a_shard_complete_in_the_hub_cache_is_read_with_its_header(hub, tmp_path):

@@ -2,7 +2,6 @@
 symlinks, and `hubfs inspect` of tensor and shard names carrying terminal control sequences.
 The references are the real safetensors package (which writes the crafted names), Python's
 json and plain byte checks of what reaches the terminal."""
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import pytest
 
 from loader_models import expected_slice, llama_config, llama_tensors, read_safetensors, write_model, write_safetensors
 from test_loader import HUBFS, hubfs
+from files import sha256_of  # noqa: E402
 
 VICTIM_TEXT = b"precious data that must survive\n"
 
@@ -26,11 +26,6 @@ def model(tmp_path_factory):
     tensors = llama_tensors(config, seed=11)
     write_model(directory, config, tensors)
     return directory, config, tensors
-
-
-def sha256_of(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def victim_file(tmp_path):

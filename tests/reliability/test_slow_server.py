@@ -29,6 +29,7 @@ def trickle(hub, name=SLOW_NAME):
 
 READER = r"""
 import mmap, os, sys
+from files import sha256_range  # noqa: E402
 path, mode, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fd = os.open(path, os.O_RDONLY)
 if mode == "read":
@@ -45,12 +46,6 @@ else:
 def start_blocked_reader(path, mode="read", offset=0):
     """A reader of path that blocks on the trickle (in its open or its first read)."""
     return subprocess.Popen([sys.executable, "-c", READER, path, mode, str(offset)])
-
-
-def sha256_range(path, offset, length):
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return hashlib.sha256(f.read(length)).hexdigest()
 
 
 def kill_all(procs):

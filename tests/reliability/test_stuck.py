@@ -2,7 +2,6 @@
 answers nothing (the emulator SIGSTOPped, or stalling every body for ten minutes), `ls`, `stat`,
 the stats file and reads of already-cached files stay fast, the hung reader can be killed, and
 a plain `fusermount3 -u` unmounts, after which the daemon exits cleanly in bounded time."""
-import hashlib
 import os
 import signal
 import subprocess
@@ -12,11 +11,8 @@ import pytest
 
 import harness
 from harness import assert_correct_or_eio, read_all, run_with_deadline, start_reader
+from files import sha256_of  # noqa: E402
 
-
-def sha256_of(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 # Generous for a loaded 2-core CI machine, yet far below the 2 s stall timeout x 7 attempts a
 # wedged worker would cost.

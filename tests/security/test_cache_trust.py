@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 import harness
+from files import sha256_of  # noqa: E402
 
 NOBODY = 65534
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +27,6 @@ READ_DEADLINE_S = 120 if harness.SANITIZED else 60
 def as_nobody(*command, check=True):
     return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
                           capture_output=True, timeout=60, check=check)
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def blob_name(path):

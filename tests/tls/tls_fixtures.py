@@ -2,7 +2,6 @@
 emulator, with a CA made by the test), a second CA that vouches for nothing here, and mount
 environments in which every CA and proxy variable is spelled out (so nothing leaks in from the
 caller's)."""
-import hashlib
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ import pytest
 
 import hubemu
 from tls_site import TestCA, TlsSite
+from files import sha256_of  # noqa: E402
 
 TOKEN = "hf_tlsTestToken0123456789abcdefXYZ"
 PUBLIC_REPO = "tls-org/tiny-llama"
@@ -30,14 +30,6 @@ def mount_env(**overrides):
     env.update(HUBFS_MAX_RETRIES="3", HUBFS_BACKOFF_MS="500")
     env.update(overrides)
     return env
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Tls:
