@@ -120,7 +120,7 @@ static int build_context(fs_context *context, startup *s)
     /* Several shards prefetch at once: each order's window is an eighth of the budget at most. */
     context->planner = (planner_config){.max_ahead = o->readahead_max, .header_probe = SAFETENSORS_HEADER_PROBE,
                                         .first_prefetch = FIRST_PREFETCH_WINDOW,
-                                        .max_prefetch = o->memory_budget / 8};
+                                        .max_prefetch = o->memory_budget / 4};
     context->blocks = block_cache_new(o->memory_budget, o->block_size);
     fetcher_config fetch = {.threads = o->threads, .per_file_cap = o->threads / 2, .load = remote_file_load_run};
     if (context->disk) {

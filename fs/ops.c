@@ -19,6 +19,8 @@
 #define LISTING_TIMEOUT 1.0      /* the root and org listings grow as repos are looked up */
 #define NEGATIVE_TIMEOUT 1.0
 #define MAX_READ_SIZE (4u << 20)
+#define PREFERRED_IO_SIZE (64u << 10)
+#define KERNEL_READAHEAD (64u << 10)
 
 static time_t mount_time;
 
@@ -44,14 +46,17 @@ static time_t time_of(const fs_node *node)
     return node->repo && node->repo->commit_date > 0 ? (time_t)node->repo->commit_date : mount_time;
 }
 
-static void fill_attr(const fs_context *context, const fs_node *node, struct stat *st)
+static void fill_attr(const fs_node *node, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = node->ino;
     st->st_mode = is_directory_kind(node->kind) ? S_IFDIR | 0555 : S_IFREG | 0444;
     st->st_nlink = is_directory_kind(node->kind) ? 2 : 1;
     st->st_size = (off_t)node->size;
-    st->st_blksize = (blksize_t)context->options.block_size;
+    /* What buffered readers size their reads by (Python's io, stdio): 8 MiB here made f.read(8)
+     * an 8 MiB read; 64 KiB keeps a small read, with the kernel's read-ahead after it, within
+     * 128 KiB. Large copies (cp, cat, dd) choose their own sizes. */
+    st->st_blksize = PREFERRED_IO_SIZE;
     st->st_blocks = (blkcnt_t)((node->size + 511) / 512);
     st->st_uid = getuid();
     st->st_gid = getgid();
@@ -65,6 +70,10 @@ static void hubfs_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_background = 64;
     conn->congestion_threshold = 48;
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;   /* pinned content: the page cache stays valid */
+    /* The kernel's read-ahead only sizes requests: the planner decides what the network fetches.
+     * Its default window (128 KiB, read twice over past a small read, and around every mmap
+     * touch) alone made a header read or a tensor touch cost 256 KiB. */
+    conn->max_readahead = KERNEL_READAHEAD;
 }
 
 static void hubfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -85,7 +94,7 @@ static void hubfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     entry.ino = node->ino;
     entry.attr_timeout = attr_timeout_of(node);
     entry.entry_timeout = node->kind == NODE_ORG ? LISTING_TIMEOUT : PINNED_TIMEOUT;
-    fill_attr(context, node, &entry.attr);
+    fill_attr(node, &entry.attr);
     if (fuse_reply_entry(req, &entry) != 0)
         namespace_forget(context->names, node->ino, 1);   /* the kernel never got this reference */
 }
@@ -112,7 +121,7 @@ static void hubfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
         return;
     }
     struct stat st;
-    fill_attr(context_of(req), node, &st);
+    fill_attr(node, &st);
     fuse_reply_attr(req, &st, attr_timeout_of(node));
 }
 

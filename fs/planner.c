@@ -19,6 +19,7 @@
 /* What a stream that began at a tensor's first byte must have read before it earns the rest of
  * the tensor: more than the two 128 KiB windows the kernel reads around a single touch. */
 #define TENSOR_EVIDENCE_BYTES (512u << 10)
+#define BLOCK_PAGE_BYTES 4096u
 /* Whole tensors read with no recognisable order before the rest of the file is prefetched. */
 #define BULK_AFTER_TENSORS 2
 /* First-byte touches in a row, in one order, before the next tensors' heads are prefetched, and
@@ -43,8 +44,9 @@ int planner_order_init(planner_order *order, const tensor_map *map)
     order->rest_asked = calloc(n, 1);
     order->head_asked = calloc(n, 1);
     order->read_bytes = calloc(n, sizeof *order->read_bytes);
+    order->read_prefix = calloc(n, sizeof *order->read_prefix);
     order->last_touched = map->count;
-    if (!order->prefetched || !order->rest_asked || !order->head_asked || !order->read_bytes) {
+    if (!order->prefetched || !order->rest_asked || !order->head_asked || !order->read_bytes || !order->read_prefix) {
         planner_order_clear(order);
         return ENOMEM;
     }
@@ -57,6 +59,7 @@ void planner_order_clear(planner_order *order)
     free(order->rest_asked);
     free(order->head_asked);
     free(order->read_bytes);
+    free(order->read_prefix);
     memset(order, 0, sizeof *order);
 }
 
@@ -161,6 +164,8 @@ static planner_stream *stream_for_read(planner_streams *streams, const planner_f
         s->asked_until = end;
         s->read = s->since_skip = no_reads;
         place_stream(s, file->order ? file->order->map : NULL, offset, end);
+        if (s->placed && s->tensor < file->order->map->count)
+            s->tensor_read_before = file->order->read_prefix[s->tensor];
     } else {
         if (offset > s->end)
             s->since_skip = no_reads;
@@ -184,6 +189,25 @@ static uint64_t slice_ahead(uint64_t read_so_far)
     return read_so_far < SLICE_AHEAD_AFTER ? 0 : read_so_far / SLICE_AHEAD_DIVISOR;
 }
 
+/* Read-ahead a stream earns by reading on in order: three quarters of what it read while short
+ * (a header or an index read through is done soon: what it fetched and never read stays under
+ * what it read), all of it once long. */
+#define SHORT_STREAM_BYTES (8u << 20)
+
+static uint64_t generic_ahead(uint64_t read_so_far)
+{
+    return read_so_far < SHORT_STREAM_BYTES ? read_so_far / 4 * 3 : read_so_far;
+}
+
+/* Whether everything of the stream's tensor before where it began was read already (by an
+ * earlier touch of its first page, or by another thread's stream from its start: torch reads a
+ * tensor in parts on several threads): then it reads on from the tensor's start, not a slice. */
+static bool continues_from_tensor_start(const planner_stream *s, const tensor_extent *t)
+{
+    uint64_t before = s->start > t->begin ? s->start - t->begin : 0;
+    return s->tensor_read_before + BLOCK_PAGE_BYTES >= before;
+}
+
 /* How far a stream's read-ahead may reach now. */
 static uint64_t ahead_target(planner_stream *s, const planner_file *file, const planner_config *config)
 {
@@ -199,13 +223,14 @@ static uint64_t ahead_target(planner_stream *s, const planner_file *file, const 
     if (in_tensor && s->end > map->tensors[s->tensor].end)
         s->crossed = true;
     if (!in_tensor || s->crossed)
-        return s->end + min_u64(read_so_far, config->max_ahead);
+        return s->end + min_u64(generic_ahead(read_so_far), config->max_ahead);
     const tensor_extent *t = &map->tensors[s->tensor];
     /* Reading on past the first windows the kernel asks at a tensor's start (a shape probe or
      * a meta-device load stops there) is the evidence that the whole tensor is wanted. */
     uint64_t read_in_tensor = s->end - max_u64(read->first, t->begin);
-    bool whole_wanted = s->at_tensor_start && read_in_tensor >= min_u64(TENSOR_EVIDENCE_BYTES, (t->end - t->begin) / 2);
-    uint64_t earned = whole_wanted ? t->end - s->end : s->at_tensor_start ? 0 : slice_ahead(read_so_far);
+    bool whole_reader = s->at_tensor_start || continues_from_tensor_start(s, t);
+    bool whole_wanted = whole_reader && read_in_tensor >= min_u64(TENSOR_EVIDENCE_BYTES, (t->end - t->begin) / 2);
+    uint64_t earned = whole_wanted ? t->end - s->end : whole_reader ? 0 : slice_ahead(read_so_far);
     return min_u64(s->end + min_u64(earned, config->max_ahead), t->end);
 }
 
@@ -266,7 +291,7 @@ static size_t predict_by_layer(const planner_order *order, size_t *out, size_t m
             match = j;
     if (match == n)
         return 0;
-    long layer_now, layer_then;
+    long layer_now = 0, layer_then = 0;   /* both names have one: same_role_other_layer said so */
     size_t at, length;
     layer_number(current, &layer_now, &at, &length);
     layer_number(map->tensors[history_at(order, match)].name, &layer_then, &at, &length);
@@ -422,29 +447,46 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
     }
 }
 
+/* The tensor holding offset, else the first that starts after it. */
+static size_t first_tensor_from(const tensor_map *map, uint64_t offset)
+{
+    size_t first = tensor_map_find(map, offset);
+    if (first < map->count)
+        return first;
+    size_t low = 0, high = map->count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (map->tensors[mid].begin < offset) low = mid + 1;
+        else high = mid;
+    }
+    return low;
+}
+
+void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end)
+{
+    const tensor_map *map = order->map;
+    for (size_t i = first_tensor_from(map, offset); i < map->count && map->tensors[i].begin < end; i++) {
+        const tensor_extent *t = &map->tensors[i];
+        order->read_bytes[i] = min_u64(t->end - t->begin, order->read_bytes[i] + min_u64(end, t->end) - max_u64(offset, t->begin));
+        if (offset <= t->begin + order->read_prefix[i])
+            order->read_prefix[i] = max_u64(order->read_prefix[i], min_u64(end, t->end) - t->begin);
+    }
+}
+
 /* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
  * read whole is a visit for the order learner, which may then prefetch the next ones. */
 static void plan_tensors(planner_order *order, const planner_config *config, uint64_t offset, uint64_t end,
                          uint64_t file_size, read_plan *plan)
 {
     const tensor_map *map = order->map;
-    size_t first = tensor_map_find(map, offset);
-    if (first == map->count) {   /* in a gap: the first tensor that starts in the read */
-        size_t low = 0, high = map->count;
-        while (low < high) {
-            size_t mid = low + (high - low) / 2;
-            if (map->tensors[mid].begin < offset) low = mid + 1;
-            else high = mid;
-        }
-        first = low;
-    }
+    size_t first = first_tensor_from(map, offset);
     for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
         const tensor_extent *t = &map->tensors[i];
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
         /* A first read of a large tensor's first byte is a touch, whatever stream it joined. */
         if (before == 0 && t->begin >= offset && !is_small(t))
             plan_heads(order, i, file_size, plan);
-        order->read_bytes[i] = min_u64(size, before + min_u64(end, t->end) - max_u64(offset, t->begin));
+        planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
             order->rest_asked[i] = 1;
             plan->rest = (plan_range){t->begin, t->end};
@@ -473,6 +515,7 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
         plan->demand.end = max_u64(end, min_u64(config->header_probe, file->size));
     if (file->is_safetensors && offset < file->header_end)
         plan->demand.end = max_u64(end, file->header_end);
+    plan->uncounted = true;
     if (file->is_safetensors && end <= (file->header_end ? file->header_end : config->header_probe))
         return;   /* header reads never start data read-ahead */
     uint64_t target = min_u64(ahead_target(s, file, config), file->size);
@@ -483,8 +526,14 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
     if (target > from && !enough_ahead)
         plan->ahead = (plan_range){from, target};
     s->asked_until = max_u64(s->asked_until, max_u64(plan->ahead.end, plan->demand.end));
+    if (getenv("HUBFS_PLAN_DEBUG"))
+        fprintf(stderr, "plan off=%lu len=%lu s=%lu-%lu t=%zu at=%d placed=%d crossed=%d asked=%lu ahead=%lu-%lu\n",
+                (unsigned long)offset, (unsigned long)length, (unsigned long)s->start, (unsigned long)s->end, s->tensor,
+                s->at_tensor_start, s->placed, s->crossed, (unsigned long)s->asked_until,
+                (unsigned long)plan->ahead.begin, (unsigned long)plan->ahead.end);
     if (file->order && config->max_ahead) {
         plan_tensors(file->order, config, offset, end, file->size, plan);
+        plan->uncounted = false;
     }
 }
 

@@ -49,6 +49,8 @@ typedef struct read_plan {
     plan_range demand;           /* holds the read: fetched at once, the reader waits */
     plan_range ahead;            /* read-ahead of the stream (may be empty) */
     plan_range rest;             /* the rest of a tensor readers are reading most of */
+    bool uncounted;              /* the read was not counted against tensors (no order yet, or
+                                  * a header read): count it once served, when an order exists */
     plan_range prefetch[PLAN_MAX_PREFETCH];   /* whole tensors along the learned order, and the
                                                  first bytes of tensors a prober will touch */
     size_t prefetch_count;
@@ -70,6 +72,7 @@ typedef struct planner_stream {
     size_t tensor;               /* the tensor it started at or in; map count when none */
     bool at_tensor_start;        /* its first read covered that tensor's first byte */
     bool placed;                 /* tensor and at_tensor_start were set with the tensor map */
+    uint64_t tensor_read_before; /* its tensor's read prefix (read_prefix) when it began */
     bool crossed;                /* it read past that tensor's end: a file-order reader */
     bool consumed_reported;
     uint64_t last_used;
@@ -88,6 +91,7 @@ typedef struct planner_order {
     size_t history_count;                /* total ever recorded */
     uint8_t *prefetched;                 /* per tensor: already handed out for prefetch */
     uint64_t *read_bytes;                /* per tensor: bytes readers asked of it */
+    uint64_t *read_prefix;               /* per tensor: [begin, begin + this) was all read */
     uint8_t *rest_asked;                 /* per tensor: its remainder was asked for */
     uint64_t whole_bytes;                /* bytes of the tensors read whole so far */
     uint8_t *head_asked;                 /* per tensor: its first bytes were prefetched */
@@ -110,6 +114,10 @@ void planner_streams_init(planner_streams *streams);
 /* 0 or ENOMEM. The map must outlive the order. */
 int planner_order_init(planner_order *order, const tensor_map *map);
 void planner_order_clear(planner_order *order);
+
+/* Counts a read of [offset, end) against the tensors it overlaps, as planning a read does; for
+ * reads served before the order existed (the header was still on its way). */
+void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end);
 
 /* Hands out the next tensors in file order that were not handed out yet, up to bytes (at most
  * max ranges): a whole shard's prefetch, started before any reader comes to it. */

@@ -40,6 +40,7 @@ struct read_request {
     remote_file *file;
     uint64_t offset;
     size_t length;
+    bool uncounted;              /* planned without the tensor map: counted once answered */
     /* Waiters not yet fired, plus one held by whoever is still working on the request: the
      * thread that takes it to zero answers. */
     atomic_int pending;
@@ -147,7 +148,7 @@ static void schedule_speculative(open_file *handle, plan_range range, fetch_prio
 #define BULK_EVIDENCE_TENSORS 2
 /* Each other shard's first window: a sixteenth of the memory budget, at most 64 MiB. */
 #define BULK_START_WINDOW_MAX (64u << 20)
-#define BULK_START_BUDGET_SHARE 16
+#define BULK_START_BUDGET_SHARE 8
 #define BULK_RANGES_MAX 64
 
 static void start_repo_bulk(remote_file *reading)
@@ -299,9 +300,13 @@ static void answer(read_request *rq, bool in_interrupt)
     }
     remote_file *file = rq->file;
     bool touched_header = file->is_safetensors && rq->offset < rq->context->planner.header_probe;
+    bool count = rq->uncounted && !error;
+    uint64_t offset = rq->offset, length = rq->length;
     free_request(rq);
     if (touched_header)
         remote_file_learn_header(file);
+    if (count)
+        remote_file_count_read(file, offset, length);
 }
 
 static void drop_pending(read_request *rq, bool in_interrupt)
@@ -407,6 +412,7 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    rq->uncounted = plan.uncounted;
     schedule_range(handle->file, plan.demand.begin, plan.demand.end, FETCH_DEMAND, false, true);
     schedule_plan(handle, &plan);
 
@@ -479,7 +485,8 @@ int reader_hint_ranges(open_file *handle, const reader_hint *hints, size_t count
         return pending + count > MAX_PENDING_HINTS ? E2BIG : ENOMEM;
     }
     /* Appended to what is still pending, in one sorted list. */
-    memcpy(joined, handle->hints + handle->hint_next, pending * sizeof *joined);
+    if (pending) /* hints is NULL before the first plan: no memcpy from NULL */
+        memcpy(joined, handle->hints + handle->hint_next, pending * sizeof *joined);
     memcpy(joined + pending, copy, count * sizeof *joined);
     free(copy);
     free(handle->hints);

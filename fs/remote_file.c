@@ -143,6 +143,37 @@ bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, 
     return true;
 }
 
+bool remote_file_next_served(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to)
+{
+    _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
+    if (end > file->source.size)
+        end = file->source.size;
+    if (!map || begin >= end)
+        return false;
+    uint64_t page = begin / BLOCK_PAGE_SIZE, last = (end - 1) / BLOCK_PAGE_SIZE;
+    while (page <= last && !page_served(map, page)) {
+        if (page % 64 == 0 && atomic_load_explicit(&map[page / 64], memory_order_relaxed) == 0)
+            page += 63;   /* a word of unserved pages at once */
+        page++;
+    }
+    if (page > last)
+        return false;
+    uint64_t stop = page;
+    while (stop <= last && page_served(map, stop))
+        stop++;
+    *from = page * BLOCK_PAGE_SIZE > begin ? page * BLOCK_PAGE_SIZE : begin;
+    *to = stop * BLOCK_PAGE_SIZE < end ? stop * BLOCK_PAGE_SIZE : end;
+    return true;
+}
+
+void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length)
+{
+    pthread_mutex_lock(&file->lock);
+    if (file->map)
+        planner_order_note_read(&file->order, offset, offset + length);
+    pthread_mutex_unlock(&file->lock);
+}
+
 size_t remote_file_whole_tensors(remote_file *file)
 {
     pthread_mutex_lock(&file->lock);
@@ -361,6 +392,18 @@ static bool copy_from_memory(remote_file *file, uint8_t *dst, uint64_t length)
     return true;
 }
 
+/* Tells a new tensor order what the kernel read before the header was known. The file's lock
+ * is held. */
+static void note_served_reads(remote_file *file)
+{
+    uint64_t from, to;
+    for (uint64_t at = 0; at < file->source.size; at = to) {
+        if (!remote_file_next_served(file, at, file->source.size, &from, &to))
+            return;
+        planner_order_note_read(&file->order, from, to);
+    }
+}
+
 /* Parses the header (present in memory) and keeps it: the map for planning, the bytes on disk. */
 static void take_header(remote_file *file, uint64_t header_end)
 {
@@ -382,6 +425,7 @@ static void take_header(remote_file *file, uint64_t header_end)
     if (map && !file->map && file->open_count && planner_order_init(&file->order, map) == 0) {
         file->map = map;
         map = NULL;
+        note_served_reads(file);
     }
     file->map_failed = !file->map && !map;
     pthread_mutex_unlock(&file->lock);

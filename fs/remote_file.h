@@ -65,6 +65,12 @@ void remote_file_note_served(remote_file *file, uint64_t offset, uint64_t length
  * [*from, *to); false when everything there was served. */
 bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to);
 
+/* The first range inside [begin, end) the kernel was served, like remote_file_next_unserved. */
+bool remote_file_next_served(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to);
+
+/* Counts a served read against the file's tensors when it was planned without them. */
+void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length);
+
 /* Tensors of the file read whole so far (0 without a tensor map). */
 size_t remote_file_whole_tensors(remote_file *file);
 
