@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
+import loader  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 import systems  # noqa: E402
@@ -84,7 +85,14 @@ METHOD = {
     "no_mount": "Loading without a mount: `hubfs load hf://` (a fresh HF_HOME: empty persistent cache) against "
                 "the same rank through a hubfs mount and against downloading every file the load reads "
                 "(curl --parallel) then loading the local copy; bytes and seconds cover the whole command.",
+    "loader": "Loading the same rank into torch tensors in host memory, in a child process each (peak RSS is its "
+              "VmHWM): hubfs.load_rank and hubfs.iter_tensors against the safetensors package's load_file of each "
+              "shard then slicing, and safe_open + get_slice; from the page cache (the local copy, read once "
+              "before), then cold from a hubfs mount (mounted afresh, empty cache, loopback). Sampled bytes of "
+              "every tensor must agree between the methods of a run. Ratios: hubfs ÷ the best safetensors method, "
+              "within each run.",
 }
+LOADER_TIMEOUT_S = 600  # load_file reads every whole shard, through the mount too
 
 
 class Interrupted(BaseException):
@@ -256,6 +264,7 @@ class Bench:
         self.warned_missing = False
         self.failures = []
         self.page_cache_dropped = None
+        self.loader_measurements = []
 
     # -- servers -------------------------------------------------------------------------------
     def start_servers(self, condition):
@@ -609,7 +618,54 @@ class Bench:
             for system in self.direct_systems():
                 method = self.hf_load if isinstance(system, systems.HubfsHfLoad) else self.curl_then_load
                 self.attempt("load without a mount", condition, run, system, "hf_load", method)
+        # On loopback only: under the WAN profile, load_file's whole shards would take minutes a run.
+        if condition == "loopback" and (want("loader") if not self.args.smoke else "loader" in (only_workloads or ())):
+            self.loader_section(run)
         shutil.rmtree(os.path.join(self.work, "sessions"), ignore_errors=True)
+
+    # -- the loader section (scripts/bench/loader.py) ------------------------------------------
+    def loader_section(self, run):
+        """The same rank loaded by each method from the page cache, then cold from a fresh hubfs
+        mount each; a run whose methods loaded different bytes is a failure, not a figure."""
+        plan_file = os.path.join(self.work, "loader-plan.json")
+        self.loader_rank_bytes = loader.write_plan(self.model["dir"], self.profile["tp"], self.profile["rank"],
+                                                   plan_file)
+        for name in self.model["shards"]:  # "from the page cache": read once before
+            workloads.sequential_read(os.path.join(self.model["dir"], name), cap_s=600)
+        for where in loader.CONDITIONS:
+            entries = []
+            for method in loader.METHODS:
+                log(f"loopback run {run}: loader {loader.CONDITIONS[where]}, {loader.METHODS[method]}")
+                try:
+                    entries.append(self.loader_measure(where, run, method, plan_file))
+                except Exception as e:  # noqa: BLE001 - a failure of a method is a result
+                    log(f"  FAILED: {e}")
+                    self.failures.append({"condition": where, "run": run, "workload": "loader", "system": method,
+                                          "error": str(e)[-1500:]})
+            try:
+                loader.check_same_rank(entries)
+                self.loader_measurements += entries
+            except RuntimeError as e:
+                log(f"  FAILED: {e}")
+                self.failures.append({"condition": where, "run": run, "workload": "loader", "system": "all",
+                                      "error": str(e)})
+
+    def loader_measure(self, where, run, method, plan_file):
+        args = (plan_file, self.profile["tp"], self.profile["rank"], self.args.libhubfs, LOADER_TIMEOUT_S)
+        if where == "page_cache":
+            result = loader.measure(method, self.model["dir"], *args)
+        else:
+            marks = self.marks()
+            mounted = self.with_mount(systems.Hubfs(self.args.hubfs, self.emulator.hub_url, REPO_ID), "loader")
+            try:
+                result = loader.measure(method, mounted.model, *args)
+            finally:
+                mounted.unmount()
+                if not self.args.keep_work and not systems.is_mounted(mounted.mountpoint):
+                    shutil.rmtree(os.path.dirname(mounted.mountpoint), ignore_errors=True)
+            result["fetched_mb"] = traffic(self, marks)["data_bytes"] / MB
+        result.update(condition=where, run=run, system=method)
+        return result
 
 
 def tp_plan_summary(model, profile):
@@ -654,7 +710,10 @@ def parse_args(argv):
                                           "httpdirfs_cache,rclone_off,rclone_full,hubfs,hubfs_cache,hubfs_hf,"
                                           "curl_load)")
     parser.add_argument("--workloads", help="comma-separated: cold_seq,warm_seq,inspect,tp_colwise,"
-                                            "tp_slices,tp_load,hf_load,cluster,random")
+                                            "tp_slices,tp_load,hf_load,cluster,random,loader (--smoke runs "
+                                            "loader only when named)")
+    parser.add_argument("--libhubfs", help="libhubfs.so for the loader section (default: the one built beside "
+                                           "--hubfs, BUILD/libhubfs/libhubfs.so)")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
     return parser.parse_args(argv)
 
@@ -667,6 +726,8 @@ def main(argv=None):
     if args.conditions:
         profile["conditions"] = args.conditions.split(",")
     args.hubfs = os.path.abspath(args.hubfs)
+    args.libhubfs = os.path.abspath(args.libhubfs or os.path.join(os.path.dirname(os.path.dirname(args.hubfs)),
+                                                                  "libhubfs", "libhubfs.so"))
     if not os.access(args.hubfs, os.X_OK):
         print(f"bench: {args.hubfs} is not an executable hubfs binary: build it first", file=sys.stderr)
         return 2
@@ -704,6 +765,10 @@ def main(argv=None):
                 "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
                 "machine": machine_facts(), "hubfs": args.hubfs}
         results = report.build(meta, bench.measurements)
+        if bench.loader_measurements:
+            results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],
+                                             profile["rank"])
+            results["loader"]["markdown"] = loader.markdown(results["loader"])
         os.makedirs(args.out, exist_ok=True)
         paths = report.write(results, args.out, chart_png=not args.smoke)
         print(report.markdown(results))

@@ -235,6 +235,8 @@ def markdown(results):
         ratio_text = "—" if not ratio else _cell(ratio) + "×"
         lines.append(f"| {row['title']} ({row['unit']} {arrow}) | {row['condition']} | " + " | ".join(cells)
                      + f" | {ratio_text} |")
+    if results.get("loader"):  # bench.py's loader section (bench/loader.py renders it)
+        lines += ["", results["loader"]["markdown"]]
     failures = results["meta"].get("failures") or []
     if failures:
         lines += ["", "Failed measurements (left out of the figures):"]
@@ -318,7 +320,7 @@ def write(results, out_dir, chart_png=True):
     with open(md_path, "w") as f:
         f.write(markdown(results) + "\n")
     paths.append(md_path)
-    if chart_png:
+    if chart_png and results["rows"]:  # none when only the loader section ran
         png = os.path.join(out_dir, "bench-results.png")
         chart(results, png)
         paths.append(png)

@@ -304,8 +304,10 @@ def test_errors_carry_libhubfs_messages(model, call, kwargs, fragments):
 def test_arguments_are_checked(model):
     with pytest.raises(ValueError, match="unknown framework 'jax'"):
         hubfs.load_rank(model[0], framework="jax")
-    with pytest.raises(ValueError, match="tp must be a non-negative int"):
+    with pytest.raises(ValueError, match=r"tp must be an int in \[0, 2\*\*32\)"):
         hubfs.load_rank(model[0], tp="2")
+    with pytest.raises(ValueError, match="rank must be an int"):
+        hubfs.load_rank(model[0], tp=2, rank=1 << 32)  # would wrap to rank 0 in C
 
 
 def test_an_hf_url_loads_what_the_local_copy_holds(hub, monkeypatch, tmp_path):

@@ -142,3 +142,11 @@ def test_device_cuda_is_the_one_visible_gpu_else_the_local_rank(model, tmp_path)
     out, report = run(tmp_path, env={"HUBFS_FAKE_CUDA_DEVICES": "8", "CUDA_VISIBLE_DEVICES": "5", "LOCAL_RANK": "3"},
                       path=model[0], do=["device"])
     assert out["device"] == "cuda:0" and report["physical_contexts"] == [5]
+
+
+def test_every_runtime_call_is_the_stand_ins():
+    """Linked with --as-needed, the library would need libcudart for any runtime function the
+    stand-in lacks (which would then run unchecked, or fail without a GPU)."""
+    dynamic = subprocess.run(["readelf", "-d", FAKE_LIBRARY], capture_output=True, text=True, check=True)
+    assert "(NEEDED)" in dynamic.stdout
+    assert "libcudart" not in dynamic.stdout and "libcuda." not in dynamic.stdout

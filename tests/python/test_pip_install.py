@@ -32,7 +32,8 @@ def run(*args, cwd=None, env=None, timeout=900):
 def venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("venv")
     run(sys.executable, "-m", "venv", "--system-site-packages", str(root))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HUBFS_LIBRARY")}
+    # Nothing of this build: not its library, not the source tree's package, not its sanitizers.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HUBFS_LIBRARY", "LD_PRELOAD")}
     run(os.path.join(root, "bin", "python"), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
         SOURCE_DIR, env=env)
     return root, env

@@ -1,8 +1,8 @@
 """Memory of hubfs.iter_tensors over a 3 GB model (scripts/make_model.py's large preset, f16,
 4 shards, read from a local directory): the peak resident memory it adds stays within the
 staging ring and two of the largest tensors (the one the caller holds and the next one landing),
-whatever the model's size, while load_rank holds the whole rank; the streamed tensors are the
-model's (sampled bytes against safetensors' safe_open)."""
+whatever the model's size and however slow the consumer, while load_rank holds the whole rank;
+the streamed tensors are the model's (sampled bytes against safetensors' safe_open)."""
 import json
 import os
 import subprocess
@@ -19,7 +19,7 @@ STAGING = 10 * 8 * MIB  # the default ring: 8 readers + 2 buffers of 8 MiB
 SLACK = 64 * MIB        # allocator and interpreter noise
 
 MEASURE = r"""
-import json, sys, torch, hubfs
+import json, sys, time, torch, hubfs
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -38,6 +38,7 @@ if mode == "stream":
         total, largest = total + size, max(largest, size)
         samples[name] = sample(tensor)
         del tensor
+        time.sleep(0.01)  # slower than the reads, as a real consumer is: the reads must wait for it
 else:
     state = hubfs.load_rank(path, tp=1, rank=0)
     total = sum(t.numel() * t.element_size() for t in state.values())

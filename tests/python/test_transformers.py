@@ -72,8 +72,10 @@ def test_load_state_dict_from_the_mount_gives_the_logits_of_from_pretrained(loca
     assert not torch.equal(logits(model), logits(reference))
     model.load_state_dict(hubfs.load_rank(mounted, tp=1, rank=0))
     assert torch.equal(logits(model), logits(reference))
-    # assign=True: the model's parameters are the loaded tensors themselves, no copy
-    zero_copy = fresh_model(2)
+    # The README's: the config from the mount, and assign=True: the model's parameters are the
+    # loaded tensors themselves, no copy
+    config = transformers.AutoConfig.from_pretrained(mounted)
+    zero_copy = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     state = hubfs.load_rank(mounted)
     zero_copy.load_state_dict(state, assign=True)
     assert zero_copy.lm_head.weight.data_ptr() == state["lm_head.weight"].data_ptr()

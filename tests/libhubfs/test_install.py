@@ -18,7 +18,7 @@ from loader_models import expected_slice, llama_config, llama_tensors, write_mod
 BUILD_DIR = os.environ["HUBFS_BUILD_DIR"]
 SOURCE_DIR = os.environ["HUBFS_SOURCE_DIR"]
 EXAMPLE = os.path.join(SOURCE_DIR, "loader", "examples", "load_rank.c")
-SANITIZE = ["-fsanitize=address,undefined"] if os.environ.get("HUBFS_SANITIZED") == "1" else []
+SANITIZE = os.environ.get("HUBFS_SANITIZE_FLAGS", "").split()
 CONSUMER_CMAKE = """cmake_minimum_required(VERSION 3.25)
 project(consumer C)
 find_package(hubfs 0.1 REQUIRED)
