@@ -125,6 +125,7 @@ static void destroy_block(block_cache *cache, block *blk)
     *link = blk->hash_next;
     lru_unlink(cache, blk);
     cache->counters.wasted_bytes += (uint64_t)(blk->present_count - blk->served_count) * BLOCK_PAGE_SIZE;
+    cache->counters.unread_bytes -= (uint64_t)(blk->present_count - blk->served_count) * BLOCK_PAGE_SIZE;
     cache->counters.memory_used -= blk->charged;
     bool reusable = blk->data && blk->length == cache->block_size && blk->present_count == blk->page_count;
     if (reusable && cache->spare_count < MAX_SPARE_BUFFERS) {
@@ -300,10 +301,49 @@ void block_cache_pin(block_cache *cache, block *blk)
     pthread_mutex_unlock(&cache->lock);
 }
 
+/* Served pages of an unpinned block go back to the system: the kernel's page cache has them
+ * (a reader that comes back finds them there, or refetches a page the kernel dropped). Worth a
+ * syscall only from a few pages on. The lock is held. */
+#define DROP_SERVED_MIN_PAGES 16
+
+static void drop_served_pages(block_cache *cache, block *blk)
+{
+    if (blk->served_count < DROP_SERVED_MIN_PAGES || blk->fully_served)
+        return;
+    if (blk->whole_charge) {   /* from here on charged per page, like a fresh mapping */
+        uint64_t kept = (uint64_t)(blk->present_count + blk->inflight_count) * BLOCK_PAGE_SIZE;
+        kept = kept < blk->length ? kept : blk->length;
+        cache->counters.memory_used -= blk->charged - kept;
+        blk->charged = kept;
+        blk->whole_charge = false;
+    }
+    for (size_t i = 0; i < blk->page_count; i++) {
+        if (!bit_test(blk->served, i))
+            continue;
+        size_t end = i + 1;
+        while (end < blk->page_count && bit_test(blk->served, end))
+            end++;
+        uint64_t bytes = page_bytes(blk, i, end);
+        (void)madvise(blk->data + i * BLOCK_PAGE_SIZE, bytes, MADV_DONTNEED);
+        for (size_t k = i; k < end; k++) {
+            bit_clear(blk->served, k);
+            bit_clear(blk->present, k);
+        }
+        blk->served_count -= end - i;
+        blk->present_count -= end - i;
+        blk->charged -= bytes;
+        cache->counters.memory_used -= bytes;
+        cache->counters.served_dropped += bytes;
+        i = end;
+    }
+}
+
 void block_cache_put(block_cache *cache, block *blk)
 {
     pthread_mutex_lock(&cache->lock);
     blk->pins--;
+    if (blk->pins == 0)
+        drop_served_pages(cache, blk);
     /* Nothing present, or everything already in the kernel's page cache (the mount keeps its
      * pages: memory holds what is in flight or ahead of readers, not a second copy). */
     if (blk->pins == 0 && blk->fully_served) {
@@ -431,6 +471,7 @@ void block_cache_complete(block_cache *cache, const page_run *run, int error)
         }
     } else {
         blk->present_count += pages;
+        cache->counters.unread_bytes += (uint64_t)pages * BLOCK_PAGE_SIZE;
     }
     block_waiter *fired = collect_ready_waiters(blk, error);
     blk->pins--;
@@ -508,6 +549,7 @@ void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t
         if (bit_test(blk->present, i) && !bit_test(blk->served, i)) {
             bit_set(blk->served, i);
             blk->served_count++;
+            cache->counters.unread_bytes -= BLOCK_PAGE_SIZE;
         }
     blk->fully_served = blk->served_count == blk->page_count;
     pthread_mutex_unlock(&cache->lock);

@@ -62,6 +62,8 @@ typedef struct block_cache_counters {
     uint64_t ahead_refused;      /* read-ahead pages refused for lack of budget */
     uint64_t evictions;          /* blocks dropped to make room */
     uint64_t released;           /* blocks dropped once all their pages were served */
+    uint64_t served_dropped;     /* bytes of served pages given back from blocks still kept */
+    uint64_t unread_bytes;       /* present and not yet served to the kernel: what is ahead */
     uint64_t load_failures;      /* runs completed with an error */
     uint64_t wasted_bytes;       /* evicted pages that were fetched and never served */
 } block_cache_counters;

@@ -55,6 +55,7 @@ typedef struct fs_context {
     struct fuse_session *session;
     pthread_mutex_t handles_lock;
     fs_handle *handles;
+    atomic_int hinted_handles;   /* open handles that announced their reads (share HINT_MEMORY) */
     pthread_mutex_t open_files_lock;
     struct remote_file *open_files;   /* files with an open handle (remote_file.open_next) */
 } fs_context;

@@ -274,7 +274,10 @@ static char *render_stats(fs_context *context)
     size_t repo_count = 0;
     if (namespace_repo_stats(context->names, &repos, &repo_count))
         return NULL;
-    char *text = stats_render_json(&context->stats, &memory, context->disk ? &disk : NULL, repos, repo_count);
+    fetcher_counters fetches = {0};
+    if (context->fetch_pool)
+        fetcher_get_counters(context->fetch_pool, &fetches);
+    char *text = stats_render_json(&context->stats, &memory, &fetches, context->disk ? &disk : NULL, repos, repo_count);
     free(repos);
     return text;
 }

@@ -38,8 +38,10 @@ void fs_options_print_help(FILE *out)
           "                        above it writable by others (sticky ones like /tmp aside): else unused\n"
           "  --cache-size SIZE     cap of the persistent cache (default 50G)\n"
           "  --no-disk-cache       keep nothing on disk\n"
-          "  --memory-budget SIZE  memory for read-ahead and cached blocks, all files together; what\n"
-          "                        the kernel's page cache holds is not kept twice (default 192M)\n"
+          "  --memory-budget SIZE  memory for read-ahead, prefetch and cached blocks, all files\n"
+          "                        together; what the kernel's page cache holds is not kept twice\n"
+          "                        (default 224M: the daemon stays under 256 MiB; more lets a loader\n"
+          "                        that reads a model in its own order have more of it prefetched)\n"
           "  --block-size SIZE     unit of the memory cache's bookkeeping (default 8M); reads fetch\n"
           "                        what they need, pages of 4 KiB, not whole blocks\n"
           "  --readahead-max SIZE  largest read-ahead and prefetch window of one file (default 128M;\n"
@@ -208,9 +210,9 @@ static void set_defaults(fs_options *o)
     memset(o, 0, sizeof *o);
     o->cache_size = CACHE_DIR_DEFAULT_MAX_BYTES;
     o->disk_cache_enabled = true;
-    /* What is in flight and ahead of readers: enough for 16 x 2 MiB ranges per file and windows
-     * of several files, while the daemon stays under 256 MiB whatever is read. */
-    o->memory_budget = 192 * MIB;
+    /* Everything in flight and ahead of readers, with the daemon under 256 MiB in all: pages the
+     * kernel was served are not kept, hints and prefetch windows are shares of it. */
+    o->memory_budget = 224 * MIB;
     o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
     o->threads = 16;

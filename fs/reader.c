@@ -19,6 +19,8 @@ struct open_file {
     planner_streams streams;
     reader_hint *hints;          /* hinted ranges not yet scheduled, sorted */
     size_t hint_count, hint_next;
+    uint64_t read_end;           /* the furthest byte its reads reached */
+    bool hinted;                 /* it announced its reads: no speculation beyond them */
 };
 
 typedef struct read_request read_request;
@@ -67,6 +69,8 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
 
 void reader_close(open_file *handle)
 {
+    if (handle->hinted)
+        atomic_fetch_sub(&handle->context->hinted_handles, 1);
     remote_file_closed(handle->file);
     pthread_mutex_destroy(&handle->lock);
     free(handle->hints);
@@ -110,20 +114,10 @@ static bool schedule_range(remote_file *file, uint64_t begin, uint64_t end, fetc
 }
 
 /* Schedules pending hinted ranges until the budget refuses one. The handle's lock is held. */
-static void pump_hints(open_file *handle)
-{
-    while (handle->hint_next < handle->hint_count) {
-        const reader_hint *hint = &handle->hints[handle->hint_next];
-        if (!schedule_range(handle->file, hint->offset, hint->offset + hint->length, FETCH_BACKGROUND, true, false))
-            return;
-        handle->hint_next++;
-    }
-}
-
 /* Speculation skips what the kernel was already answered (its page cache has it); large parts
  * are widened to whole units of the persistent cache, which stores only whole units: a few KiB
  * more now saves a request on every later mount. */
-static void schedule_speculative_file(remote_file *file, plan_range range, fetch_priority priority)
+static bool schedule_speculative_file(remote_file *file, plan_range range, fetch_priority priority)
 {
     uint64_t from, to;
     for (uint64_t at = range.begin; remote_file_next_unserved(file, at, range.end, &from, &to); at = to) {
@@ -133,7 +127,58 @@ static void schedule_speculative_file(remote_file *file, plan_range range, fetch
             end += (DISK_CACHE_UNIT - end % DISK_CACHE_UNIT) % DISK_CACHE_UNIT;
         }
         if (!schedule_range(file, begin, end, priority, true, false))
-            return;   /* no room: the rest would be refused too */
+            return false;   /* no room: the rest would be refused too */
+    }
+    return true;
+}
+
+/* Hinted bytes scheduled ahead of the handle's reads: a loader reads its plan in file order, so
+ * this keeps its link busy while memory holds only a window of the plan, however many ranks
+ * share the mount. */
+#define HINT_MEMORY (128u << 20)   /* shared by every handle that announced its reads */
+#define HINT_WINDOW_MIN (4u << 20)
+/* Before its first read a handle gets only this much: a loader announces every shard's plan at
+ * once and then reads the shards one after another. */
+#define HINT_HEAD_START (2u << 20)
+
+/* A hinted handle's window: its share of HINT_MEMORY (eight ranks of four shards each get 4 MiB,
+ * one rank alone 32 MiB), so that memory stays bounded however many ranks share the mount. */
+static uint64_t hint_window(open_file *handle)
+{
+    int sharing = atomic_load(&handle->context->hinted_handles);
+    uint64_t share = HINT_MEMORY / (uint64_t)(sharing > 0 ? sharing : 1);
+    return share > HINT_WINDOW_MIN ? share : HINT_WINDOW_MIN;
+}
+
+/* Schedules hinted ranges within the window ahead of the reads, until the budget refuses one.
+ * The handle's lock is held. */
+static void pump_hints(open_file *handle)
+{
+    fetcher_counters fetches;
+    block_cache_counters memory;
+    fetcher_get_counters(handle->context->fetch_pool, &fetches);
+    block_cache_get_counters(handle->context->blocks, &memory);
+    /* Mount-wide, what hints already hold ahead of every reader: runs queued, bytes unread. */
+    uint64_t held = fetches.queued[FETCH_BACKGROUND] * RUN_PART_BYTES + memory.unread_bytes;
+    uint64_t allowance = held < HINT_MEMORY ? HINT_MEMORY - held : 0;
+    while (handle->hint_next < handle->hint_count && allowance > 0) {
+        reader_hint *hint = &handle->hints[handle->hint_next];
+        uint64_t from = handle->read_end > hint->offset ? handle->read_end : hint->offset;
+        uint64_t limit = from + (handle->read_end ? hint_window(handle) : HINT_HEAD_START);
+        uint64_t end = hint->offset + hint->length;
+        if (hint->offset >= limit)
+            return;
+        uint64_t stop = end < limit ? end : limit;
+        if (stop - hint->offset > allowance)
+            stop = hint->offset + allowance;
+        /* Pages another rank's reads already took are in the shared page cache: skipped. */
+        if (!schedule_speculative_file(handle->file, (plan_range){hint->offset, stop}, FETCH_BACKGROUND))
+            return;
+        allowance -= stop - hint->offset;
+        hint->length = end - stop;   /* what is left of it for a later pump */
+        hint->offset = stop;
+        if (hint->length == 0)
+            handle->hint_next++;
     }
 }
 
@@ -404,7 +449,10 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
     read_plan plan;
     pthread_mutex_lock(&handle->lock);
     remote_file_plan_read(file, &handle->streams, offset, length, &plan);
+    if (offset + length > handle->read_end)
+        handle->read_end = offset + length;
     pump_hints(handle);
+    bool hinted = handle->hinted;
     pthread_mutex_unlock(&handle->lock);
 
     read_request *rq = new_request(handle, req, offset, length);
@@ -414,7 +462,8 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
     }
     rq->uncounted = plan.uncounted;
     schedule_range(handle->file, plan.demand.begin, plan.demand.end, FETCH_DEMAND, false, true);
-    schedule_plan(handle, &plan);
+    if (!hinted)
+        schedule_plan(handle, &plan);
 
     uint64_t block_size = block_cache_block_size(context->blocks);
     atomic_store(&rq->pending, 1);
@@ -493,6 +542,9 @@ int reader_hint_ranges(open_file *handle, const reader_hint *hints, size_t count
     handle->hints = joined;
     handle->hint_count = normalize_hints(joined, pending + count, handle->file->source.size);
     handle->hint_next = 0;
+    if (!handle->hinted)
+        atomic_fetch_add(&handle->context->hinted_handles, 1);
+    handle->hinted = true;
     pump_hints(handle);
     pthread_mutex_unlock(&handle->lock);
     atomic_fetch_add(&handle->context->stats.hints, 1);

@@ -19,6 +19,8 @@ static void add_memory(cJSON *root, const block_cache_counters *memory)
     add_number(root, "ahead_refused_pages", memory->ahead_refused);
     add_number(root, "evictions", memory->evictions);
     add_number(root, "released_blocks", memory->released);
+    add_number(root, "served_bytes_dropped", memory->served_dropped);
+    add_number(root, "unread_bytes", memory->unread_bytes);
     add_number(root, "load_failures", memory->load_failures);
     add_number(root, "wasted_bytes", memory->wasted_bytes);
 }
@@ -32,7 +34,16 @@ static void add_disk(cJSON *root, const fs_stats *stats, const disk_cache_counte
     add_number(root, "disk_evictions", disk ? disk->evictions : 0);
 }
 
-char *stats_render_json(const fs_stats *stats, const block_cache_counters *memory,
+static void add_fetches(cJSON *root, const fetcher_counters *fetches)
+{
+    add_number(root, "runs_queued_demand", fetches->queued[FETCH_DEMAND]);
+    add_number(root, "runs_queued_ahead", fetches->queued[FETCH_AHEAD]);
+    add_number(root, "runs_queued_background", fetches->queued[FETCH_BACKGROUND]);
+    add_number(root, "runs_running", fetches->running);
+    add_number(root, "runs_promoted", fetches->promoted);
+}
+
+char *stats_render_json(const fs_stats *stats, const block_cache_counters *memory, const fetcher_counters *fetches,
                         const disk_cache_counters *disk, const repo_stats_view *repos,
                         size_t repo_count)
 {
@@ -49,6 +60,7 @@ char *stats_render_json(const fs_stats *stats, const block_cache_counters *memor
     add_number(root, "endpoint_failures", atomic_load(&stats->endpoint_failures));
     add_number(root, "fallback_requests", atomic_load(&stats->fallback_requests));
     add_memory(root, memory);
+    add_fetches(root, fetches);
     add_disk(root, stats, disk);
     cJSON *per_repo = cJSON_AddObjectToObject(root, "repos");
     for (size_t i = 0; per_repo && i < repo_count; i++) {

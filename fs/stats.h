@@ -5,6 +5,7 @@
 
 #include "blocks.h"
 #include "disk_cache.h"
+#include "fetcher.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -38,7 +39,7 @@ typedef struct repo_stats_view {
 
 /* Renders every counter as a JSON object (malloc'd, NUL-terminated); NULL when out of memory.
  * disk may be NULL (no persistent cache). */
-char *stats_render_json(const fs_stats *stats, const block_cache_counters *memory,
+char *stats_render_json(const fs_stats *stats, const block_cache_counters *memory, const fetcher_counters *fetches,
                         const disk_cache_counters *disk, const repo_stats_view *repos,
                         size_t repo_count);
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 import harness
+from files import sha256_range
 from harness import run_with_deadline
 
 SLOW_NAME = "model-00001-of-00002.safetensors"
@@ -29,7 +30,6 @@ def trickle(hub, name=SLOW_NAME):
 
 READER = r"""
 import mmap, os, sys
-from files import sha256_range  # noqa: E402
 path, mode, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fd = os.open(path, os.O_RDONLY)
 if mode == "read":
