@@ -104,7 +104,7 @@ static void default_cache_dir_follows_hf_home(void)
     CHECK(o.cache_dir && strcmp(o.cache_dir, "/srv/hf/hubfs") == 0);
     CHECK_EQ_INT(o.block_size, 8 * MIB);
     CHECK_EQ_INT(o.memory_budget, 224 * MIB);
-    CHECK_EQ_INT(o.threads, 16);
+    CHECK_EQ_INT(o.threads, 32);
     fs_options_clear(&o);
 }
 
