@@ -55,7 +55,8 @@ void fs_options_print_help(FILE *out)
           "  --help, --version\n\n"
           "environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE=1 (serve only what is cached),\n"
           "  HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (also in lowercase, which wins).\n"
-          "Unmount with `fusermount3 -u MOUNTPOINT` (or SIGINT/SIGTERM to the daemon).\n",
+          "Unmount with `hubfs umount MOUNTPOINT` (waits for the daemon; names processes still holding\n"
+          "  files), `fusermount3 -u MOUNTPOINT`, or SIGINT/SIGTERM to the daemon.\n",
           out);
 }
 

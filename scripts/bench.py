@@ -24,6 +24,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "bench"))
 
 import loader  # noqa: E402
+import mount_loaders  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 import systems  # noqa: E402
@@ -38,7 +41,9 @@ import workloads  # noqa: E402
 
 REPO_ID = "bench-org/llama"
 WORKLOAD_SCRIPT = os.path.join(HERE, "bench", "workloads.py")
+MOUNT_LOADERS_SCRIPT = os.path.join(HERE, "bench", "mount_loaders.py")
 MB = 1e6
+GB = 1e9
 
 # The shaped profile. No netem here: the servers shape. nginx delays each response's first byte
 # through auth_request to a delay server and caps each response with limit_rate; the emulator
@@ -50,13 +55,16 @@ CONDITIONS = {
 
 PROFILES = {
     #           model                      runs  caps (s): seq, slices, random, headers
+    # loaders_runs: the loaders workload loads the whole model 7 times a run, so it runs in the first
+    # loaders_runs runs only
     "full": dict(preset="large", shards=4, runs=3, seq_cap=8, slice_cap=6, random_cap=5, header_cap=20,
-                 random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"]),
+                 random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=2),
     "quick": dict(preset="large", shards=4, runs=1, seq_cap=4, slice_cap=4, random_cap=3, header_cap=10,
-                  random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"]),
+                  random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=1),
     "smoke": dict(preset="tiny", shards=2, runs=3, seq_cap=30, slice_cap=30, random_cap=30, header_cap=30,
-                  random_reads=40, tp=2, rank=1, cluster_mounts=3, conditions=["loopback"]),
+                  random_reads=40, tp=2, rank=1, cluster_mounts=3, conditions=["loopback"], loaders_runs=3),
 }
+RANDOM_READ_BYTES = 128 * 1024
 CLUSTER_CAP_S = 120  # each of the N readers reads the whole shard, within reason
 
 
@@ -85,6 +93,17 @@ METHOD = {
     "no_mount": "Loading without a mount: `hubfs load hf://` (a fresh HF_HOME: empty persistent cache) against "
                 "the same rank through a hubfs mount and against downloading every file the load reads "
                 "(curl --parallel) then loading the local copy; bytes and seconds cover the whole command.",
+    "loaders": "The whole model loaded by the loaders users run today, each touching every weight (a sum in its "
+               "dtype; bench/mount_loaders.py, shared with tests/lazy/test_beat_download.py): from_pretrained, "
+               "load_file per shard, safe_open + get_tensor in key order. Each cold on a fresh hubfs mount (empty "
+               "cache), against a cold `cat` of every shard through a fresh mount, and against snapshot_download "
+               "into a fresh HF_HOME then the same loader on that copy (from the page cache the download filled); "
+               "each step in a fresh process, its imports before the clock. The sums on the mount must equal those "
+               "on the copy. Ratios within each run.",
+    "cpu": "CPU seconds per GB read (or needed): user + system CPU of the system's own processes over the "
+           "workload (a FUSE daemon's utime + stime from /proc/PID/stat before and after the reader; a download "
+           "tool's from wait4) plus the reader process's (wait4).",
+    "rss": "Peak RSS: a FUSE daemon's VmHWM at the end of the measurement; a download tool's ru_maxrss.",
     "loader": "Loading the same rank into torch tensors in host memory, in a child process each (peak RSS is its "
               "VmHWM): hubfs.load_rank and hubfs.iter_tensors against the safetensors package's load_file of each "
               "shard then slicing, and safe_open + get_slice; from the page cache (the local copy, read once "
@@ -93,6 +112,7 @@ METHOD = {
               "within each run.",
 }
 LOADER_TIMEOUT_S = 600  # load_file reads every whole shard, through the mount too
+LOADERS_TIMEOUT_S = 900  # a whole-model load or download, through the WAN profile too
 
 
 class Interrupted(BaseException):
@@ -162,47 +182,78 @@ def warm_server_files(model):
 # --------------------------------------------------------------------------------------------
 
 
+class Child:
+    """A finished child: rc (None when it was killed), stdout, stderr, wall seconds, and the CPU
+    seconds (user + system) and peak RSS (KiB) of it and of what it waited for, from wait4."""
+
+    def __init__(self, rc, out, err, seconds, usage):
+        self.rc, self.out, self.err, self.seconds = rc, out, err, seconds
+        self.cpu_s = usage.ru_utime + usage.ru_stime if usage else None
+        self.peak_rss_kib = usage.ru_maxrss if usage else None
+
+
 def run_child(cmd, timeout_s, mounted=None, env=None):
     """Runs a reader in its own process group; kills it past timeout_s (and the FUSE daemon if
-    the reader is stuck inside it). Returns (rc or None when killed, stdout, stderr, seconds)."""
+    the reader is stuck inside it). Its output goes to files, and a thread reaps it with wait4,
+    which gives its resource usage."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except BaseException as e:  # a timeout, or a signal to stop the bench: the reader goes too
-        if not isinstance(e, subprocess.TimeoutExpired):
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, start_new_session=True, env=env)
+        reaped = []
+        reaper = threading.Thread(target=lambda: reaped.append(os.wait4(proc.pid, 0)), daemon=True)
+        reaper.start()
+        try:
+            reaper.join(timeout_s)
+        except BaseException:  # a signal to stop the bench: the reader goes too
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-        os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            if mounted:  # the reader is stuck in the filesystem: ending the daemon frees it
+        killed = reaper.is_alive()
+        if killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+            reaper.join(5)
+            if reaper.is_alive() and mounted:  # the reader is stuck in the filesystem: ending the daemon frees it
                 mounted.kill()
-            out, err = proc.communicate(timeout=20)
-        return None, out, (err or "") + f"\n(killed after {timeout_s} s)", time.monotonic() - started
-    return proc.returncode, out, err, time.monotonic() - started
+            reaper.join(20)
+        seconds = time.monotonic() - started
+        _, status, usage = reaped[0] if reaped else (None, None, None)
+        proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
+        out, err = (_read_text(f) for f in (out_file, err_file))
+    if killed:
+        err += f"\n(killed after {timeout_s} s)"
+    return Child(None if killed else proc.returncode, out, err, seconds, usage)
 
 
-PAST_CAP_S = 2.0
-LOAD_TIMEOUT_S = 120  # hubfs load runs to the end (it is the system under test), within reason  # a reader still inside one read this long after its cap is stopped
+def _read_text(f):
+    f.seek(0)
+    return f.read().decode("utf-8", "replace")
+
+
+PAST_CAP_S = 2.0  # a reader still inside one read this long after its cap is stopped
+LOAD_TIMEOUT_S = 120  # hubfs load runs to the end (it is the system under test), within reason
 
 
 def run_workload(spec, mounted):
     """Runs a reader (workloads.py) until it finishes or overruns its cap; a reader stopped
     while inside a long read reports its last progress line, marked incomplete."""
     timeout = spec["cap_s"] + PAST_CAP_S
-    rc, out, err, elapsed = run_child([sys.executable, WORKLOAD_SCRIPT, json.dumps(spec)], timeout, mounted)
-    lines = (out or "").strip().splitlines()
-    if rc is None and lines:  # every reader reports its (empty) progress first
+    child = run_child([sys.executable, WORKLOAD_SCRIPT, json.dumps(spec)], timeout, mounted)
+    lines = child.out.strip().splitlines()
+    if child.rc is None and lines:  # every reader reports its (empty) progress first
         result = json.loads(lines[-1])
         result["complete"] = False
-        result["seconds"] = elapsed  # what it got done in the time it was given
-        return result
-    if rc != 0 or not lines:
-        raise RuntimeError(f"workload {spec['workload']} failed: {(err or '').strip()[-800:]}")
-    return json.loads(lines[-1])
+        result["seconds"] = child.seconds  # what it got done in the time it was given
+    elif child.rc != 0 or not lines:
+        raise RuntimeError(f"workload {spec['workload']} failed: {child.err.strip()[-800:]}")
+    else:
+        result = json.loads(lines[-1])
+    result["reader_cpu_s"] = child.cpu_s
+    return result
+
+
+def add_cpu(entry, cpu_s, nbytes):
+    """CPU seconds per GB of data the workload read (or needed)."""
+    entry["cpu_s"] = cpu_s
+    entry["cpu_s_per_gb"] = cpu_s / (nbytes / GB) if cpu_s is not None and nbytes else None
 
 
 def max_in_flight(requests):
@@ -265,6 +316,7 @@ class Bench:
         self.failures = []
         self.page_cache_dropped = None
         self.loader_measurements = []
+        self.loaders_measurements = []
 
     # -- servers -------------------------------------------------------------------------------
     def start_servers(self, condition):
@@ -307,9 +359,13 @@ class Bench:
     def marks(self):
         return {"nginx": self.nginx.log.mark() if self.nginx else 0, "emulator": self.emulator.log.mark()}
 
-    def paths(self, system, label):
+    def session_dir(self, label):
+        """A new path under the run's sessions/ (removed at the end of each run)."""
         self.session += 1
-        base = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}-{label}")
+        return os.path.join(self.work, "sessions", f"{self.session:04d}-{label}")
+
+    def paths(self, system, label):
+        base = self.session_dir(f"{system.name}-{label}")
         return os.path.join(base, "mnt"), os.path.join(base, "cache"), base + ".log"
 
     def record(self, condition, run, workload, system, result, marks):
@@ -324,10 +380,14 @@ class Bench:
         mnt, fresh_cache, log_path = self.paths(system, label)
         return system.mount(mnt, cache_dir or fresh_cache, log_path)
 
-    def finish(self, condition, run, workload, system, marks, mounted, fn):
-        """Runs fn(mounted) -> result on a mounted system, then unmounts and records."""
+    def finish(self, condition, run, workload, system, marks, mounted, fn, into=None):
+        """Runs fn(mounted) -> result on a mounted system, then unmounts and records (in `into`,
+        default the main measurements). CPU: the daemon's over fn plus the reader's (fn's
+        reader_cpu_s); peak RSS: the daemon's VmHWM."""
         try:
+            cpu_before = mounted.cpu_s()
             result = fn(mounted)
+            cpu_after = mounted.cpu_s()
             rss, stats = mounted.peak_rss_kib(), mounted.stats()
         finally:
             mounted.unmount()
@@ -337,10 +397,12 @@ class Bench:
         entry = {"condition": condition, "run": run, "workload": workload, "system": system.name}
         entry.update(result)
         entry["traffic"] = traffic(self, marks)
-        entry["peak_rss_kib"] = rss
+        daemon_cpu = cpu_after - cpu_before if None not in (cpu_before, cpu_after) else None  # None: it died
+        entry.update(peak_rss_kib=rss, peak_rss_mib=rss / 1024 if rss else None, daemon_cpu_s=daemon_cpu,
+                     cpu_s=daemon_cpu + (result.get("reader_cpu_s") or 0) if daemon_cpu is not None else None)
         if stats is not None:
             entry["fs_stats"] = stats
-        self.measurements.append(entry)
+        (self.measurements if into is None else into).append(entry)
         return entry
 
     # -- workloads -----------------------------------------------------------------------------
@@ -355,7 +417,7 @@ class Bench:
         if system.kind == "download":
             url = f"{self.emulator.hub_url}/{REPO_ID}/resolve/main/{name}"
             dest = os.path.join(self.work, "downloads", name)
-            seconds, complete, rss = system.fetch(url, dest, cap)
+            seconds, complete, rss, cpu = system.fetch(url, dest, cap)
             size = self.model["sizes"][name]
             got = os.path.getsize(dest) if complete and os.path.exists(dest) else None
             if complete and got != size:
@@ -363,7 +425,8 @@ class Bench:
             if os.path.exists(dest):
                 os.unlink(dest)
             entry = self.record(condition, run, "cold_seq", system, {"seconds": seconds, "complete": complete,
-                                                                     "peak_rss_kib": rss}, marks)
+                                                                     "peak_rss_kib": rss, "peak_rss_mib": rss / 1024,
+                                                                     "cpu_s": cpu}, marks)
             entry["bytes"] = size if complete else entry["traffic"]["data_bytes"]
         else:
             mounted = self.with_mount(system, "seq", cache_dir)
@@ -371,6 +434,7 @@ class Bench:
             entry = self.finish(condition, run, "cold_seq", system, marks, mounted, lambda m: run_workload(
                 {"workload": "sequential", "path": path, "cap_s": cap}, m))
         entry["mb_per_s"] = entry["bytes"] / entry["seconds"] / MB
+        add_cpu(entry, entry["cpu_s"], entry["bytes"])
         return entry
 
     def warm_sequential(self, condition, run, system, cache_dir, limit):
@@ -381,14 +445,17 @@ class Bench:
         entry = self.finish(condition, run, "warm_seq", system, marks, mounted, lambda m: run_workload(
             {"workload": "sequential", "path": path, "cap_s": self.profile["seq_cap"], "limit_bytes": limit}, m))
         entry["mb_per_s"] = entry["bytes"] / entry["seconds"] / MB
+        add_cpu(entry, entry["cpu_s"], entry["bytes"])
         return entry
 
     def local_sequential(self, condition, run, limit):
         path = os.path.join(self.model["dir"], self.seq_file())
+        cpu = time.process_time()  # the read runs here, with nothing else going on
         result = workloads.sequential_read(path, self.profile["seq_cap"], limit)
         entry = {"condition": condition, "run": run, "workload": "warm_seq", "system": "local"}
         entry.update(result)
         entry["mb_per_s"] = result["bytes"] / result["seconds"] / MB
+        add_cpu(entry, time.process_time() - cpu, result["bytes"])
         self.measurements.append(entry)
         return entry
 
@@ -400,10 +467,11 @@ class Bench:
 
         def work(m):
             if isinstance(system, systems.Hubfs):
-                rc, out, err, seconds = run_child([self.args.hubfs, "inspect", m.model], cap + 60, m)
-                if rc != 0:
-                    raise RuntimeError(f"hubfs inspect failed ({rc}): {(err or '').strip()[-500:]}")
-                return {"seconds": seconds, "complete": True, "tool": "hubfs inspect"}
+                child = run_child([self.args.hubfs, "inspect", m.model], cap + 60, m)
+                if child.rc != 0:
+                    raise RuntimeError(f"hubfs inspect failed ({child.rc}): {child.err.strip()[-500:]}")
+                return {"seconds": child.seconds, "complete": True, "tool": "hubfs inspect",
+                        "reader_cpu_s": child.cpu_s}
             paths = [os.path.join(m.model, s) for s in shards]
             result = run_workload({"workload": "headers", "paths": paths, "cap_s": cap}, m)
             result["tool"] = "python"
@@ -435,6 +503,7 @@ class Bench:
         done = entry["bytes_needed"]
         entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / done if done else None
         entry["load_seconds"] = entry["seconds"] * needed / done if done else None
+        add_cpu(entry, entry["cpu_s"], done)
         return entry
 
     def hubfs_load(self, condition, run, system):
@@ -446,17 +515,19 @@ class Bench:
         def work(m):
             cmd = [self.args.hubfs, "load", m.model, "--tp", str(self.profile["tp"]), "--rank",
                    str(self.profile["rank"]), "--device", "cpu"]
-            rc, out, err, seconds = run_child(cmd, LOAD_TIMEOUT_S, m)
-            if rc is None:
+            child = run_child(cmd, LOAD_TIMEOUT_S, m)
+            if child.rc is None:
                 raise RuntimeError(f"hubfs load did not finish in {LOAD_TIMEOUT_S} s")
-            if rc != 0:
-                raise RuntimeError(f"hubfs load failed ({rc}): {(err or '').strip()[-500:]}")
-            return {"seconds": seconds, "complete": True, "bytes_needed": needed,
-                    "tool_output": (out or "")[-1500:]}
+            if child.rc != 0:
+                raise RuntimeError(f"hubfs load failed ({child.rc}): {child.err.strip()[-500:]}")
+            return {"seconds": child.seconds, "complete": True, "bytes_needed": needed,
+                    "tool_output": child.out[-1500:], "reader_cpu_s": child.cpu_s,
+                    "loader_peak_rss_kib": child.peak_rss_kib}
         entry = self.finish(condition, run, "tp_load", system, marks, mounted, work)
         entry["fetched_over_needed"] = entry["traffic"]["data_bytes"] / needed
         entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
         entry["load_seconds"] = entry["seconds"]
+        add_cpu(entry, entry["cpu_s"], needed)
         return entry
 
     # -- loading without a mount ---------------------------------------------------------------
@@ -479,12 +550,12 @@ class Bench:
         return sum(p["bytes"] for p in plan), whole
 
     def load_child(self, cmd, env=None):
-        rc, out, err, seconds = run_child(cmd, LOAD_TIMEOUT_S, env=env)
-        if rc != 0:
-            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({rc}): {(err or '').strip()[-500:]}")
-        return seconds, out
+        child = run_child(cmd, LOAD_TIMEOUT_S, env=env)
+        if child.rc != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({child.rc}): {child.err.strip()[-500:]}")
+        return child
 
-    def record_direct_load(self, condition, run, system, marks, seconds, out):
+    def record_direct_load(self, condition, run, system, marks, seconds, out, cpu_s):
         needed, whole = self.rank_needs()
         entry = self.record(condition, run, "hf_load", system, {"seconds": seconds, "complete": True,
                                                                 "bytes_needed": needed,
@@ -492,22 +563,23 @@ class Bench:
         fetched = entry["traffic"]["data_bytes"]
         entry.update(fetched_mb=fetched / MB, fetched_over_needed=fetched / needed,
                      needed_whole_bytes=whole, fetched_over_needed_whole=fetched / whole, load_seconds=seconds)
+        add_cpu(entry, cpu_s, needed)
         return entry
 
     def hf_load(self, condition, run, system):
         """`hubfs load hf://…` with an empty persistent cache."""
-        self.session += 1
-        home = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}-home")
+        home = self.session_dir(f"{system.name}-home")
         marks = self.marks()
-        seconds, out = self.load_child(system.command(self.profile["tp"], self.profile["rank"]),
-                                       env={**os.environ, **system.env(home)})
+        child = self.load_child(system.command(self.profile["tp"], self.profile["rank"]),
+                                env={**os.environ, **system.env(home)})
         shutil.rmtree(home, ignore_errors=True)
-        return self.record_direct_load(condition, run, system, marks, seconds, out)
+        entry = self.record_direct_load(condition, run, system, marks, child.seconds, child.out, child.cpu_s)
+        entry["loader_peak_rss_kib"] = child.peak_rss_kib
+        return entry
 
     def curl_then_load(self, condition, run, system):
         """Every file the load reads downloaded at once, then the local copy loaded."""
-        self.session += 1
-        local = os.path.join(self.work, "sessions", f"{self.session:04d}-{system.name}")
+        local = self.session_dir(system.name)
         os.makedirs(local)
         names = [n for n in ("config.json", "model.safetensors.index.json") if n in self.model["sizes"]]
         urls = [(f"{self.emulator.hub_url}/{REPO_ID}/resolve/main/{n}", os.path.join(local, n))
@@ -515,11 +587,12 @@ class Bench:
         marks = self.marks()
         started = time.monotonic()
         try:
-            self.load_child(system.download_command(urls))
-            _, out = self.load_child(system.load_command(local, self.profile["tp"], self.profile["rank"]))
+            download = self.load_child(system.download_command(urls))
+            load = self.load_child(system.load_command(local, self.profile["tp"], self.profile["rank"]))
         finally:
             shutil.rmtree(local, ignore_errors=True)
-        return self.record_direct_load(condition, run, system, marks, time.monotonic() - started, out)
+        return self.record_direct_load(condition, run, system, marks, time.monotonic() - started, load.out,
+                                       download.cpu_s + load.cpu_s)
 
     def cluster(self, condition, run, system):
         """N mounts read the same shard at once, each from the Hub or all behind one cluster cache."""
@@ -556,9 +629,10 @@ class Bench:
         path = os.path.join(mounted.model, self.seq_file())
         cap = self.profile["random_cap"]
         entry = self.finish(condition, run, "random", system, marks, mounted, lambda m: run_workload(
-            {"workload": "random", "path": path, "count": self.profile["random_reads"], "size": 128 * 1024,
+            {"workload": "random", "path": path, "count": self.profile["random_reads"], "size": RANDOM_READ_BYTES,
              "seed": 1234, "cap_s": cap}, m))
         entry["reads_per_s"] = entry["reads"] / entry["seconds"]
+        add_cpu(entry, entry["cpu_s"], entry["reads"] * RANDOM_READ_BYTES)
         return entry
 
     # -- a run ---------------------------------------------------------------------------------
@@ -618,10 +692,115 @@ class Bench:
             for system in self.direct_systems():
                 method = self.hf_load if isinstance(system, systems.HubfsHfLoad) else self.curl_then_load
                 self.attempt("load without a mount", condition, run, system, "hf_load", method)
+        if run <= self.profile["loaders_runs"] and (want("loaders") if not self.args.smoke
+                                                     else "loaders" in (only_workloads or ())):
+            self.loaders_workload(condition, run)
         # On loopback only: under the WAN profile, load_file's whole shards would take minutes a run.
         if condition == "loopback" and (want("loader") if not self.args.smoke else "loader" in (only_workloads or ())):
             self.loader_section(run)
         shutil.rmtree(os.path.join(self.work, "sessions"), ignore_errors=True)
+
+    # -- loaders on the mount (scripts/bench/mount_loaders.py) ---------------------------------
+    def loaders_workload(self, condition, run):
+        """The whole model loaded by the loaders users run today, cold on a fresh hubfs mount each,
+        with a cold `cat` of every shard through a fresh mount as the reference; then
+        snapshot_download into a fresh HF_HOME and each loader on that copy. Every step in a fresh
+        child process. A loader that summed other weights on the mount than on the copy is a
+        failure, not a figure."""
+        hubfs = systems.Hubfs(self.args.hubfs, self.emulator.hub_url, REPO_ID)
+        download = systems.SnapshotDownload(self.emulator.hub_url)
+        entries = [self.attempt(f"loaders: {name} on a fresh mount", condition, run, hubfs, "loaders",
+                                self.loader_on_mount, name)
+                   for name in [mount_loaders.REFERENCE, *mount_loaders.LOADERS]]
+        home = self.session_dir(f"{download.name}-home")
+        try:
+            copy = self.attempt("loaders: snapshot_download", condition, run, download, "loaders",
+                                self.snapshot_download, home)
+            if copy:
+                entries.append(copy)
+                entries += [self.attempt(f"loaders: {name} on the downloaded copy", condition, run, download,
+                                         "loaders", self.loader_on_copy, name, copy["local_path"])
+                            for name in mount_loaders.LOADERS]
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        self.loaders_measurements += self.same_weights(condition, run, [e for e in entries if e])
+
+    def same_weights(self, condition, run, entries):
+        """The entries of every loader whose sum on the mount equals its sum on the copy (or that
+        has no copy to compare with: the reference, a failed download); the others are failures."""
+        sums = {}
+        for e in entries:
+            if "weights_sum" in e:
+                sums.setdefault(e["loader"], {})[e["where"]] = e["weights_sum"]
+        differ = {name for name, s in sums.items() if len(set(s.values())) > 1}
+        for name in sorted(differ):
+            log(f"  FAILED: {name} summed {sums[name]}")
+            self.failures.append({"condition": condition, "run": run, "workload": "loaders", "system": name,
+                                  "error": f"{name}: the weights' sum on the mount and on the download differ: "
+                                           f"{sums[name]}"})
+        return [e for e in entries if e["loader"] not in differ]
+
+    def loaders_child(self, spec, env, mounted=None):
+        """One step of the loaders workload in a fresh process; its own figures (bench/mount_loaders.py)."""
+        child = run_child([sys.executable, MOUNT_LOADERS_SCRIPT, json.dumps(spec)], LOADERS_TIMEOUT_S, mounted,
+                          {**os.environ, **env})
+        lines = child.out.strip().splitlines()
+        if child.rc != 0 or not lines:
+            raise RuntimeError(f"{spec} failed ({child.rc}): {child.err.strip()[-800:]}")
+        return json.loads(lines[-1])
+
+    def loader_env(self, label):
+        """Loading a local directory: nothing from the network, nothing from the user's setup."""
+        return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_TOKEN": "",
+                "HF_HOME": self.session_dir(f"{label}-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    def loaders_entry(self, entry, name, where):
+        entry.update(loader=name, where=where, workload="loaders")
+        add_cpu(entry, entry["cpu_s"], self.model_shard_bytes())
+        return entry
+
+    def model_shard_bytes(self):
+        return sum(self.model["sizes"][s] for s in self.model["shards"])
+
+    def loaders_model(self):
+        first = workloads.safetensors_header(os.path.join(self.model["dir"], self.model["shards"][0]))
+        return {"repo": REPO_ID, "shards": len(self.model["shards"]), "shard_bytes": self.model_shard_bytes(),
+                "dtype": next(iter(first.values()))["dtype"]}
+
+    def loader_on_mount(self, condition, run, system, name):
+        marks = self.marks()
+        mounted = self.with_mount(system, f"loaders-{name}")
+
+        def work(m):
+            if name == mount_loaders.REFERENCE:
+                paths = [os.path.join(m.model, s) for s in self.model["shards"]]
+                child = run_child(["sh", "-c", 'exec cat "$@" >/dev/null', "cat", *paths], LOADERS_TIMEOUT_S, m)
+                if child.rc != 0:
+                    raise RuntimeError(f"cat failed ({child.rc}): {child.err.strip()[-500:]}")
+                return {"seconds": child.seconds, "complete": True, "reader_cpu_s": child.cpu_s}
+            result = self.loaders_child({"loader": name, "path": m.model}, self.loader_env(name), m)
+            return {"seconds": result["seconds"], "complete": True, "reader_cpu_s": result["cpu_s"],
+                    "weights_sum": result["weights_sum"], "loader_peak_rss_kib": result["peak_rss_kib"]}
+        # Kept apart from the main table's measurements until the weights are checked.
+        entry = self.finish(condition, run, "loaders", system, marks, mounted, work, into=[])
+        entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
+        return self.loaders_entry(entry, name, "mount")
+
+    def snapshot_download(self, condition, run, system, home):
+        marks = self.marks()
+        result = self.loaders_child({"download": REPO_ID}, system.env(home))
+        entry = {"condition": condition, "run": run, "system": system.name, "seconds": result["seconds"],
+                 "complete": True, "local_path": result["path"], "cpu_s": result["cpu_s"],
+                 "peak_rss_mib": result["peak_rss_kib"] / 1024, "traffic": traffic(self, marks)}
+        entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
+        return self.loaders_entry(entry, mount_loaders.DOWNLOAD, "download")
+
+    def loader_on_copy(self, condition, run, system, name, local_path):
+        result = self.loaders_child({"loader": name, "path": local_path}, self.loader_env(name))
+        entry = {"condition": condition, "run": run, "system": system.name, "seconds": result["seconds"],
+                 "complete": True, "cpu_s": result["cpu_s"], "loader_peak_rss_kib": result["peak_rss_kib"],
+                 "weights_sum": result["weights_sum"], "fetched_mb": 0.0}
+        return self.loaders_entry(entry, name, "copy")
 
     # -- the loader section (scripts/bench/loader.py) ------------------------------------------
     def loader_section(self, run):
@@ -710,8 +889,8 @@ def parse_args(argv):
                                           "httpdirfs_cache,rclone_off,rclone_full,hubfs,hubfs_cache,hubfs_hf,"
                                           "curl_load)")
     parser.add_argument("--workloads", help="comma-separated: cold_seq,warm_seq,inspect,tp_colwise,"
-                                            "tp_slices,tp_load,hf_load,cluster,random,loader (--smoke runs "
-                                            "loader only when named)")
+                                            "tp_slices,tp_load,hf_load,cluster,random,loader,loaders (--smoke "
+                                            "runs loader and loaders only when named)")
     parser.add_argument("--libhubfs", help="libhubfs.so for the loader section (default: the one built beside "
                                            "--hubfs, BUILD/libhubfs/libhubfs.so)")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
@@ -722,7 +901,7 @@ def main(argv=None):
     args = parse_args(argv)
     profile = dict(PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"])
     if args.runs:
-        profile["runs"] = args.runs
+        profile["runs"] = profile["loaders_runs"] = args.runs
     if args.conditions:
         profile["conditions"] = args.conditions.split(",")
     args.hubfs = os.path.abspath(args.hubfs)
@@ -769,6 +948,10 @@ def main(argv=None):
             results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],
                                              profile["rank"])
             results["loader"]["markdown"] = loader.markdown(results["loader"])
+        if bench.loaders_measurements:
+            results["loaders"] = mount_loaders.build(bench.loaders_measurements, bench.loaders_model(),
+                                                     profile["conditions"])
+            results["loaders"]["markdown"] = mount_loaders.markdown(results["loaders"])
         os.makedirs(args.out, exist_ok=True)
         paths = report.write(results, args.out, chart_png=not args.smoke)
         print(report.markdown(results))

@@ -14,12 +14,18 @@ SYSTEM_LABELS = {"curl": "curl", "aria2c": "aria2c -x8", "httpdirfs": "httpdirfs
                  "curl_load": "curl, then load", "local": "local file"}
 REFERENCES = {"local"}  # shown, but not a peer
 # The system a row is about, when not the mount: its ratio column is that system ÷ best peer.
-SUBJECTS = {"hf_load_s": "hubfs_hf", "hf_load_mb": "hubfs_hf", "cluster_mb": "hubfs_cache", "cluster_s": "hubfs_cache"}
+SUBJECTS = {"hf_load_s": "hubfs_hf", "hf_load_mb": "hubfs_hf", "hf_load_cpu": "hubfs_hf",
+            "cluster_mb": "hubfs_cache", "cluster_s": "hubfs_cache"}
 
 # id, title, unit, better, metric, workload per system ("*" = default)
 ROWS = [
     ("cold_seq", "Cold sequential read of a shard", "MB/s", "higher", "mb_per_s", {"*": "cold_seq"}),
+    ("cold_seq_cpu", "Cold sequential read: CPU per GB read (the system's own processes + the reader)", "s/GB",
+     "lower", "cpu_s_per_gb", {"*": "cold_seq"}),
+    ("cold_seq_rss", "Cold sequential read: peak RSS (the filesystem's daemon; the download tool)", "MiB", "lower",
+     "peak_rss_mib", {"*": "cold_seq"}),
     ("warm_seq", "Warm re-read (remount, page cache dropped)", "MB/s", "higher", "mb_per_s", {"*": "warm_seq"}),
+    ("warm_seq_cpu", "Warm re-read: CPU per GB read", "s/GB", "lower", "cpu_s_per_gb", {"*": "warm_seq"}),
     ("inspect_kib", "Inspect all headers: fetched", "KiB", "lower", "fetched_kib", {"*": "inspect"}),
     ("inspect_requests", "Inspect: data requests per shard", "req", "lower", "data_requests_per_shard",
      {"*": "inspect"}),
@@ -34,15 +40,22 @@ ROWS = [
      "fetched_over_needed", {"*": "tp_slices", "hubfs": "tp_load"}),
     ("tp_load_s", "TP rank: `hubfs load` vs peers' get_slice: time", "s", "lower", "load_seconds",
      {"*": "tp_slices", "hubfs": "tp_load"}),
+    ("tp_load_cpu", "TP rank: `hubfs load` vs peers' get_slice: CPU per GB needed (filesystem + loader)", "s/GB",
+     "lower", "cpu_s_per_gb", {"*": "tp_slices", "hubfs": "tp_load"}),
+    ("tp_load_rss", "TP rank: `hubfs load` vs peers' get_slice: peak RSS of the filesystem's daemon", "MiB",
+     "lower", "peak_rss_mib", {"*": "tp_slices", "hubfs": "tp_load"}),
     ("hf_load_s", "TP rank without a mount: `hubfs load hf://` vs `hubfs load` on a mount vs download then load: "
      "time (ratio: hf:// ÷ best of the others)", "s", "lower", "seconds", {"*": "hf_load", "hubfs": "tp_load"}),
     ("hf_load_mb", "TP rank without a mount: fetched (ratio: hf:// ÷ best of the others)", "MB", "lower",
      "fetched_mb", {"*": "hf_load", "hubfs": "tp_load"}),
+    ("hf_load_cpu", "TP rank without a mount: CPU per GB needed, every process of the command (ratio: hf:// ÷ "
+     "best of the others)", "s/GB", "lower", "cpu_s_per_gb", {"*": "hf_load", "hubfs": "tp_load"}),
     ("cluster_mb", "N mounts read the same shard at once, each on its own (hubfs) or behind one cluster-cache.sh: "
      "bytes at the CDN (ratio: behind the cache ÷ direct)", "MB", "lower", "cdn_mb", {"*": "cluster"}),
     ("cluster_s", "N mounts read the same shard at once: wall time until the last is done (ratio: behind the "
      "cache ÷ direct)", "s", "lower", "seconds", {"*": "cluster"}),
     ("random", "Random 128 KiB reads over a shard", "reads/s", "higher", "reads_per_s", {"*": "random"}),
+    ("random_cpu", "Random 128 KiB reads: CPU per GB read", "s/GB", "lower", "cpu_s_per_gb", {"*": "random"}),
     ("rss", "Peak RSS of the process (max over its sessions)", "MiB", "lower", None, None),
 ]
 
@@ -226,8 +239,9 @@ def markdown(results):
              "median (min–max); † = capped: a run hit its time limit; its figure covers what it read, "
              "and a time is projected from its pace)", ""]
     head = ["Workload", "Condition"] + [labels.get(s, s) for s in systems] + ["hubfs ÷ best peer"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    if results["rows"]:  # none when only a separate section ran
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
     for row in results["rows"]:
         arrow = "↑" if row["better"] == "higher" else "↓"
         cells = [_cell(row["cells"].get(s)) for s in systems]
@@ -235,8 +249,9 @@ def markdown(results):
         ratio_text = "—" if not ratio else _cell(ratio) + "×"
         lines.append(f"| {row['title']} ({row['unit']} {arrow}) | {row['condition']} | " + " | ".join(cells)
                      + f" | {ratio_text} |")
-    if results.get("loader"):  # bench.py's loader section (bench/loader.py renders it)
-        lines += ["", results["loader"]["markdown"]]
+    for section in ("loader", "loaders"):  # bench.py's separate sections (bench/loader.py, mount_loaders.py)
+        if results.get(section):
+            lines += ["", results[section]["markdown"]]
     failures = results["meta"].get("failures") or []
     if failures:
         lines += ["", "Failed measurements (left out of the figures):"]

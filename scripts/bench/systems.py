@@ -64,6 +64,21 @@ def peak_rss_kib(pid):
     return None
 
 
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid):
+    """User + system CPU seconds of a live process, all its threads and the children it waited
+    for (utime, stime, cutime, cstime of /proc/PID/stat), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    except OSError:
+        return None
+    # fields[0] is the state, field 3 of the man page: utime..cstime are fields 14..17.
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS_PER_S
+
+
 class Mounted:
     """One live mount: `model` is the directory holding the model's files."""
 
@@ -72,6 +87,9 @@ class Mounted:
 
     def peak_rss_kib(self):
         return peak_rss_kib(self.proc.pid)
+
+    def cpu_s(self):
+        return process_cpu_s(self.proc.pid)
 
     def stats(self):
         return self.system.stats(self)
@@ -218,7 +236,7 @@ class Download:
         raise NotImplementedError
 
     def fetch(self, url, dest, cap_s):
-        """Runs the tool; returns (seconds, completed, peak RSS KiB)."""
+        """Runs the tool; returns (seconds, completed, peak RSS KiB, CPU seconds: user + system)."""
         if os.path.exists(dest):
             os.unlink(dest)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -253,7 +271,7 @@ class Download:
         if completed and status != 0:
             raise RuntimeError(f"{self.label} failed ({status}): {proc.stderr.read().decode()[-500:]}")
         proc.stderr.close()
-        return seconds, completed, rusage.ru_maxrss if rusage else None
+        return seconds, completed, rusage.ru_maxrss, rusage.ru_utime + rusage.ru_stime
 
 
 class Curl(Download):
@@ -312,6 +330,22 @@ class CurlThenLoad:
 
     def load_command(self, model_dir, tp, rank):
         return [self.binary, "load", model_dir, "--tp", str(tp), "--rank", str(rank), "--device", "cpu"]
+
+
+class SnapshotDownload:
+    """huggingface_hub's snapshot_download of the whole repo into a fresh HF_HOME: the
+    `loaders` workload's download-then-load path (bench/mount_loaders.py runs it)."""
+
+    kind = "direct"
+    name, label = "snapshot_download", "snapshot_download, then load"
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def env(self, hf_home):
+        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "", "HF_HOME": hf_home,
+                "HF_HUB_CACHE": os.path.join(hf_home, "hub"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
 def tool_available(system):

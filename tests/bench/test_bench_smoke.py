@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+sys.path.insert(0, os.path.join(os.environ["HUBFS_SOURCE_DIR"], "scripts"))
+import bench  # noqa: E402 - scripts/bench.py: its child runner and systems.process_cpu_s
+
 HUBFS = os.environ["HUBFS_BIN"]
 SOURCE = os.environ["HUBFS_SOURCE_DIR"]
 BENCH = os.path.join(SOURCE, "scripts", "bench.py")
 SMOKE_TP, SMOKE_RANK = 2, 1  # the --smoke profile's tensor-parallel rank
 
-EXPECTED_ROWS = {"cold_seq", "warm_seq", "inspect_kib", "inspect_requests", "inspect_s", "tp_colwise_ratio",
-                 "tp_colwise_s", "tp_slices_ratio", "tp_slices_s", "tp_load_ratio", "tp_load_s", "hf_load_s",
-                 "hf_load_mb", "cluster_mb", "cluster_s", "random", "rss"}
+EXPECTED_ROWS = {"cold_seq", "cold_seq_cpu", "cold_seq_rss", "warm_seq", "warm_seq_cpu", "inspect_kib",
+                 "inspect_requests", "inspect_s", "tp_colwise_ratio", "tp_colwise_s", "tp_slices_ratio", "tp_slices_s",
+                 "tp_load_ratio", "tp_load_s", "tp_load_cpu", "tp_load_rss", "hf_load_s", "hf_load_mb", "hf_load_cpu",
+                 "cluster_mb", "cluster_s", "random", "random_cpu", "rss"}
+LOADERS = ("from_pretrained", "load_file", "safe_open")
 
 
 def mounts_under(path):
@@ -45,16 +50,25 @@ def processes_mentioning(path):
     return found
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    base = tmp_path_factory.mktemp("bench")
+def run_smoke(base, *args):
     data, out = str(base / "data"), str(base / "out")
-    result = subprocess.run([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", data, "--out", out],
+    result = subprocess.run([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", data, "--out", out, *args],
                             capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(out, "bench-results.json")) as f:
         results = json.load(f)
     return {"data": data, "out": out, "stdout": result.stdout, "results": results}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return run_smoke(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="module")
+def loaders_smoke(tmp_path_factory):
+    """The loaders workload alone, one run (each of its steps starts torch in a fresh process)."""
+    return run_smoke(tmp_path_factory.mktemp("bench-loaders"), "--workloads", "loaders", "--runs", "1")
 
 
 def model_dir(smoke):
@@ -209,6 +223,116 @@ def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
 def test_random_reads_do_the_fixed_count(smoke):
     random_runs = [m for m in smoke["results"]["measurements"] if m["workload"] == "random"]
     assert random_runs and all(m["complete"] and m["reads"] == 40 for m in random_runs)
+
+
+CPU_BURN = """
+import time
+deadline = time.process_time() + 0.4
+while time.process_time() < deadline:
+    pass
+print(time.process_time(), flush=True)
+"""
+
+
+def test_a_childs_cpu_is_what_it_measured_itself_not_its_wall_time():
+    burner = bench.run_child([sys.executable, "-c", CPU_BURN], 60)
+    own = float(burner.out.split()[-1])  # the child's own CPU clock, up to its last line
+    assert burner.rc == 0 and own >= 0.4
+    assert own <= burner.cpu_s <= own + 0.5  # plus the interpreter's exit
+    sleeper = bench.run_child([sys.executable, "-c", "import time; time.sleep(1)"], 60)
+    assert sleeper.seconds >= 1 and sleeper.cpu_s < 0.5
+
+
+def test_a_live_daemons_cpu_is_read_from_proc():
+    proc = subprocess.Popen([sys.executable, "-c", CPU_BURN + "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        own = float(proc.stdout.readline())
+        tick = 1 / os.sysconf("SC_CLK_TCK")
+        assert own - tick <= bench.systems.process_cpu_s(proc.pid) <= own + 0.05
+    finally:
+        proc.kill()
+        proc.wait()
+    assert bench.systems.process_cpu_s(proc.pid) is None
+
+
+def test_cpu_per_gb_counts_the_systems_processes_and_the_reader(smoke):
+    results = smoke["results"]
+    cold = [m for m in results["measurements"] if m["workload"] == "cold_seq"]
+    assert {m["system"] for m in cold} == {"curl", "hubfs"}
+    for m in cold:
+        assert m["cpu_s"] > 0
+        assert m["cpu_s_per_gb"] == pytest.approx(m["cpu_s"] / (m["bytes"] / 1e9))
+        if m["system"] == "hubfs":  # the daemon over the read, and the reading process
+            assert m["daemon_cpu_s"] >= 0 and m["reader_cpu_s"] > 0
+            assert m["cpu_s"] == pytest.approx(m["daemon_cpu_s"] + m["reader_cpu_s"])
+    row = next(r for r in results["rows"] if r["id"] == "cold_seq_cpu")
+    assert set(row["cells"]) == {"curl", "hubfs"}
+    assert "| Cold sequential read: CPU per GB read (the system's own processes + the reader) (s/GB ↓) |" in \
+        smoke["stdout"]
+
+
+def test_hubfs_daemon_peak_rss_is_in_the_cold_read_and_rank_load_rows(smoke):
+    results = smoke["results"]
+    for row_id, workload in (("cold_seq_rss", "cold_seq"), ("tp_load_rss", "tp_load")):
+        daemon = sorted(m["peak_rss_kib"] / 1024 for m in results["measurements"]
+                        if m["workload"] == workload and m["system"] == "hubfs")
+        row = next(r for r in results["rows"] if r["id"] == row_id)
+        assert sorted(row["cells"]["hubfs"]["runs"]) == pytest.approx(daemon)
+    # The rank load's own process is reported apart from the daemon.
+    assert all(m["loader_peak_rss_kib"] > 0 for m in results["measurements"] if m["workload"] == "tp_load")
+
+
+def shards_of(directory):
+    return sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
+
+
+def test_loaders_on_the_mount_sum_the_same_weights_as_numpy(loaders_smoke):
+    """Each loader's sum on the mount equals its sum on the downloaded copy, and both the sum of
+    every weight read with numpy from the model's own files (the loaders sum in float16)."""
+    results = loaders_smoke["results"]
+    assert results["meta"]["failures"] == [] and results["rows"] == []
+    directory = model_dir(loaders_smoke)
+    expected = sum(float(a.astype(np.float64).sum()) for n in shards_of(directory)
+                   for a in load_file(os.path.join(directory, n)).values())
+    entries = results["loaders"]["measurements"]
+    for loader in LOADERS:
+        sums = {m["where"]: m["weights_sum"] for m in entries if m["loader"] == loader}
+        assert set(sums) == {"mount", "copy"}
+        assert sums["mount"] == sums["copy"]
+        assert sums["mount"] == pytest.approx(expected, rel=2e-3)
+
+
+def test_loaders_fetch_the_shards_once_and_the_download_everything(loaders_smoke):
+    directory = model_dir(loaders_smoke)
+    shard_bytes = sum(os.path.getsize(os.path.join(directory, n)) for n in shards_of(directory))
+    entries = loaders_smoke["results"]["loaders"]["measurements"]
+    assert {(m["where"], m["loader"]) for m in entries} == {("mount", "cat"), ("download", "snapshot_download")} | {
+        (where, loader) for where in ("mount", "copy") for loader in LOADERS}
+    for m in entries:
+        if m["where"] == "mount":  # every shard, once (the small files come from the Hub API, not the CDN)
+            assert shard_bytes <= m["traffic"]["data_bytes"] <= 1.01 * shard_bytes, m["loader"]
+            assert m["fetched_mb"] * 1e6 == m["traffic"]["data_bytes"]
+        elif m["where"] == "download":
+            assert shard_bytes <= m["traffic"]["data_bytes"] < shard_bytes + 4096 * len(shards_of(directory))
+        assert m["seconds"] > 0 and m["cpu_s_per_gb"] > 0
+
+
+def test_loaders_ratios_are_taken_within_the_run(loaders_smoke):
+    section = loaders_smoke["results"]["loaders"]
+    seconds = {(m["where"], m["loader"]): m["seconds"] for m in section["measurements"]}
+    rows = {r["loader"]: r for r in section["rows"]}
+    assert list(rows) == ["cat", *LOADERS, "snapshot_download"]
+    assert rows["cat"]["mount_over_cat"]["median"] == 1.0
+    for loader in LOADERS:
+        then_load = seconds[("download", "snapshot_download")] + seconds[("copy", loader)]
+        assert rows[loader]["download_then_load_s"]["median"] == pytest.approx(then_load)
+        assert rows[loader]["mount_over_cat"]["median"] == pytest.approx(
+            seconds[("mount", loader)] / seconds[("mount", "cat")])
+        assert rows[loader]["mount_over_download_then_load"]["median"] == pytest.approx(
+            seconds[("mount", loader)] / then_load)
+    table = loaders_smoke["stdout"]
+    assert "| Loader | Condition | cold on a fresh hubfs mount (s ↓) | mount ÷ cat (↓) |" in table
+    assert "| safe_open + get_tensor in key order + sum | loopback |" in table
 
 
 def test_nothing_is_left_behind_after_a_run(smoke):

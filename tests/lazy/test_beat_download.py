@@ -26,17 +26,18 @@ import sys
 import tempfile
 
 import pytest
-import safetensors.torch
 import torch
 import transformers
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import disable_progress_bars
-from safetensors import safe_open
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.append(os.path.join(HERE, "..", "..", "scripts", "bench"))
 import hubemu  # noqa: E402
 from lazy_support import PROFILES, fetched_bytes, link_profile, shard_names, stopwatch, total_size  # noqa: E402
 from mount import SANITIZED, Mount  # noqa: E402
+from mount_loaders import LOADERS  # noqa: E402
 
 REPO = "test-org/tf-llama"
 # 159 M parameters: 320 MB in bf16, three shards of <= 120 MB.
@@ -75,43 +76,8 @@ def hub(model_dir, tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-# ---- the loaders, each touching every weight; each returns the sum of all weights ----------
-
-
-def tensor_sum(tensors):
-    """Reads every weight (a sum in the tensor's own dtype: no float32 copy of the model, so the
-    timings measure reading more than arithmetic)."""
-    return sum(float(t.detach().sum()) for t in tensors)
-
-
-def load_from_pretrained(directory):
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16)
-    total = tensor_sum(model.parameters())
-    del model
-    return total
-
-
-def load_file_per_shard(directory):
-    total = 0.0
-    for name in shard_names(directory):
-        state = safetensors.torch.load_file(os.path.join(directory, name))
-        total += tensor_sum(state.values())
-        del state
-    return total
-
-
-def safe_open_in_key_order(directory):
-    """vLLM's default safetensors iterator: safe_open, then get_tensor for each key in order."""
-    total = 0.0
-    for name in shard_names(directory):
-        with safe_open(os.path.join(directory, name), framework="pt") as f:
-            for key in f.keys():
-                total += tensor_sum([f.get_tensor(key)])
-    return total
-
-
-LOADERS = {"from_pretrained": load_from_pretrained, "load_file": load_file_per_shard,
-           "safe_open": safe_open_in_key_order}
+# ---- the loaders (LOADERS) touch every weight and return the sum of all weights; they live in
+# scripts/bench/mount_loaders.py, one implementation shared with the benchmark's `loaders` workload
 
 
 def cat_all_shards(directory):

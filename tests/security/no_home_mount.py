@@ -13,6 +13,7 @@ victim directory, the daemon's log, and what the default cache directory holds.
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,15 +83,25 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def keep_program(path):
+    """The build may live under /tmp or /root (a CI clone), which are about to be hidden: the
+    program is copied to a fresh tmpfs on /mnt first (private namespace: the host sees nothing)."""
+    fresh_tmpfs("/mnt", "0755")
+    kept = os.path.join("/mnt", os.path.basename(path))
+    shutil.copy2(path, kept)
+    return kept
+
+
 def main():
     spec = json.load(sys.stdin)
+    program = keep_program(shutil.which(spec["hubfs"]) or spec["hubfs"])
     fresh_tmpfs("/tmp", "1777")
     fresh_tmpfs("/root", "0700")
     plant(spec["plants"])
     os.mkdir("/root/scratch", 0o700)
     tempfile.tempdir = "/root/scratch"           # the harness's own directories stay out of /tmp
     before = snapshot("/tmp")
-    m = SystemdLikeMount(spec["endpoint"], env=spec["env"], program=spec["hubfs"])
+    m = SystemdLikeMount(spec["endpoint"], env=spec["env"], program=program)
     read = {}
     try:
         m.start()

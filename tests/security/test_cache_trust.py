@@ -8,6 +8,7 @@ The other user is real: their files are made by uid 65534 (setpriv) in a sticky 
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -112,9 +113,11 @@ def test_a_user_without_a_home_must_name_a_cache_dir():
     default cache, /tmp least of all, and the mount says what to do. Run with a fresh /tmp in a
     private mount namespace, to see that nothing is created there."""
     hubfs = os.path.abspath(os.environ.get("HUBFS_BIN", "hubfs"))
-    script = ("mount -t tmpfs -o mode=1777 tmpfs /tmp && "
+    # The build may live under /tmp (a CI clone): the program is copied out before /tmp is hidden.
+    script = (f"mount -t tmpfs -o mode=755 tmpfs /mnt && cp {shlex.quote(hubfs)} /mnt/hubfs && "
+              "mount -t tmpfs -o mode=1777 tmpfs /tmp && "
               f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups "
-              f"env -u HOME -u HF_HOME -u HF_HUB_CACHE {hubfs} mount /nonexistent-mountpoint; "
+              "env -u HOME -u HF_HOME -u HF_HUB_CACHE /mnt/hubfs mount /nonexistent-mountpoint; "
               "echo status=$?; find /tmp -mindepth 1")
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                           capture_output=True, text=True, timeout=60)
