@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads in flight when the caller does not say: a high-latency link needs many; the Hub CDN
- * serves each at tens of MB/s. */
 /* Reads in flight and their size: a CDN connection carries ~50 MB/s after a round trip of
  * tens of ms, so many 2 MiB ranges at once (what a mount's fetch threads do) fill a link. */
 #define HUB_READER_THREADS 32

@@ -85,9 +85,9 @@ def load_rank(path, tp=None, rank=None, device=None, plan=None, framework="torch
     mount. tp, rank default from torchrun, Open MPI or Slurm variables (else 1 and 0). plan: a
     {"pattern": "style"} dict or a JSON file of one, merged over the model's plan (config.json's
     base_model_tp_plan, else Llama rules). framework: "torch", "numpy" (host memory) or "dlpack"
-    (hubfs.Tensor objects). threads: reads in flight (0: 8, or 16 from hf://); chunk_bytes:
-    bytes per read (0: 8 MiB). A GPU load stages through threads + 2 pinned buffers of
-    chunk_bytes, never more than 1 GiB of them.
+    (hubfs.Tensor objects). threads: reads in flight (0: 8, or 32 from hf://); chunk_bytes:
+    bytes per read (0: 8 MiB, or 2 MiB from hf://). A GPU load stages through threads + 2
+    pinned buffers of chunk_bytes, never more than 1 GiB of them.
     Raises HubfsError with libhubfs's message."""
     convert = _tensors.converter(framework)
     library = _native.lib()

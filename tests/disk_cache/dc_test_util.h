@@ -6,6 +6,7 @@
 #include "disk_cache.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -179,6 +180,18 @@ static inline void make_hf_blob(const char *hub, const char *folder, const void 
     }
     fclose(out);
     chmod(path, 0644);
+}
+
+/* Damages one byte of a cache file in place, as a bad disk or a stray writer would. */
+static inline bool flip_byte(const char *path, off_t offset)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t byte = 0;
+    bool flipped = fd >= 0 && pread(fd, &byte, 1, offset) == 1;
+    byte ^= 0x5a;
+    flipped = flipped && pwrite(fd, &byte, 1, offset) == 1;
+    if (fd >= 0) close(fd);
+    return flipped;
 }
 
 static inline bool sanitized_build(void)

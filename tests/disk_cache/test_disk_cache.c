@@ -128,16 +128,6 @@ static void test_round_trip(void)
     remove_tree(dir);
 }
 
-static void flip_byte(const char *path, off_t offset)
-{
-    int fd = open(path, O_RDWR);
-    uint8_t byte = 0;
-    CHECK_EQ_INT(pread(fd, &byte, 1, offset), 1);
-    byte ^= 0x5a;
-    CHECK_EQ_INT(pwrite(fd, &byte, 1, offset), 1);
-    close(fd);
-}
-
 static void test_corrupt_data(void)
 {
     char dir[64], data_path[512];
@@ -148,7 +138,7 @@ static void test_corrupt_data(void)
     CHECK_EQ_INT(write_all(cache, &blob), 0);
     CHECK(find_file(dir, blob.etag, ".data", data_path, sizeof data_path));
 
-    flip_byte(data_path, 3 * BS + 777);
+    CHECK(flip_byte(data_path, 3 * BS + 777));
     CHECK_EQ_INT(read_block(cache, &blob, 3), 0);
     disk_cache_counters counters;
     disk_cache_get_counters(cache, &counters);
@@ -175,7 +165,7 @@ static void test_corrupt_data(void)
     make_blob(&short_blob, 11, 2 * BS + 5);
     CHECK_EQ_INT(write_all(cache, &short_blob), 0);
     CHECK(find_file(dir, short_blob.etag, ".data", data_path, sizeof data_path));
-    flip_byte(data_path, 2 * BS + 4);
+    CHECK(flip_byte(data_path, 2 * BS + 4));
     CHECK_EQ_INT(read_block(cache, &short_blob, 2), 0);
     CHECK_EQ_INT(read_block(cache, &short_blob, 1), 1);
     disk_cache_get_counters(cache, &counters);
@@ -308,7 +298,7 @@ static void test_prefix(void)
 
     /* A damaged prefix is refused, counted and removed; a rewrite works. */
     CHECK(find_file(dir, blob.etag, ".prefix", prefix_path, sizeof prefix_path));
-    flip_byte(prefix_path, 16 + 2);
+    CHECK(flip_byte(prefix_path, 16 + 2));
     CHECK(!disk_cache_read_prefix(cache, &blob.key, buf, sizeof buf, &len));
     disk_cache_get_counters(cache, &counters);
     CHECK_EQ_INT(counters.checksum_failures, 1);
@@ -318,7 +308,7 @@ static void test_prefix(void)
     CHECK(disk_cache_read_prefix(cache, &blob.key, buf, sizeof buf, &len));
     CHECK(memcmp(buf, header, sizeof header) == 0);
     /* A damaged length field is caught too. */
-    flip_byte(prefix_path, 8);
+    CHECK(flip_byte(prefix_path, 8));
     CHECK(!disk_cache_read_prefix(cache, &blob.key, buf, sizeof buf, &len));
     CHECK_EQ_INT(read_block(cache, &blob, 0), 1);
     disk_cache_close(cache);

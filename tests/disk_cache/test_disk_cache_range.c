@@ -134,16 +134,6 @@ static void test_reads_serve_the_exact_present_prefix(void)
     remove_tree(dir);
 }
 
-static void flip_byte(const char *path, off_t offset)
-{
-    int fd = open(path, O_RDWR);
-    uint8_t byte = 0;
-    CHECK_EQ_INT(pread(fd, &byte, 1, offset), 1);
-    byte ^= 0x5a;
-    CHECK_EQ_INT(pwrite(fd, &byte, 1, offset), 1);
-    close(fd);
-}
-
 static void test_a_damaged_unit_is_dropped_not_served(void)
 {
     char dir[64], data_path[512];
@@ -154,7 +144,7 @@ static void test_a_damaged_unit_is_dropped_not_served(void)
     CHECK_EQ_INT(write_range(cache, &blob, 0, blob.size), 0);
     CHECK(find_file(dir, blob.etag, ".data", data_path, sizeof data_path));
 
-    flip_byte(data_path, 3 * U + 1000);
+    CHECK(flip_byte(data_path, 3 * U + 1000));
     CHECK_EQ_INT(read_range(cache, &blob, 0, blob.size), 3 * U);
     disk_cache_counters counters;
     disk_cache_get_counters(cache, &counters);
@@ -165,7 +155,7 @@ static void test_a_damaged_unit_is_dropped_not_served(void)
     CHECK_EQ_INT(read_range(cache, &blob, 4 * U, 4 * U), 4 * U);
 
     /* A read of a few bytes of a damaged unit verifies the whole unit, so it is caught too. */
-    flip_byte(data_path, 6 * U + 3000);
+    CHECK(flip_byte(data_path, 6 * U + 3000));
     CHECK_EQ_INT(read_range(cache, &blob, 6 * U + 10, 100), 0);
     CHECK_EQ_INT(read_range(cache, &blob, 5 * U + 10, 2 * U), U - 10);
     disk_cache_get_counters(cache, &counters);
