@@ -13,7 +13,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "loader"))
-from loader_models import expected_slice, llama_config, llama_tensors, write_model  # noqa: E402
+from loader_models import expected_slice, llama_model  # noqa: E402
 
 BUILD_DIR = os.environ["HUBFS_BUILD_DIR"]
 SOURCE_DIR = os.environ["HUBFS_SOURCE_DIR"]
@@ -42,11 +42,7 @@ def prefix(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("llama"))
-    config = llama_config()
-    tensors = llama_tensors(config, seed=21)
-    write_model(directory, config, tensors, shards=2)
-    return directory, config, tensors
+    return llama_model(str(tmp_path_factory.mktemp("llama")), seed=21, shards=2)
 
 
 def libdir(prefix):

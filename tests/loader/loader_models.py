@@ -79,6 +79,14 @@ def write_model(directory, config, tensors, shards=1):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
 
 
+
+def llama_model(directory, seed, shards=2):
+    """A default-shaped Llama written to `directory`: (directory, config, tensors)."""
+    config = llama_config()
+    tensors = llama_tensors(config, seed=seed)
+    write_model(directory, config, tensors, shards=shards)
+    return directory, config, tensors
+
 def read_safetensors(path):
     """name -> (dtype, array), read by the real safetensors package."""
     with open(path, "rb") as f:

@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from loader_models import expected_slice, llama_config, llama_tensors, read_safetensors, write_model
+from loader_models import expected_slice, llama_model, read_safetensors
 
 FAKE = os.path.join(os.environ["HUBFS_BUILD_DIR"], "tests", "loader", "hubfs_fake_cuda")
 PINNED_MAX = 1 << 30  # the documented bound of the staging ring
@@ -40,11 +40,7 @@ def assert_clean(report, contexts):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("llama"))
-    config = llama_config()
-    tensors = llama_tensors(config, seed=5)
-    write_model(directory, config, tensors, shards=2)
-    return directory, config, tensors
+    return llama_model(str(tmp_path_factory.mktemp("llama")), seed=5, shards=2)
 
 
 @pytest.mark.parametrize("device,devices", [(0, 1), (1, 2)])

@@ -17,7 +17,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "loader"))
-from loader_models import expected_slice, llama_config, llama_tensors, write_model  # noqa: E402
+from loader_models import expected_slice, llama_model  # noqa: E402
 
 import hubfs  # noqa: E402
 
@@ -35,11 +35,7 @@ def no_launcher(monkeypatch):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A sharded Llama with GQA (8 heads, 2 kv heads), biases, BF16/F16/F32 tensors."""
-    directory = str(tmp_path_factory.mktemp("llama"))
-    config = llama_config()
-    tensors = llama_tensors(config, seed=9)
-    write_model(directory, config, tensors, shards=3)
-    return directory, config, tensors
+    return llama_model(str(tmp_path_factory.mktemp("llama")), seed=9, shards=3)
 
 
 def raw_bytes(tensor):

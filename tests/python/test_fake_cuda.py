@@ -14,7 +14,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "loader"))
-from loader_models import expected_slice, llama_config, llama_tensors, write_model  # noqa: E402
+from loader_models import expected_slice, llama_model  # noqa: E402
 
 FAKE_LIBRARY = os.environ["HUBFS_FAKE_CUDA_LIBRARY"]
 CLEARED = ("HUBFS_FAKE_CUDA_", "CUDA_VISIBLE_DEVICES", "LOCAL_RANK", "OMPI_", "SLURM_", "RANK", "WORLD_SIZE")
@@ -92,11 +92,7 @@ def assert_clean(report, contexts):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("llama"))
-    config = llama_config()
-    tensors = llama_tensors(config, seed=17)
-    write_model(directory, config, tensors, shards=2)
-    return directory, config, tensors
+    return llama_model(str(tmp_path_factory.mktemp("llama")), seed=17, shards=2)
 
 
 DLPACK_CODES = {"BF16": [4, 16], "F16": [2, 16], "F32": [2, 32]}
