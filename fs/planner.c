@@ -19,6 +19,7 @@
 /* What a stream that began at a tensor's first byte must have read before it earns the rest of
  * the tensor: more than the two 128 KiB windows the kernel reads around a single touch. */
 #define TENSOR_EVIDENCE_BYTES (512u << 10)
+#define KERNEL_REACH_PAST_HEADER (256u << 10)
 #define BLOCK_PAGE_BYTES 4096u
 /* Whole tensors read with no recognisable order before the rest of the file is prefetched. */
 #define BULK_AFTER_TENSORS 2
@@ -213,6 +214,12 @@ static uint64_t ahead_target(planner_stream *s, const planner_file *file, const 
 {
     const planner_tally *read = dense_reads(s);
     if (!read || read->reads < 2 || config->max_ahead == 0)
+        return s->end;
+    /* A stream that began in a safetensors header runs on past it by the kernel's read-ahead
+     * alone (two 64 KiB windows) when its reader wanted only the header: data read-ahead waits
+     * for reads well beyond that reach. */
+    uint64_t header = file->header_end ? file->header_end : config->header_probe;
+    if (file->is_safetensors && s->start < header && s->end < header + KERNEL_REACH_PAST_HEADER)
         return s->end;
     uint64_t read_so_far = s->end - read->first;
     const tensor_map *map = file->order ? file->order->map : NULL;

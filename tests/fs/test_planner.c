@@ -332,6 +332,22 @@ static void header_reads_fetch_the_header(void)
         CHECK(plan.demand.begin == at && plan.demand.end == 300 * KIB);
         CHECK(plan.ahead.end == plan.ahead.begin);
     }
+
+    /* The kernel's read-ahead runs two 64 KiB windows past a header its reader stopped at:
+     * that earns no data read-ahead. A reader going on well past it (cat) earns it. */
+    planner_file header_then_data = {.size = 64 * MIB, .is_safetensors = true, .header_end = 100 * KIB};
+    planner_streams_init(&streams);
+    uint64_t at = 0;
+    for (; at < 100 * KIB + 128 * KIB; at += 64 * KIB) {
+        planner_plan_read(&streams, &header_then_data, &config, at, 64 * KIB, &plan);
+        CHECK(plan.ahead.end == plan.ahead.begin);
+    }
+    uint64_t asked = 0;
+    for (; at < MIB; at += 64 * KIB) {
+        planner_plan_read(&streams, &header_then_data, &config, at, 64 * KIB, &plan);
+        asked = plan.ahead.end > asked ? plan.ahead.end : asked;
+    }
+    CHECK(asked > MIB);
     CHECK_EQ_INT(marked_bytes(f.fetched, f.pages), 0);
     test_file_clear(&f);
 }
