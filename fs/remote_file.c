@@ -53,10 +53,13 @@ void remote_file_free(remote_file *file)
 
 /* Lock order: the context's open_files_lock, then the file's lock. */
 /* The served bitmap, made at the first open (kept until unmount: the kernel keeps pages across
- * opens). Without memory for it, speculation just does not know. */
+ * opens). Without it (no memory, or a size past any real file that a hostile tree may claim),
+ * speculation just does not know. */
+#define SERVED_MAP_MAX_FILE_BYTES ((uint64_t)1 << 40)   /* a 32 MiB map */
+
 static void ensure_served_map(remote_file *file)
 {
-    if (atomic_load(&file->served_pages))
+    if (atomic_load(&file->served_pages) || file->source.size > SERVED_MAP_MAX_FILE_BYTES)
         return;
     size_t words = (size_t)((file->source.size + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE + 63) / 64;
     uint64_t *map = calloc(words ? words : 1, sizeof *map);

@@ -67,12 +67,15 @@ def probe(path, figures=None):
     return out["error"], out["names"], {k: (v if v.isupper() else bytes.fromhex(v)) for k, v in out["files"].items()}
 
 
-def read_one(path, figures=None):
-    """bytes of path, or its errno name; read in a child with a deadline."""
-    code = ("import sys, errno\ntry:\n    sys.stdout.buffer.write(b'OK' + open(sys.argv[1], 'rb').read())\n"
+def read_one(path, figures=None, length=-1):
+    """bytes of path (its first `length`, or all), or its errno name; read in a child with a
+    deadline."""
+    code = ("import sys, errno\ntry:\n"
+            "    sys.stdout.buffer.write(b'OK' + open(sys.argv[1], 'rb').read(int(sys.argv[2])))\n"
             "except OSError as e:\n    sys.stdout.buffer.write(errno.errorcode[e.errno].encode())\n")
     try:
-        done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=DEADLINE_S)
+        done = subprocess.run([sys.executable, "-c", code, path, str(length)], capture_output=True,
+                              timeout=DEADLINE_S)
     except subprocess.TimeoutExpired:
         if figures is not None:
             figures.hangs += 1
@@ -233,6 +236,33 @@ def test_tree_past_a_million_entries_keeps_the_first_million(hub, figures):
     assert len(gaps) == 1 and (f"entries past the first {limit} left out (the list has more than "
                                f"{limit} entries)") in gaps[0], gaps
 
+
+def largest_mapping(pid):
+    """Bytes of the largest region of the process's address space."""
+    largest = 0
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            begin, end = (int(x, 16) for x in line.split()[0].split("-"))
+            largest = max(largest, end - begin)
+    return largest
+
+
+def test_a_file_claiming_128_tib_costs_no_memory_for_its_size(hub, figures):
+    """The tree may claim any size: opening and reading such a file is a clean error, and the
+    daemon reserves nothing in proportion to the claim (not even address space)."""
+    claimed = 1 << 47
+    with HostileProxy(hub.url) as proxy:
+        item = {"type": "file", "oid": SHA_OID, "size": claimed, "path": "huge.bin"}
+        proxy.script("GET", f"/api/models/{REPO}/tree/", tree_with(proxy, [item]))
+        with mounted_through(proxy) as m:
+            path = os.path.join(m.path, REPO, "huge.bin")
+            assert os.stat(path).st_size == claimed
+            got = read_one(path, figures, length=1 << 20)
+            largest = largest_mapping(m.pid)
+            assert_daemon_healthy(m)
+    figures.count("huge_claim")
+    assert got in CLEAN_ERRORS, got if isinstance(got, str) else f"{len(got)} bytes served"
+    assert largest < 1 << 30, f"a {largest >> 20} MiB region for a file claiming {claimed >> 40} TiB"
 
 def test_hostile_lfs_oid_never_becomes_a_cache_path(hub, figures, tmp_path):
     """An lfs.oid (the cache's key) that is a path: refused, or kept inside the cache."""
