@@ -25,6 +25,7 @@ struct block {
     size_t present_count, inflight_count, served_count;
     bool fully_served;           /* every page went to the kernel: its page cache holds them */
     int pins;
+    int last_failure;            /* errno of the latest failed load, for a waiter that comes after it */
     block_waiter *waiters;
     block *hash_next;
     block *lru_prev, *lru_next;
@@ -463,6 +464,7 @@ void block_cache_complete(block_cache *cache, const page_run *run, int error)
     blk->inflight_count -= pages;
     cache->counters.pages_in_flight -= pages;
     if (error) {
+        blk->last_failure = error;
         cache->counters.load_failures++;
         if (!blk->whole_charge) {
             uint64_t bytes = page_bytes(blk, run->first_page, run->end_page);
@@ -510,7 +512,7 @@ int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, blo
         cache->counters.hits += present;
         result = 1;
     } else if (waiter_orphaned(blk, waiter)) {
-        result = -1;
+        result = -(blk->last_failure ? blk->last_failure : EIO);
     } else {
         cache->counters.hits += present;
         cache->counters.misses += waiter->end_page - waiter->first_page - present;

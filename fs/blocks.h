@@ -103,7 +103,8 @@ bool block_cache_has(block_cache *cache, block *blk, size_t from, size_t to);
 
 /* Registers waiter for bytes [from, to) of a pinned block (the caller keeps its pin until
  * on_ready). Returns 0 when registered, 1 when all is present already (not registered), or
- * -1 when a page is neither present nor claimed (claim it first, then wait again). */
+ * a negative errno (the latest load failure's) when a page is neither present nor claimed:
+ * claim it first, then wait again. */
 int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, block_waiter *waiter);
 
 /* Withdraws a registered waiter. True when it was still registered (on_ready will never be

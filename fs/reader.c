@@ -416,10 +416,11 @@ static read_request *new_request(open_file *handle, fuse_req_t req, uint64_t off
     return rq;
 }
 
-/* Registers the part as a waiter (or finds it present). Returns whether it waits, or -1. */
+/* Registers the part as a waiter (or finds it present). Returns whether it waits, or a negative errno. */
 static int wait_for_part(open_file *handle, read_request *rq, request_part *part, uint64_t block_start)
 {
     block_cache *blocks = handle->context->blocks;
+    int failure = EIO;
     for (int attempt = 0; attempt < 3; attempt++) {
         atomic_fetch_add(&rq->pending, 1);
         int waiting = block_cache_wait(blocks, part->blk, part->from, part->to, &part->waiter);
@@ -428,10 +429,12 @@ static int wait_for_part(open_file *handle, read_request *rq, request_part *part
         atomic_fetch_sub(&rq->pending, 1);
         if (waiting == 1)
             return 0;
+        failure = -waiting;
         /* A fetch of its pages failed meanwhile: claim them again. */
         schedule_range(handle->file, block_start + part->from, block_start + part->to, FETCH_DEMAND, false, true);
     }
-    return -1;
+    /* A refusal (gated, bad token) or lack of memory says so; anything else failed in transit. */
+    return -(failure == EACCES || failure == ENOMEM ? failure : EIO);
 }
 
 void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size)
@@ -473,7 +476,7 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
         uint64_t block_start = block_index(part->blk) * block_size;
         int waiting = wait_for_part(handle, rq, part, block_start);
         if (waiting < 0)
-            set_error(rq, EIO);
+            set_error(rq, -waiting);
         if (waiting > 0) {
             waits = true;   /* queued read-ahead holds its pages: the reader must not wait behind it */
             fetcher_promote(context->fetch_pool, file->source.id, block_start + part->from, part->to - part->from);

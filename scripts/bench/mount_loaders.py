@@ -99,24 +99,29 @@ def _by_run(entries, where, loader):
     return {m["run"]: m for m in entries if m["where"] == where and m["loader"] == loader}
 
 
+def _costs(by_run):
+    """What the mount (or the download) fetched, its CPU per GB of shards and its peak RSS."""
+    return {key: _summary([m[key] for m in by_run.values()]) for key in ("fetched_mb", "cpu_s_per_gb",
+                                                                          "peak_rss_mib")}
+
+
 def _row(entries, loader):
     """One loader's figures over the runs; the ratios within each run."""
-    on_mount, on_copy = _by_run(entries, "mount", loader), _by_run(entries, "copy", loader)
-    cat, download = _by_run(entries, "mount", REFERENCE), _by_run(entries, "download", DOWNLOAD)
+    download = _by_run(entries, "download", DOWNLOAD)
     if loader == DOWNLOAD:
-        on_mount, on_copy = {}, {}
+        return {"loader": loader, "mount_s": None, "mount_over_cat": None,
+                "download_then_load_s": _summary([m["seconds"] for m in download.values()]),
+                "mount_over_download_then_load": None, **_costs(download)}
+    on_mount, on_copy = _by_run(entries, "mount", loader), _by_run(entries, "copy", loader)
+    cat = _by_run(entries, "mount", REFERENCE)
     then_load = {r: download[r]["seconds"] + m["seconds"] for r, m in on_copy.items() if r in download}
-    own = download if loader == DOWNLOAD else on_mount
     return {"loader": loader,
             "mount_s": _summary([m["seconds"] for m in on_mount.values()]),
             "mount_over_cat": _summary([m["seconds"] / cat[r]["seconds"] for r, m in on_mount.items() if r in cat]),
-            "download_then_load_s": _summary(list(then_load.values())) if loader != DOWNLOAD
-            else _summary([m["seconds"] for m in download.values()]),
+            "download_then_load_s": _summary(list(then_load.values())),
             "mount_over_download_then_load": _summary([on_mount[r]["seconds"] / s for r, s in then_load.items()
                                                        if r in on_mount]),
-            "fetched_mb": _summary([m["fetched_mb"] for m in own.values()]),
-            "cpu_s_per_gb": _summary([m["cpu_s_per_gb"] for m in own.values()]),
-            "peak_rss_mib": _summary([m["peak_rss_mib"] for m in own.values()])}
+            **_costs(on_mount)}
 
 
 def build(measurements, model, conditions):

@@ -5,6 +5,7 @@
 #include "check.h"
 #include "read_path_support.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -185,7 +186,7 @@ static void waiters(void)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         latch_init(all[i]);
 
-    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -EIO);   /* nothing failed yet */
     CHECK(!block_cache_cancel_wait(cache, &unclaimed.waiter));   /* never registered */
 
     page_run a[MAX_RUNS], b[MAX_RUNS];
@@ -195,18 +196,19 @@ static void waiters(void)
     CHECK_EQ_INT(block_cache_wait(cache, blk, 4 * PAGE, 8 * PAGE, &on_b.waiter), 0);
     CHECK_EQ_INT(block_cache_wait(cache, blk, 2 * PAGE, 6 * PAGE, &on_both.waiter), 0);
     CHECK_EQ_INT(block_cache_wait(cache, blk, 5 * PAGE, 6 * PAGE, &withdrawn.waiter), 0);
-    CHECK_EQ_INT(block_cache_wait(cache, blk, 7 * PAGE, 9 * PAGE, &unclaimed.waiter), -1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 7 * PAGE, 9 * PAGE, &unclaimed.waiter), -EIO);
     CHECK(block_cache_cancel_wait(cache, &withdrawn.waiter));
     CHECK(!block_cache_cancel_wait(cache, &withdrawn.waiter));
 
-    /* Run a fails: its waiters hear why, on_b still waits for run b. */
-    complete_runs(cache, a, 1, EIO);
+    /* Run a is refused: its waiters hear why, on_b still waits for run b, and a waiter that
+     * comes after the failure hears the same reason. */
+    complete_runs(cache, a, 1, EACCES);
     CHECK_EQ_INT(latch_fired(&on_a), 1);
-    CHECK_EQ_INT(on_a.error, EIO);
+    CHECK_EQ_INT(on_a.error, EACCES);
     CHECK_EQ_INT(latch_fired(&on_both), 1);
-    CHECK_EQ_INT(on_both.error, EIO);
+    CHECK_EQ_INT(on_both.error, EACCES);
     CHECK_EQ_INT(latch_fired(&on_b), 0);
-    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &unclaimed.waiter), -EACCES);
     CHECK_EQ_INT(counters_of(cache).load_failures, 1);
 
     complete_runs(cache, b, 1, 0);
