@@ -333,6 +333,57 @@ static void served_blocks_go_first(void)
     block_cache_free(cache);
 }
 
+/* A block loaded whole is being streamed: its served pages stay until all are served, then its
+ * buffer serves the next block (no fresh pages to fault in and zero). A block holding only part
+ * of itself gives its served pages back at once. */
+static void streamed_blocks_pass_their_pages_on(void)
+{
+    enum { BIG = 64 * PAGE };   /* enough pages that serving half of one is worth giving back */
+    block_cache *cache = block_cache_new(4 * BIG, BIG);
+    block_source source = {.id = 8, .size = 8 * BIG};
+    page_run runs[MAX_RUNS];
+    block *streamed = pinned(cache, &source, 0);
+    size_t count = block_cache_claim(cache, streamed, 0, BIG, false, BIG, runs, MAX_RUNS);
+    for (size_t i = 0; i < count; i++) {
+        fill_run(&runs[i], BIG);
+        block_cache_complete(cache, &runs[i], 0);
+    }
+    block_cache_mark_served(cache, streamed, 0, BIG / 2);
+    block_cache_put(cache, streamed);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.served_dropped, 0);
+    CHECK_EQ_INT(c.memory_used, BIG);
+
+    block *part = pinned(cache, &source, 1);
+    CHECK_EQ_INT(block_cache_claim(cache, part, 0, BIG / 2, false, BIG, runs, MAX_RUNS), 1);
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    block_cache_mark_served(cache, part, 0, BIG / 2);
+    block_cache_put(cache, part);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.served_dropped, BIG / 2);
+    CHECK_EQ_INT(c.memory_used, BIG);
+
+    streamed = pinned(cache, &source, 0);
+    CHECK(block_cache_has(cache, streamed, 0, BIG));
+    block_cache_mark_served(cache, streamed, BIG / 2, BIG);
+    block_cache_put(cache, streamed);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.released, 1);
+    CHECK_EQ_INT(c.memory_used, BIG);   /* the spare */
+
+    block *next = pinned(cache, &source, 2);   /* takes the spare: no new memory */
+    count = block_cache_claim(cache, next, 0, BIG, false, BIG, runs, MAX_RUNS);
+    for (size_t i = 0; i < count; i++) {
+        fill_run(&runs[i], BIG);
+        block_cache_complete(cache, &runs[i], 0);
+    }
+    CHECK_EQ_INT(counters_of(cache).memory_used, BIG);
+    CHECK(block_bytes_right(next, BIG, 0, BIG));
+    block_cache_put(cache, next);
+    block_cache_free(cache);
+}
+
 /* An evicted complete block's buffer goes to the next block that claims most of itself: it is
  * charged whole once, and the accounting returns to zero when everything is gone. */
 static void spare_buffers(void)
@@ -578,6 +629,7 @@ int main(void)
     waiters();
     budget();
     served_blocks_go_first();
+    streamed_blocks_pass_their_pages_on();
     spare_buffers();
     copy_present();
     counters();

@@ -1,6 +1,7 @@
 """hubfs with a multi-GB sharded model (medium in the sanitized build): every byte, the fetch cost
 of one tensor-parallel slice, 32 concurrent readers under a small memory budget, and the
-throughput figures (cold through the mount vs curl, warm vs a local file)."""
+throughput figures (cold through the mount vs curl, warm vs a local file) with the daemon's
+peak RSS at default settings."""
 import json
 import os
 import random
@@ -54,6 +55,32 @@ def record(**figures):
     print(json.dumps(figures))
 
 
+class PeakRss:
+    """Samples the daemon's resident memory every 20 ms while the block runs."""
+
+    def __init__(self, mount):
+        self.mount, self.peak, self.samples = mount, 0, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample)
+
+    def _sample(self):
+        while not self.done.wait(0.02):
+            self.peak = max(self.peak, self.mount.rss())
+            self.samples += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+# Issue 11's bound at default settings (224 MiB budget); ASan adds shadow memory and quarantine.
+DEFAULT_PEAK_RSS_LIMIT = (256 + (768 if SANITIZED else 0)) * MIB
+
+
 def test_every_byte_of_a_sharded_model_and_throughput(big):
     hub, model = big
     names = sorted(os.listdir(model))
@@ -63,7 +90,7 @@ def test_every_byte_of_a_sharded_model_and_throughput(big):
                            hub.resolve_url(REPO, "main", largest)], capture_output=True, text=True, timeout=300)
     assert curl.returncode == 0, curl.stderr
     curl_bytes, curl_seconds = curl.stdout.split()
-    with Mount(hub.hub_url) as m:
+    with Mount(hub.hub_url) as m, PeakRss(m) as rss:
         repo = os.path.join(m.path, REPO)
         assert sorted(os.listdir(repo)) == names
         cold = read_all(os.path.join(repo, largest))
@@ -75,10 +102,12 @@ def test_every_byte_of_a_sharded_model_and_throughput(big):
             assert sha256_of(os.path.join(repo, name)) == want[name], name
         stats = m.stats()
     assert stats["memory_used"] <= stats["memory_budget"]
+    # Every shard read cold and sequentially (3 GB; 1 GB sanitized) at default settings.
+    assert rss.samples > 10 and rss.peak <= DEFAULT_PEAK_RSS_LIMIT, f"peak RSS {rss.peak / MIB:.0f} MiB"
     record(model=PRESET, file=largest, file_bytes=os.path.getsize(os.path.join(model, largest)),
            cold_mount_MBps=round(cold), curl_MBps=round(int(curl_bytes) / float(curl_seconds) / 1e6),
            warm_mount_MBps=round(warm_mount), warm_local_MBps=round(warm_local), warm_fuse_reads=warm_reads,
-           wasted_bytes=stats["wasted_bytes"])
+           wasted_bytes=stats["wasted_bytes"], peak_rss_MiB=round(rss.peak / MIB))
 
 
 def test_one_tensor_parallel_slice_fetches_little_more_than_itself(big):
