@@ -533,11 +533,6 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
     if (target > from && !enough_ahead)
         plan->ahead = (plan_range){from, target};
     s->asked_until = max_u64(s->asked_until, max_u64(plan->ahead.end, plan->demand.end));
-    if (getenv("HUBFS_PLAN_DEBUG"))
-        fprintf(stderr, "plan off=%lu len=%lu s=%lu-%lu t=%zu at=%d placed=%d crossed=%d asked=%lu ahead=%lu-%lu\n",
-                (unsigned long)offset, (unsigned long)length, (unsigned long)s->start, (unsigned long)s->end, s->tensor,
-                s->at_tensor_start, s->placed, s->crossed, (unsigned long)s->asked_until,
-                (unsigned long)plan->ahead.begin, (unsigned long)plan->ahead.end);
     if (file->order && config->max_ahead) {
         plan_tensors(file->order, config, offset, end, file->size, plan);
         plan->uncounted = false;
