@@ -74,14 +74,19 @@ typedef struct planner_stream {
     bool placed;                 /* tensor and at_tensor_start were set with the tensor map */
     uint64_t tensor_read_before; /* its tensor's read prefix (read_prefix) when it began */
     bool crossed;                /* it read past that tensor's end: a file-order reader */
+    bool taught;                 /* the slice learner has seen it */
+    uint64_t predicted_end;      /* where its slice ends, by the rank's learnt share; 0: unknown */
     bool consumed_reported;
     uint64_t last_used;
 } planner_stream;
 
-/* Per open file: the reader's recent streams (several threads may read one file at once). */
+/* Per open file: the reader's recent streams (several threads may read one file at once), and
+ * the share of each tensor it slices (a rank's: [index/parts, (index + 1)/parts)), once known. */
 typedef struct planner_streams {
     planner_stream streams[PLANNER_STREAMS];
     uint64_t clock;
+    uint32_t share_parts, share_index;
+    unsigned share_agreements;   /* slices in a row after the first that had that share */
 } planner_streams;
 
 /* Per remote file, once its tensor map is known: the visiting order learnt from all readers. */

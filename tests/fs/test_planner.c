@@ -1,9 +1,10 @@
 /* The read planner: a new stream fetches its read and no more; read-ahead is earned by reading
  * on, as much as was read; safetensors header reads fetch the header only; a tensor reader earns
  * the rest of its tensor once it has read on, a slice reader a sixteenth of what it read, within
- * the tensor; whole tensors read in file, name or module (layer by layer) order teach that order
- * and the next tensors along it are prefetched, within a window bounded by what was read whole;
- * touching each tensor's first bytes (a meta-device load) fetches no tensor data. */
+ * the tensor, or its whole slice once a rank's share of each tensor is learnt; whole tensors
+ * read in file, name or module (layer by layer) order teach that order and the next tensors
+ * along it are prefetched, within a window bounded by what was read whole; touching each
+ * tensor's first bytes (a meta-device load) fetches no tensor data. */
 #include "check.h"
 #include "planner.h"
 #include "safetensors_builder.h"
@@ -421,6 +422,59 @@ static void tensor_and_slice_readers(void)
     test_file_clear(&f);
 }
 
+/* A rank's slices, one tensor after the other through one handle, in 64 KiB reads (what mmap
+ * faults ask): once two slices had one share of their tensors (rows [3/8, 4/8)), a slice that
+ * starts at that share of the next tensor is fetched to its end with its first read, and no
+ * further; a slice at another share, or after two slices that disagree, is not. */
+static void read_range(test_file *f, planner_streams *streams, uint64_t from, uint64_t to)
+{
+    for (uint64_t at = from; at < to; at += 64 * KIB)
+        plan_read(f, streams, at, to - at < 64 * KIB ? to - at : 64 * KIB);
+}
+
+static uint64_t share_begin(const tensor_extent *t, uint64_t k, uint64_t n)
+{
+    return t->begin + (t->end - t->begin) * k / n;
+}
+
+static uint64_t first_read_reach(test_file *f, planner_streams *streams, const tensor_extent *t, uint64_t k,
+                                 uint64_t n)
+{
+    read_plan plan = plan_read(f, streams, share_begin(t, k, n), 64 * KIB);
+    return plan.ahead.end > plan.ahead.begin ? plan.ahead.end : plan.demand.end;
+}
+
+static void read_share(test_file *f, planner_streams *streams, const tensor_extent *t, uint64_t k, uint64_t n)
+{
+    read_range(f, streams, share_begin(t, k, n), share_begin(t, k + 1, n));
+}
+
+static void a_ranks_share_is_learnt(void)
+{
+    st_tensor_spec specs[] = {{"a", 8 * MIB}, {"b", 12 * MIB}, {"c", 8 * MIB}, {"d", 16 * MIB}, {"e", 8 * MIB},
+                              {"f", 8 * MIB}, {"small", 1 * MIB}};
+    test_file f;
+    test_file_init(&f, specs, 7, 4096);
+    const tensor_extent *t = f.map->tensors;
+    planner_streams streams;
+    planner_streams_init(&streams);
+    read_share(&f, &streams, &t[0], 3, 8);
+    CHECK_EQ_INT(first_read_reach(&f, &streams, &t[1], 3, 8), share_begin(&t[1], 3, 8) + 64 * KIB);   /* one: no lesson */
+    read_range(&f, &streams, share_begin(&t[1], 3, 8) + 64 * KIB, share_begin(&t[1], 4, 8));
+    CHECK_EQ_INT(first_read_reach(&f, &streams, &t[3], 3, 8), share_begin(&t[3], 4, 8));   /* the whole share */
+    read_range(&f, &streams, share_begin(&t[3], 3, 8) + 64 * KIB, share_begin(&t[3], 4, 8));
+    read_share(&f, &streams, &t[6], 3, 8);   /* a share too small to tell: the lesson stands */
+    memset(f.fetched, 0, f.pages);
+    CHECK_EQ_INT(first_read_reach(&f, &streams, &t[2], 3, 8), share_begin(&t[2], 4, 8));
+    CHECK_EQ_INT(marked_bytes(f.fetched, f.pages), share_begin(&t[2], 4, 8) - share_begin(&t[2], 3, 8));
+    read_range(&f, &streams, share_begin(&t[2], 3, 8) + 64 * KIB, share_begin(&t[2], 4, 8));
+    /* Another share of the next tensor: nothing predicted for it; it teaches the new share. */
+    CHECK_EQ_INT(first_read_reach(&f, &streams, &t[4], 5, 8), share_begin(&t[4], 5, 8) + 64 * KIB);
+    read_range(&f, &streams, share_begin(&t[4], 5, 8) + 64 * KIB, share_begin(&t[4], 6, 8));
+    CHECK_EQ_INT(first_read_reach(&f, &streams, &t[5], 3, 8), share_begin(&t[5], 3, 8) + 64 * KIB);
+    test_file_clear(&f);
+}
+
 /* ---- the learned order ---------------------------------------------------------------------- */
 
 /* Tensors t00..t15 of 3 MiB, name t<i> at file position 5i mod 16: no two tensors next to each
@@ -714,6 +768,7 @@ int main(void)
     data_after_a_short_header();
     header_reads_fetch_the_header();
     tensor_and_slice_readers();
+    a_ranks_share_is_learnt();
     file_order_is_learned();
     name_order_is_learned();
     module_order_is_learned_by_layer();
