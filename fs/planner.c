@@ -111,6 +111,21 @@ static planner_stream *oldest_stream(planner_streams *streams)
     return oldest;
 }
 
+/* The tensor holding offset, else the first that starts after it. */
+static size_t first_tensor_from(const tensor_map *map, uint64_t offset)
+{
+    size_t first = tensor_map_find(map, offset);
+    if (first < map->count)
+        return first;
+    size_t low = 0, high = map->count;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (map->tensors[mid].begin < offset) low = mid + 1;
+        else high = mid;
+    }
+    return low;
+}
+
 /* The tensor a new stream belongs to: the last one whose first byte the read covers, else the
  * one holding the read's first byte. */
 static void place_stream(planner_stream *s, const tensor_map *map, uint64_t offset, uint64_t end)
@@ -120,18 +135,9 @@ static void place_stream(planner_stream *s, const tensor_map *map, uint64_t offs
     s->placed = map != NULL;
     if (!map)
         return;
-    size_t index = tensor_map_find(map, offset);
-    if (index == map->count) {   /* in a gap or the header: the next tensor may start in the read */
-        size_t low = 0, high = map->count;
-        while (low < high) {
-            size_t mid = low + (high - low) / 2;
-            if (map->tensors[mid].begin < offset) low = mid + 1;
-            else high = mid;
-        }
-        index = low;
-    } else if (map->tensors[index].begin < offset) {
+    size_t index = first_tensor_from(map, offset);   /* in a gap or the header: the next one */
+    if (index < map->count && map->tensors[index].begin < offset)
         index++;
-    }
     size_t covered = map->count;
     for (size_t i = index; i < map->count && map->tensors[i].begin < end; i++)
         covered = i;
@@ -538,21 +544,6 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
         uint64_t begin = t->begin > HEAD_BEFORE ? t->begin - HEAD_BEFORE : 0;
         plan->prefetch[plan->prefetch_count++] = (plan_range){begin, min_u64(t->begin + HEAD_AFTER, file_size)};
     }
-}
-
-/* The tensor holding offset, else the first that starts after it. */
-static size_t first_tensor_from(const tensor_map *map, uint64_t offset)
-{
-    size_t first = tensor_map_find(map, offset);
-    if (first < map->count)
-        return first;
-    size_t low = 0, high = map->count;
-    while (low < high) {
-        size_t mid = low + (high - low) / 2;
-        if (map->tensors[mid].begin < offset) low = mid + 1;
-        else high = mid;
-    }
-    return low;
 }
 
 void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end)

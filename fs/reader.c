@@ -113,11 +113,10 @@ static bool schedule_range(remote_file *file, uint64_t begin, uint64_t end, fetc
     return all_claimed;
 }
 
-/* Schedules pending hinted ranges until the budget refuses one. The handle's lock is held. */
 /* Speculation skips what the kernel was already answered (its page cache has it); large parts
  * are widened to whole units of the persistent cache, which stores only whole units: a few KiB
  * more now saves a request on every later mount. */
-static bool schedule_speculative_file(remote_file *file, plan_range range, fetch_priority priority)
+static bool schedule_speculative(remote_file *file, plan_range range, fetch_priority priority)
 {
     uint64_t from, to;
     for (uint64_t at = range.begin; remote_file_next_unserved(file, at, range.end, &from, &to); at = to) {
@@ -154,6 +153,8 @@ static uint64_t hint_window(open_file *handle)
  * The handle's lock is held. */
 static void pump_hints(open_file *handle)
 {
+    if (handle->hint_next >= handle->hint_count)
+        return;   /* nothing announced: no counters to read on every read */
     fetcher_counters fetches;
     block_cache_counters memory;
     fetcher_get_counters(handle->context->fetch_pool, &fetches);
@@ -172,7 +173,7 @@ static void pump_hints(open_file *handle)
         if (stop - hint->offset > allowance)
             stop = hint->offset + allowance;
         /* Pages another rank's reads already took are in the shared page cache: skipped. */
-        if (!schedule_speculative_file(handle->file, (plan_range){hint->offset, stop}, FETCH_BACKGROUND))
+        if (!schedule_speculative(handle->file, (plan_range){hint->offset, stop}, FETCH_BACKGROUND))
             return;
         allowance -= stop - hint->offset;
         hint->length = end - stop;   /* what is left of it for a later pump */
@@ -180,11 +181,6 @@ static void pump_hints(open_file *handle)
         if (hint->length == 0)
             handle->hint_next++;
     }
-}
-
-static void schedule_speculative(open_file *handle, plan_range range, fetch_priority priority)
-{
-    schedule_speculative_file(handle->file, range, priority);
 }
 
 /* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
@@ -213,7 +209,7 @@ static void start_repo_bulk(remote_file *reading)
         plan_range ranges[BULK_RANGES_MAX];
         size_t n = remote_file_bulk_ranges(others[i], window, ranges, BULK_RANGES_MAX);
         for (size_t k = 0; k < n; k++)
-            schedule_speculative_file(others[i], ranges[k], FETCH_BACKGROUND);
+            schedule_speculative(others[i], ranges[k], FETCH_BACKGROUND);
     }
 }
 
@@ -225,11 +221,11 @@ static void schedule_plan(open_file *handle, const read_plan *plan)
         !atomic_exchange(&file->repo->bulk_reading, true))
         start_repo_bulk(file);
     if (plan->ahead.end > plan->ahead.begin)
-        schedule_speculative(handle, plan->ahead, FETCH_AHEAD);
+        schedule_speculative(file, plan->ahead, FETCH_AHEAD);
     if (plan->rest.end > plan->rest.begin)
-        schedule_speculative(handle, plan->rest, FETCH_AHEAD);
+        schedule_speculative(file, plan->rest, FETCH_AHEAD);
     for (size_t i = 0; i < plan->prefetch_count; i++)
-        schedule_speculative(handle, plan->prefetch[i], FETCH_BACKGROUND);
+        schedule_speculative(file, plan->prefetch[i], FETCH_BACKGROUND);
 }
 
 /* ---- the header, fetched at open -------------------------------------------------------- */
