@@ -112,7 +112,7 @@ void cache_encode_index_header(const cache_index_header *header, uint8_t out[CAC
     put_u64(out + 16, header->blob_size);
     put_u32(out + 24, (uint32_t)etag_len);
     memcpy(out + INDEX_ETAG_OFFSET, header->etag, etag_len);
-    put_u32(out + 28, cache_checksum(out, CACHE_INDEX_HEADER_SIZE));  /* crc taken with this field 0 */
+    put_u32(out + 28, cache_checksum(out, CACHE_INDEX_HEADER_SIZE));  /* checksum taken with this field 0 */
 }
 
 bool cache_decode_index_header(const uint8_t in[CACHE_INDEX_HEADER_SIZE], cache_index_header *header)

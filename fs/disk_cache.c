@@ -3,7 +3,7 @@
  *
  * Crash safety. Units are written and fdatasync'ed before their index records say PRESENT, so
  * a record never precedes its data onto the disk; the records themselves are not synced, as
- * losing them only loses cached units. Every read verifies each unit's crc32 whatever happened
+ * losing them only loses cached units. Every read verifies each unit's checksum (XXH3) whatever happened
  * before: a crash, a torn write, a damaged disk, someone editing the files.
  */
 #include "disk_cache_internal.h"

@@ -40,8 +40,9 @@ void fs_options_print_help(FILE *out)
           "  --no-disk-cache       keep nothing on disk\n"
           "  --memory-budget SIZE  memory for read-ahead, prefetch and cached blocks, all files\n"
           "                        together; what the kernel's page cache holds is not kept twice\n"
-          "                        (default 224M: the daemon stays under 256 MiB; more lets a loader\n"
-          "                        that reads a model in its own order have more of it prefetched)\n"
+          "                        (default 224M, or 4 blocks if larger: the daemon stays under 256 MiB;\n"
+          "                        more lets a loader that reads a model in its own order have more\n"
+          "                        of it prefetched)\n"
           "  --block-size SIZE     unit of the memory cache's bookkeeping (default 8M); reads fetch\n"
           "                        what they need, pages of 4 KiB, not whole blocks\n"
           "  --readahead-max SIZE  largest read-ahead and prefetch window of one file (default 128M;\n"
@@ -173,7 +174,10 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (!fs_parse_size(value, &bytes))
         return fail(error, error_size, "option %s: '%s' is not a size (examples: 512M, 20G)", name, value);
     if (strcmp(key, "cache-size") == 0) o->cache_size = bytes;
-    else if (strcmp(key, "memory-budget") == 0) o->memory_budget = bytes;
+    else if (strcmp(key, "memory-budget") == 0) {
+        o->memory_budget = bytes;
+        o->memory_budget_given = true;
+    }
     else if (strcmp(key, "readahead-max") == 0) o->readahead_max = bytes;
     else {
         if (bytes < 64 * 1024 || bytes > 64 * MIB || (bytes & (bytes - 1)))
@@ -278,6 +282,8 @@ int fs_options_parse(int argc, char **argv, bool mount_helper, fs_options *o, ch
         return 0;
     if (!o->mountpoint)
         return fail(error, error_size, "missing MOUNTPOINT (usage: hubfs mount MOUNTPOINT [options])");
+    if (!o->memory_budget_given && o->memory_budget < 4ULL * o->block_size)
+        o->memory_budget = 4ULL * o->block_size;
     if (o->memory_budget < 4ULL * o->block_size)
         return fail(error, error_size, "--memory-budget must hold at least 4 blocks (%lluM with %lluM blocks)",
                     (unsigned long long)(4ULL * o->block_size / MIB), (unsigned long long)(o->block_size / MIB));

@@ -21,6 +21,7 @@ typedef struct fs_options {
     uint64_t cache_size;
     bool disk_cache_enabled;
     uint64_t memory_budget;
+    bool memory_budget_given;    /* else the default grows to hold 4 blocks of a larger --block-size */
     uint32_t block_size;
     uint64_t readahead_max;
     int threads;

@@ -103,6 +103,12 @@ void remote_file_closed(remote_file *file)
     pthread_mutex_unlock(&context->open_files_lock);
 }
 
+/* Bits [from, to) of a 64-bit word, 0 <= from < to <= 64. */
+static uint64_t bits_between(unsigned from, unsigned to)
+{
+    return (to == 64 ? ~0ULL : (1ULL << to) - 1) & ~((1ULL << from) - 1);
+}
+
 void remote_file_note_served(remote_file *file, uint64_t offset, uint64_t length)
 {
     _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
@@ -112,61 +118,61 @@ void remote_file_note_served(remote_file *file, uint64_t offset, uint64_t length
     uint64_t first = (offset + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE;
     uint64_t end = offset + length >= file->source.size ? (file->source.size + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE
                                                          : (offset + length) / BLOCK_PAGE_SIZE;
-    for (uint64_t page = first; page < end; page++)
-        atomic_fetch_or_explicit(&map[page / 64], 1ULL << (page % 64), memory_order_relaxed);
+    for (uint64_t page = first; page < end;) {   /* a word at a time: one atomic per 256 KiB */
+        uint64_t word = page / 64;
+        unsigned to = end - word * 64 >= 64 ? 64 : (unsigned)(end - word * 64);
+        atomic_fetch_or_explicit(&map[word], bits_between((unsigned)(page % 64), to), memory_order_relaxed);
+        page = word * 64 + to;
+    }
 }
 
-static bool page_served(_Atomic uint64_t *map, uint64_t page)
+/* The first page of [page, last] that was served (served) or not (!served); last + 1 if none. */
+static uint64_t next_page_in_state(_Atomic uint64_t *map, uint64_t page, uint64_t last, bool served)
 {
-    return atomic_load_explicit(&map[page / 64], memory_order_relaxed) >> (page % 64) & 1;
+    while (page <= last) {
+        uint64_t word = atomic_load_explicit(&map[page / 64], memory_order_relaxed);
+        word = (served ? word : ~word) >> (page % 64);
+        if (word) {
+            page += (uint64_t)__builtin_ctzll(word);
+            return page <= last ? page : last + 1;
+        }
+        page = (page / 64 + 1) * 64;
+    }
+    return last + 1;
 }
 
-bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to)
+/* The first run of pages of [begin, end) in the state, clipped to [begin, end); false if none. */
+static bool next_run_in_state(remote_file *file, uint64_t begin, uint64_t end, bool served, uint64_t *from,
+                              uint64_t *to)
 {
     _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
     if (end > file->source.size)
         end = file->source.size;
-    if (begin >= end)
+    if (begin >= end || (!map && served))
         return false;
-    if (!map) {
+    if (!map) {   /* no map (a file too large for one): nothing counts as served */
         *from = begin;
         *to = end;
         return true;
     }
-    uint64_t page = begin / BLOCK_PAGE_SIZE, last = (end - 1) / BLOCK_PAGE_SIZE;
-    while (page <= last && page_served(map, page))
-        page++;
+    uint64_t last = (end - 1) / BLOCK_PAGE_SIZE;
+    uint64_t page = next_page_in_state(map, begin / BLOCK_PAGE_SIZE, last, served);
     if (page > last)
         return false;
-    uint64_t stop = page;
-    while (stop <= last && !page_served(map, stop))
-        stop++;
+    uint64_t stop = next_page_in_state(map, page, last, !served);
     *from = page * BLOCK_PAGE_SIZE > begin ? page * BLOCK_PAGE_SIZE : begin;
     *to = stop * BLOCK_PAGE_SIZE < end ? stop * BLOCK_PAGE_SIZE : end;
     return true;
 }
 
+bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to)
+{
+    return next_run_in_state(file, begin, end, false, from, to);
+}
+
 bool remote_file_next_served(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to)
 {
-    _Atomic uint64_t *map = (_Atomic uint64_t *)atomic_load(&file->served_pages);
-    if (end > file->source.size)
-        end = file->source.size;
-    if (!map || begin >= end)
-        return false;
-    uint64_t page = begin / BLOCK_PAGE_SIZE, last = (end - 1) / BLOCK_PAGE_SIZE;
-    while (page <= last && !page_served(map, page)) {
-        if (page % 64 == 0 && atomic_load_explicit(&map[page / 64], memory_order_relaxed) == 0)
-            page += 63;   /* a word of unserved pages at once */
-        page++;
-    }
-    if (page > last)
-        return false;
-    uint64_t stop = page;
-    while (stop <= last && page_served(map, stop))
-        stop++;
-    *from = page * BLOCK_PAGE_SIZE > begin ? page * BLOCK_PAGE_SIZE : begin;
-    *to = stop * BLOCK_PAGE_SIZE < end ? stop * BLOCK_PAGE_SIZE : end;
-    return true;
+    return next_run_in_state(file, begin, end, true, from, to);
 }
 
 void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length)
@@ -215,9 +221,14 @@ static disk_cache_blob_key cache_key_of(const remote_file *file)
                                  .hf_repo_folder = file->repo->hf_folder};
 }
 
+static uint64_t block_file_offset(const remote_file *file, const block *blk)
+{
+    return block_index(blk) * (uint64_t)block_cache_block_size(file->context->blocks);
+}
+
 static uint64_t run_file_offset(const remote_file *file, const page_run *run)
 {
-    return block_index(run->blk) * (uint64_t)block_cache_block_size(file->context->blocks) + block_run_offset(run);
+    return block_file_offset(file, run->blk) + block_run_offset(run);
 }
 
 /* ---- loading ----------------------------------------------------------------------------- */
@@ -366,7 +377,7 @@ void remote_file_store_run(void *opaque, const page_run *run)
         return;
     size_t from = block_run_offset(run), to = from + block_run_length(run);
     widen_to_units(file, run, &from, &to);
-    uint64_t block_start = block_index(run->blk) * (uint64_t)block_cache_block_size(context->blocks);
+    uint64_t block_start = block_file_offset(file, run->blk);
     disk_cache_blob_key key = cache_key_of(file);
     if (disk_cache_write_range(context->disk, &key, block_start + from, block_data(run->blk) + from, to - from) != 0)
         atomic_fetch_add(&context->stats.disk_write_failures, 1);

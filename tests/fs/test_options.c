@@ -85,6 +85,10 @@ static void refusals(void)
     CHECK_EQ_INT(fs_options_parse(4, tiny_budget, false, &o, error, sizeof error), -1);
     CHECK_STR_CONTAINS(error, "at least 4 blocks");
     fs_options_clear(&o);
+    char *large_blocks[] = {"mount", "/m", "--block-size", "64M", NULL};   /* the default budget makes room */
+    CHECK_EQ_INT(fs_options_parse(4, large_blocks, false, &o, error, sizeof error), 0);
+    CHECK_EQ_INT(o.memory_budget, 256 * MIB);
+    fs_options_clear(&o);
     char *unknown[] = {"mount", "/m", "--frobnicate", NULL};
     CHECK_EQ_INT(fs_options_parse(3, unknown, false, &o, error, sizeof error), -1);
     CHECK_STR_CONTAINS(error, "unknown option");
