@@ -214,6 +214,8 @@ def run_child(cmd, timeout_s, mounted=None, env=None):
             if reaper.is_alive() and mounted:  # the reader is stuck in the filesystem: ending the daemon frees it
                 mounted.kill()
             reaper.join(20)
+            if reaper.is_alive():
+                raise RuntimeError(f"{cmd[0]}: killed after {timeout_s} s and still not gone")
         seconds = time.monotonic() - started
         _, status, usage = reaped[0] if reaped else (None, None, None)
         proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else -signal.SIGKILL
@@ -398,8 +400,9 @@ class Bench:
         entry.update(result)
         entry["traffic"] = traffic(self, marks)
         daemon_cpu = cpu_after - cpu_before if None not in (cpu_before, cpu_after) else None  # None: it died
+        reader_cpu = result.get("reader_cpu_s", 0)  # None: the reader was never reaped
         entry.update(peak_rss_kib=rss, peak_rss_mib=rss / 1024 if rss else None, daemon_cpu_s=daemon_cpu,
-                     cpu_s=daemon_cpu + (result.get("reader_cpu_s") or 0) if daemon_cpu is not None else None)
+                     cpu_s=daemon_cpu + reader_cpu if None not in (daemon_cpu, reader_cpu) else None)
         if stats is not None:
             entry["fs_stats"] = stats
         (self.measurements if into is None else into).append(entry)

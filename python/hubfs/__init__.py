@@ -18,5 +18,12 @@ __all__ = ["HubfsError", "Tensor", "inspect", "iter_tensors", "load_rank"]
 
 def __getattr__(name):
     if name == "__version__":  # libhubfs's: the project's version, one place (CMakeLists.txt)
-        return _text(_lib().hubfs_library_version())
+        try:
+            return _text(_lib().hubfs_library_version())
+        except HubfsError:  # the library is missing: what pip installed says, not an error
+            from importlib.metadata import PackageNotFoundError, version
+            try:
+                return version("hubfs")
+            except PackageNotFoundError:
+                raise AttributeError("hubfs.__version__: libhubfs not found and no installed hubfs") from None
     raise AttributeError(f"module 'hubfs' has no attribute {name!r}")
