@@ -384,8 +384,9 @@ static void streamed_blocks_pass_their_pages_on(void)
     block_cache_free(cache);
 }
 
-/* An evicted complete block's buffer goes to the next block that claims most of itself: it is
- * charged whole once, and the accounting returns to zero when everything is gone. */
+/* An evicted complete block's buffer goes to the next block that claims pages of itself, even a
+ * read's worth (a stream claims a block that way): it is charged whole once, and the accounting
+ * returns to zero when everything is gone. */
 static void spare_buffers(void)
 {
     block_cache *cache = block_cache_new(BS, BS);
@@ -397,18 +398,18 @@ static void spare_buffers(void)
 
     block *blk1 = pinned(cache, &source, 1);
     page_run runs[MAX_RUNS];
-    CHECK_EQ_INT(claim(cache, blk1, 0, BS / 2, false, BS, runs), 1);
+    CHECK_EQ_INT(claim(cache, blk1, 0, BS / 16, false, BS, runs), 1);
     block_cache_counters c = counters_of(cache);
     CHECK_EQ_INT(c.evictions, 1);
     CHECK_EQ_INT(c.memory_used, BS);   /* the reused buffer, charged whole, not 1.5 blocks */
     CHECK(block_data(blk1) == buffer0);
     complete_runs(cache, runs, 1, 0);
-    CHECK(block_bytes_right(blk1, BS, 0, BS / 2));
-    CHECK_EQ_INT(claim(cache, blk1, BS / 2, BS, false, BS, runs), 1);
+    CHECK(block_bytes_right(blk1, BS, 0, BS / 16));
+    CHECK_EQ_INT(claim(cache, blk1, BS / 16, BS, false, BS, runs), 1);
     CHECK_EQ_INT(counters_of(cache).memory_used, BS);   /* already charged */
     complete_runs(cache, runs, 1, EIO);
     CHECK_EQ_INT(counters_of(cache).memory_used, BS);
-    CHECK_EQ_INT(claim(cache, blk1, BS / 2, BS, false, BS, runs), 1);
+    CHECK_EQ_INT(claim(cache, blk1, BS / 16, BS, false, BS, runs), 1);
     complete_runs(cache, runs, 1, 0);
     CHECK(block_bytes_right(blk1, BS, 0, BS));
     block_cache_put(cache, blk1);
