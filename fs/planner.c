@@ -408,19 +408,46 @@ static size_t predict_by_layer(const planner_order *order, size_t *out, size_t m
     return count;
 }
 
-/* Whether the last two visits each went to the next tensor in file order (by_name: in name
- * order). Needs three visits: one step in order happens by chance in any order. */
+/* Whether every tensor strictly between two in file order (by name order) is at most limit
+ * bytes: tensors a reader passing from one to the other may have read without the planner
+ * counting them (too small for a visit, or read around a touch of a neighbour). */
+static bool only_small_between(const tensor_map *map, size_t from, size_t to, uint64_t limit)
+{
+    for (size_t i = from + 1; i < to; i++)
+        if (map->tensors[i].end - map->tensors[i].begin > limit)
+            return false;
+    return true;
+}
+
+static bool only_small_between_by_name(const tensor_map *map, size_t from_rank, size_t to_rank, uint64_t limit)
+{
+    for (size_t r = from_rank + 1; r < to_rank; r++) {
+        const tensor_extent *t = &map->tensors[map->by_name[r]];
+        if (t->end - t->begin > limit)
+            return false;
+    }
+    return true;
+}
+
+/* Whether a visit to `to` after `from` went on along file (name) order: layer norms and biases,
+ * too small to count as visits, may lie between. */
+static bool step_in_order(const tensor_map *map, uint32_t from, uint32_t to, bool by_name)
+{
+    if (!by_name)
+        return to > from && only_small_between(map, from, to, TENSOR_EVIDENCE_BYTES);
+    size_t a = map->tensors[from].name_rank, b = map->tensors[to].name_rank;
+    return b > a && only_small_between_by_name(map, a, b, TENSOR_EVIDENCE_BYTES);
+}
+
+/* Whether the last two visits each went on along file order (by_name: name order). Needs three
+ * visits: one step in order happens by chance in any order. */
 static bool two_steps_in_order(const planner_order *order, bool by_name)
 {
     size_t n = order->history_count;
     if (n < 3)
         return false;
-    const tensor_map *map = order->map;
     uint32_t a = history_at(order, n - 3), b = history_at(order, n - 2), c = history_at(order, n - 1);
-    if (by_name)
-        return map->tensors[b].name_rank == map->tensors[a].name_rank + 1 &&
-               map->tensors[c].name_rank == map->tensors[b].name_rank + 1;
-    return b == a + 1 && c == b + 1;
+    return step_in_order(order->map, a, b, by_name) && step_in_order(order->map, b, c, by_name);
 }
 
 /* Tensors predicted to be read next, most likely first: by analogy with the previous layer,
@@ -497,26 +524,8 @@ static void plan_prefetch(planner_order *order, const planner_config *config, re
     }
 }
 
-/* Whether every tensor strictly between two in file order (by name order) is small enough for
- * the kernel to have read it around a touch of a neighbour: then a prober going from one to
- * the other visited them in order. */
+/* Small enough for the kernel to read it whole around a touch of a neighbour. */
 static bool is_small(const tensor_extent *t) { return t->end - t->begin <= HEAD_BEFORE + HEAD_AFTER; }
-
-static bool only_small_between(const tensor_map *map, size_t from, size_t to)
-{
-    for (size_t i = from + 1; i < to; i++)
-        if (!is_small(&map->tensors[i]))
-            return false;
-    return true;
-}
-
-static bool only_small_between_by_name(const tensor_map *map, size_t from_rank, size_t to_rank)
-{
-    for (size_t r = from_rank + 1; r < to_rank; r++)
-        if (!is_small(&map->tensors[map->by_name[r]]))
-            return false;
-    return true;
-}
 
 /* A new stream whose read covered tensor's first byte: a touch. Several in a row along file or
  * name order, and the next tensors' heads are fetched ahead. */
@@ -524,9 +533,9 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
 {
     const tensor_map *map = order->map;
     size_t last = order->last_touched;
-    bool file_next = last < map->count && tensor > last && only_small_between(map, last, tensor);
+    bool file_next = last < map->count && tensor > last && only_small_between(map, last, tensor, HEAD_BEFORE + HEAD_AFTER);
     size_t rank = map->tensors[tensor].name_rank, last_rank = last < map->count ? map->tensors[last].name_rank : 0;
-    bool name_next = last < map->count && rank > last_rank && only_small_between_by_name(map, last_rank, rank);
+    bool name_next = last < map->count && rank > last_rank && only_small_between_by_name(map, last_rank, rank, HEAD_BEFORE + HEAD_AFTER);
     order->file_order_touches = file_next ? order->file_order_touches + 1 : 0;
     order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
     order->last_touched = tensor;

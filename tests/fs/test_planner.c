@@ -2,7 +2,7 @@
  * on, as much as was read; safetensors header reads fetch the header only; a tensor reader earns
  * the rest of its tensor once it has read on, a slice reader a sixteenth of what it read, within
  * the tensor, or its whole slice once a rank's share of each tensor is learnt; whole tensors
- * read in file, name or module (layer by layer) order teach that order and the next tensors
+ * read in file, name (small tensors between) or module (layer by layer) order teach that order and the next tensors
  * along it are prefetched, within a window bounded by what was read whole; touching each
  * tensor's first bytes (a meta-device load) fetches no tensor data. */
 #include "check.h"
@@ -534,6 +534,50 @@ static void name_order_is_learned(void)
     test_file_clear(&f);
 }
 
+/* Large tensors big_a..big_p shuffled in the file as above, each followed in name order by a
+ * small one (big_a_norm: too small to count as a visit) kept at the file's end: a loader going
+ * through keys() in name order (safe_open, load_file) steps over a small tensor from each large
+ * one to the next. No digits in the names: no layer analogy to lean on. */
+static void name_order_across_small_tensors(void)
+{
+    static char names[2 * SHUFFLED][16];
+    st_tensor_spec specs[2 * SHUFFLED];
+    for (int i = 0; i < SHUFFLED; i++) {
+        snprintf(names[i], sizeof names[i], "big_%c", 'a' + i);
+        snprintf(names[SHUFFLED + i], sizeof names[SHUFFLED + i], "big_%c_norm", 'a' + i);
+        specs[i * 5 % SHUFFLED] = (st_tensor_spec){names[i], 3 * MIB};
+        specs[SHUFFLED + i] = (st_tensor_spec){names[SHUFFLED + i], 8 * KIB};
+    }
+    test_file f;
+    test_file_init(&f, specs, 2 * SHUFFLED, 4096);
+    size_t order[SHUFFLED];
+    for (size_t i = 0; i < SHUFFLED; i++)
+        order[i] = f.map->by_name[2 * i];
+    CHECK(strcmp(f.map->tensors[order[1]].name, "big_b") == 0);
+    planner_streams streams;
+    size_t learnt_at = 0;
+    for (size_t i = 0; i < 10; i++) {
+        if (i >= 4)   /* predicted before it is read */
+            CHECK(prefetch_position(&f, order[i]) != SIZE_MAX);
+        planner_streams_init(&streams);
+        read_tensor(&f, &streams, order[i], 512 * KIB);
+        if (i == 2)
+            learnt_at = f.prefetch_count;
+    }
+    /* From the third visit on, the large tensors handed out come in name order. */
+    size_t expected = 3;
+    for (size_t i = learnt_at; i < f.prefetch_count; i++) {
+        if (f.map->tensors[f.prefetched[i]].end - f.map->tensors[f.prefetched[i]].begin < MIB)
+            continue;
+        while (expected < SHUFFLED && prefetch_position(&f, order[expected]) < learnt_at)
+            expected++;   /* handed out before the order was known */
+        CHECK(expected < SHUFFLED && f.prefetched[i] == order[expected]);
+        expected++;
+    }
+    CHECK(expected >= 8);
+    test_file_clear(&f);
+}
+
 static const char *const module_order[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                            "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                            "mlp.down_proj"};
@@ -771,6 +815,7 @@ int main(void)
     a_ranks_share_is_learnt();
     file_order_is_learned();
     name_order_is_learned();
+    name_order_across_small_tensors();
     module_order_is_learned_by_layer();
     zero_padded_layers();
     touches_fetch_no_tensor_data();
