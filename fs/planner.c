@@ -408,35 +408,42 @@ static size_t predict_by_layer(const planner_order *order, size_t *out, size_t m
     return count;
 }
 
-/* Whether every tensor strictly between two in file order (by name order) is at most limit
- * bytes: tensors a reader passing from one to the other may have read without the planner
- * counting them (too small for a visit, or read around a touch of a neighbour). */
-static bool only_small_between(const tensor_map *map, size_t from, size_t to, uint64_t limit)
+/* The tensor at position i of file order (by_name: of name order). */
+static size_t tensor_at(const tensor_map *map, size_t i, bool by_name) { return by_name ? map->by_name[i] : i; }
+static size_t position_of(const tensor_map *map, size_t tensor, bool by_name)
 {
-    for (size_t i = from + 1; i < to; i++)
-        if (map->tensors[i].end - map->tensors[i].begin > limit)
-            return false;
-    return true;
+    return by_name ? map->tensors[tensor].name_rank : tensor;
 }
 
-static bool only_small_between_by_name(const tensor_map *map, size_t from_rank, size_t to_rank, uint64_t limit)
+static bool too_small_to_visit(const planner_order *order, size_t tensor)
 {
-    for (size_t r = from_rank + 1; r < to_rank; r++) {
-        const tensor_extent *t = &map->tensors[map->by_name[r]];
-        if (t->end - t->begin > limit)
+    const tensor_extent *t = &order->map->tensors[tensor];
+    return t->end - t->begin <= TENSOR_EVIDENCE_BYTES;
+}
+
+/* Whether `to` comes after `from` along file (name) order with only tensors between that pass
+ * the test: a reader going from one to the other in that order may have read them without the
+ * planner counting them. */
+static bool follows(const planner_order *order, size_t from, size_t to, bool by_name,
+                    bool (*passed)(const planner_order *, size_t))
+{
+    const tensor_map *map = order->map;
+    if (from >= map->count)
+        return false;
+    size_t a = position_of(map, from, by_name), b = position_of(map, to, by_name);
+    if (b <= a)
+        return false;
+    for (size_t i = a + 1; i < b; i++)
+        if (!passed(order, tensor_at(map, i, by_name)))
             return false;
-    }
     return true;
 }
 
 /* Whether a visit to `to` after `from` went on along file (name) order: layer norms and biases,
  * too small to count as visits, may lie between. */
-static bool step_in_order(const tensor_map *map, uint32_t from, uint32_t to, bool by_name)
+static bool step_in_order(const planner_order *order, uint32_t from, uint32_t to, bool by_name)
 {
-    if (!by_name)
-        return to > from && only_small_between(map, from, to, TENSOR_EVIDENCE_BYTES);
-    size_t a = map->tensors[from].name_rank, b = map->tensors[to].name_rank;
-    return b > a && only_small_between_by_name(map, a, b, TENSOR_EVIDENCE_BYTES);
+    return follows(order, from, to, by_name, too_small_to_visit);
 }
 
 /* Whether the last two visits each went on along file order (by_name: name order). Needs three
@@ -447,7 +454,7 @@ static bool two_steps_in_order(const planner_order *order, bool by_name)
     if (n < 3)
         return false;
     uint32_t a = history_at(order, n - 3), b = history_at(order, n - 2), c = history_at(order, n - 1);
-    return step_in_order(order->map, a, b, by_name) && step_in_order(order->map, b, c, by_name);
+    return step_in_order(order, a, b, by_name) && step_in_order(order, b, c, by_name);
 }
 
 /* Tensors predicted to be read next, most likely first: by analogy with the previous layer,
@@ -527,25 +534,39 @@ static void plan_prefetch(planner_order *order, const planner_config *config, re
 /* Small enough for the kernel to read it whole around a touch of a neighbour. */
 static bool is_small(const tensor_extent *t) { return t->end - t->begin <= HEAD_BEFORE + HEAD_AFTER; }
 
+/* Whether a toucher may have passed this tensor on its way: small enough for the kernel to read
+ * it around a neighbour's touch, or its head read already (the kernel's read around a touch
+ * reaches the next tensor's head). */
+static bool passed_by_toucher(const planner_order *order, size_t tensor)
+{
+    return is_small(&order->map->tensors[tensor]) || order->read_prefix[tensor] > 0;
+}
+
 /* A new stream whose read covered tensor's first byte: a touch. Several in a row along file or
- * name order, and the next tensors' heads are fetched ahead. */
+ * name order, and the next tensors' heads are fetched ahead; touching a head fetched so keeps
+ * the order going. */
 static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, read_plan *plan)
 {
     const tensor_map *map = order->map;
     size_t last = order->last_touched;
-    bool file_next = last < map->count && tensor > last && only_small_between(map, last, tensor, HEAD_BEFORE + HEAD_AFTER);
-    size_t rank = map->tensors[tensor].name_rank, last_rank = last < map->count ? map->tensors[last].name_rank : 0;
-    bool name_next = last < map->count && rank > last_rank && only_small_between_by_name(map, last_rank, rank, HEAD_BEFORE + HEAD_AFTER);
-    order->file_order_touches = file_next ? order->file_order_touches + 1 : 0;
-    order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
+    if (order->head_asked[tensor]) {
+        if (order->file_order_touches >= TOUCHES_BEFORE_HEADS)
+            order->file_order_touches++;
+        else
+            order->name_order_touches++;
+    } else {
+        bool file_next = follows(order, last, tensor, false, passed_by_toucher);
+        bool name_next = follows(order, last, tensor, true, passed_by_toucher);
+        order->file_order_touches = file_next ? order->file_order_touches + 1 : 0;
+        order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
+    }
     order->last_touched = tensor;
     bool by_file = order->file_order_touches >= TOUCHES_BEFORE_HEADS;
     if (!by_file && order->name_order_touches < TOUCHES_BEFORE_HEADS)
         return;
-    for (size_t k = 1; k <= HEADS_AHEAD && plan->prefetch_count < PLAN_MAX_PREFETCH; k++) {
-        size_t next = by_file ? tensor + k : rank + k < map->count ? map->by_name[rank + k] : map->count;
-        if (next >= map->count)
-            break;
+    size_t at = position_of(map, tensor, !by_file);
+    for (size_t k = 1; k <= HEADS_AHEAD && at + k < map->count && plan->prefetch_count < PLAN_MAX_PREFETCH; k++) {
+        size_t next = tensor_at(map, at + k, !by_file);
         if (order->head_asked[next])
             continue;
         order->head_asked[next] = 1;
@@ -576,8 +597,9 @@ static void plan_tensors(planner_order *order, const planner_config *config, uin
     for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
         const tensor_extent *t = &map->tensors[i];
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
-        /* A first read of a large tensor's first byte is a touch, whatever stream it joined. */
-        if (before == 0 && t->begin >= offset && !is_small(t))
+        /* A first read of a large tensor's first byte is a touch, whatever stream it joined, and
+         * whatever was read of its tail: the kernel reads around a touch of the next tensor. */
+        if (order->read_prefix[i] == 0 && t->begin >= offset && !is_small(t))
             plan_heads(order, i, file_size, plan);
         planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {

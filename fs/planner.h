@@ -12,14 +12,16 @@
  *   once it has read a few MiB (less is the kernel's own read-ahead's to cover),
  *   never past the tensor's end, until its reads cross into the next tensor.
  * - Tensors read whole, one after another, teach the file's visiting order: file order, name
- *   order, or the order the previous layer was read in (by layer-number analogy); the next
+ *   order (norms and biases, too small to count, may lie between), or the order the previous layer was read in (by layer-number analogy); the next
  *   tensors along it are prefetched, a window that doubles while predictions keep coming true.
  *   With no order found after a few whole tensors, the file's remaining tensors are prefetched
  *   in file order. The window is at most twice what was read whole (plus first_prefetch), so
  *   a reader that stops leaves at most that much unread.
  * - Readers touching the first bytes of tensor after tensor (loading a model's structure, on the
  *   meta device or before reading it) in file or name order get the next tensors' first bytes
- *   (the window the kernel reads around one touch) fetched ahead, all at once.
+ *   (the window the kernel reads around one touch) fetched ahead, all at once. Tensors between
+ *   two touches that are small, or whose first bytes came with an earlier touch's window, do not
+ *   break the order; nor does a touch of a head fetched ahead.
  */
 #ifndef HUBFS_PLANNER_H
 #define HUBFS_PLANNER_H
