@@ -320,6 +320,21 @@ static bool streamed_whole(const block_cache *cache, const block *blk)
     return blk->length == cache->block_size && blk->present_count + blk->inflight_count == blk->page_count;
 }
 
+/* A spare buffer came resident whole: the pages its block never claimed go back with the
+ * per-page charge, or they would stay in memory uncounted. The lock is held. */
+static void release_unclaimed_pages(block *blk)
+{
+    for (size_t i = 0; i < blk->page_count; i++) {
+        if (bit_test(blk->present, i) || bit_test(blk->inflight, i))
+            continue;
+        size_t end = i + 1;
+        while (end < blk->page_count && !bit_test(blk->present, end) && !bit_test(blk->inflight, end))
+            end++;
+        (void)madvise(blk->data + i * BLOCK_PAGE_SIZE, page_bytes(blk, i, end), MADV_DONTNEED);
+        i = end;
+    }
+}
+
 static void drop_served_pages(block_cache *cache, block *blk)
 {
     if (blk->served_count < DROP_SERVED_MIN_PAGES || blk->fully_served || streamed_whole(cache, blk))
@@ -330,6 +345,7 @@ static void drop_served_pages(block_cache *cache, block *blk)
         cache->counters.memory_used -= blk->charged - kept;
         blk->charged = kept;
         blk->whole_charge = false;
+        release_unclaimed_pages(blk);
     }
     for (size_t i = 0; i < blk->page_count; i++) {
         if (!bit_test(blk->served, i))

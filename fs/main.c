@@ -58,7 +58,7 @@ static void print_usage(FILE *out)
  * glibc's defaults hand such memory back to the system at once (an arena trim, or an unmap)
  * and fault it in, zeroed, for the next read: a cold read of a 3 GB model trimmed 680 MB that
  * way. Freed memory up to these sizes stays with the process for the next request instead. */
-#define ALLOCATOR_KEEP_BYTES (64 << 20)
+#define ALLOCATOR_KEEP_BYTES (16 << 20)
 #define ALLOCATOR_MAP_ABOVE (4 << 20)
 
 static void keep_freed_buffers(void)

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define PAGE BLOCK_PAGE_SIZE
 #define BS (16 * PAGE)   /* 64 KiB blocks of 16 pages */
@@ -384,6 +385,52 @@ static void streamed_blocks_pass_their_pages_on(void)
     block_cache_free(cache);
 }
 
+/* Pages of [from, to) of a block's buffer resident in memory (mincore). */
+static size_t resident_pages(const block *blk, size_t from, size_t to)
+{
+    unsigned char vec[256];
+    size_t pages = (to - from) / PAGE;
+    CHECK(pages <= sizeof vec);
+    CHECK_EQ_INT(mincore((void *)(block_data(blk) + from), to - from, vec), 0);
+    size_t count = 0;
+    for (size_t i = 0; i < pages; i++)
+        count += vec[i] & 1;
+    return count;
+}
+
+/* A spare buffer comes resident whole. A block that took one for a small claim and then gives
+ * its served pages back must give back the pages it never claimed too: memory holds what the
+ * budget counts, not a block's worth per slice read. */
+static void spare_taken_by_a_slice(void)
+{
+    enum { BIG = 64 * PAGE };
+    block_cache *cache = block_cache_new(4 * BIG, BIG);
+    block_source source = {.id = 9, .size = 4 * BIG};
+    page_run runs[MAX_RUNS];
+    block *whole = pinned(cache, &source, 0);
+    size_t count = block_cache_claim(cache, whole, 0, BIG, false, BIG, runs, MAX_RUNS);
+    for (size_t i = 0; i < count; i++) {
+        fill_run(&runs[i], BIG);
+        block_cache_complete(cache, &runs[i], 0);
+    }
+    block_cache_mark_served(cache, whole, 0, BIG);
+    block_cache_put(cache, whole);   /* fully served: its buffer is a spare, resident */
+
+    block *slice = pinned(cache, &source, 1);
+    count = block_cache_claim(cache, slice, 8 * PAGE, 40 * PAGE, false, BIG, runs, MAX_RUNS);
+    CHECK_EQ_INT(count, 1);
+    CHECK_EQ_INT(resident_pages(slice, 0, BIG), 64);   /* the spare, taken */
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    block_cache_mark_served(cache, slice, 8 * PAGE, 32 * PAGE);
+    block_cache_put(cache, slice);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, 8 * PAGE);   /* the 8 pages claimed and not yet served */
+    CHECK_EQ_INT(resident_pages(slice, 0, BIG), 8);
+    CHECK(block_bytes_right(slice, BIG, 32 * PAGE, 40 * PAGE));   /* what is unread stays */
+    block_cache_free(cache);
+}
+
 /* An evicted complete block's buffer goes to the next block that claims pages of itself, even a
  * read's worth (a stream claims a block that way): it is charged whole once, and the accounting
  * returns to zero when everything is gone. */
@@ -632,6 +679,7 @@ int main(void)
     served_blocks_go_first();
     streamed_blocks_pass_their_pages_on();
     spare_buffers();
+    spare_taken_by_a_slice();
     copy_present();
     counters();
     many_threads();

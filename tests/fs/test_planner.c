@@ -742,10 +742,10 @@ static void touches_fetch_no_tensor_data(void)
     /* 0-2: file order is name order, touched a page (2: then the next page) or 128 KiB around;
      * 3, 4: layers stored in module order, touched in name order (a state dict's keys), a page or
      * 128 KiB around (transformers on the meta device: the read around a head reaches the tail
-     * of the tensor before it). */
+     * of the tensor before it; eight layers: the order must hold from layer to layer). */
     for (int variant = 0; variant < 5; variant++) {
         test_file f;
-        test_model_init(&f, 3, variant < 3 ? LAYOUT_BY_NAME : LAYOUT_MODULE_ORDER);
+        test_model_init(&f, variant == 4 ? 8 : 3, variant < 3 ? LAYOUT_BY_NAME : LAYOUT_MODULE_ORDER);
         size_t order[MODEL_MAX_TENSORS];
         for (size_t i = 0; i < f.map->count; i++)
             order[i] = variant >= 3 ? f.map->by_name[i] : i;
