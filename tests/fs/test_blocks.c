@@ -40,6 +40,17 @@ static void complete_runs(block_cache *cache, const page_run *runs, size_t count
     }
 }
 
+/* Claims a pinned block of block_bytes whole and loads it. */
+static void load_whole(block_cache *cache, block *blk, size_t block_bytes)
+{
+    page_run runs[MAX_RUNS];
+    size_t count = block_cache_claim(cache, blk, 0, block_bytes, false, block_bytes, runs, MAX_RUNS);
+    for (size_t i = 0; i < count; i++) {
+        fill_run(&runs[i], block_bytes);
+        block_cache_complete(cache, &runs[i], 0);
+    }
+}
+
 /* Pins block index and loads it whole (a reader's claim); returns it pinned. */
 static block *loaded(block_cache *cache, const block_source *source, uint64_t index)
 {
@@ -344,11 +355,7 @@ static void streamed_blocks_pass_their_pages_on(void)
     block_source source = {.id = 8, .size = 8 * BIG};
     page_run runs[MAX_RUNS];
     block *streamed = pinned(cache, &source, 0);
-    size_t count = block_cache_claim(cache, streamed, 0, BIG, false, BIG, runs, MAX_RUNS);
-    for (size_t i = 0; i < count; i++) {
-        fill_run(&runs[i], BIG);
-        block_cache_complete(cache, &runs[i], 0);
-    }
+    load_whole(cache, streamed, BIG);
     block_cache_mark_served(cache, streamed, 0, BIG / 2);
     block_cache_put(cache, streamed);
     block_cache_counters c = counters_of(cache);
@@ -374,11 +381,7 @@ static void streamed_blocks_pass_their_pages_on(void)
     CHECK_EQ_INT(c.memory_used, BIG);   /* the spare */
 
     block *next = pinned(cache, &source, 2);   /* takes the spare: no new memory */
-    count = block_cache_claim(cache, next, 0, BIG, false, BIG, runs, MAX_RUNS);
-    for (size_t i = 0; i < count; i++) {
-        fill_run(&runs[i], BIG);
-        block_cache_complete(cache, &runs[i], 0);
-    }
+    load_whole(cache, next, BIG);
     CHECK_EQ_INT(counters_of(cache).memory_used, BIG);
     CHECK(block_bytes_right(next, BIG, 0, BIG));
     block_cache_put(cache, next);
@@ -408,17 +411,12 @@ static void spare_taken_by_a_slice(void)
     block_source source = {.id = 9, .size = 4 * BIG};
     page_run runs[MAX_RUNS];
     block *whole = pinned(cache, &source, 0);
-    size_t count = block_cache_claim(cache, whole, 0, BIG, false, BIG, runs, MAX_RUNS);
-    for (size_t i = 0; i < count; i++) {
-        fill_run(&runs[i], BIG);
-        block_cache_complete(cache, &runs[i], 0);
-    }
+    load_whole(cache, whole, BIG);
     block_cache_mark_served(cache, whole, 0, BIG);
     block_cache_put(cache, whole);   /* fully served: its buffer is a spare, resident */
 
     block *slice = pinned(cache, &source, 1);
-    count = block_cache_claim(cache, slice, 8 * PAGE, 40 * PAGE, false, BIG, runs, MAX_RUNS);
-    CHECK_EQ_INT(count, 1);
+    CHECK_EQ_INT(block_cache_claim(cache, slice, 8 * PAGE, 40 * PAGE, false, BIG, runs, MAX_RUNS), 1);
     CHECK_EQ_INT(resident_pages(slice, 0, BIG), 64);   /* the spare, taken */
     fill_run(&runs[0], BIG);
     block_cache_complete(cache, &runs[0], 0);
