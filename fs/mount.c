@@ -9,6 +9,7 @@
 #include "namespace.h"
 #include "ops.h"
 #include "remote_file.h"
+#include "umount.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -284,11 +285,14 @@ static int serve(fs_options *options, startup *s)
     memset(options, 0, sizeof *options);
     signal(SIGPIPE, SIG_IGN);
     int status = 1;
+    char mounted_at[PATH_MAX];
     struct fuse_session *session = NULL;
     if (build_context(&context, s) == 0 && (session = new_session(&context, s))) {
         context.session = session;
         if (fuse_set_signal_handlers(session) != 0)
             startup_fail(s, "cannot install signal handlers");
+        else if (!realpath(context.options.mountpoint, mounted_at))
+            startup_fail(s, "cannot mount on %s: %s", context.options.mountpoint, strerror(errno));
         else if (fuse_session_mount(session, context.options.mountpoint) != 0)
             startup_fail(s, "cannot mount on %s (does it exist, is it empty, is /dev/fuse usable?)",
                          context.options.mountpoint);
@@ -296,7 +300,12 @@ static int serve(fs_options *options, startup *s)
             report_startup(s, true);
             if (!context.options.foreground)
                 detach_stdio();
-            status = run_loop(session, context.hub) < 0 ? 1 : 0;
+            /* libfuse's threads may meet an error on /dev/fuse while the kernel tears down a
+             * lazily detached mount: only an error while still mounted is a failure. */
+            int loop = run_loop(session, context.hub);
+            status = loop < 0 && fs_hubfs_mounted_at(mounted_at) ? 1 : 0;
+            if (loop < 0 && status == 0)
+                fs_log("the FUSE loop ended with error %d after the mount was detached", loop);
             stop_fetching(&context);
             fuse_session_unmount(session);
             fs_handle_close_all(&context);   /* releases a signal cut short */

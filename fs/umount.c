@@ -124,6 +124,12 @@ static bool find_hubfs_mount(const char *path, mount_entry *out)
     return found;
 }
 
+bool fs_hubfs_mounted_at(const char *path)
+{
+    mount_entry entry;
+    return find_hubfs_mount(path, &entry);
+}
+
 /* The daemon's pid, as it tells through the mount's root; 0 when it does not answer. */
 static pid_t daemon_pid(const char *mountpoint)
 {

@@ -5,8 +5,14 @@
 #ifndef HUBFS_UMOUNT_H
 #define HUBFS_UMOUNT_H
 
+#include <stdbool.h>
+
 /* argv[0] is "umount". Returns a process exit status: 0 once the daemon exited (or right after
  * detaching with --no-wait), 1 when it failed or --timeout passed first, 2 for bad usage. */
 int fs_umount_command(int argc, char **argv);
+
+/* Whether a hubfs mount is attached at path (canonical, as realpath gives it). Reads
+ * /proc/self/mountinfo only: never touches the mount itself. */
+bool fs_hubfs_mounted_at(const char *path);
 
 #endif
