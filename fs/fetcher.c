@@ -120,6 +120,14 @@ static void release_if_idle(fetcher *pool, file_queue *fq)
     free(fq);
 }
 
+/* Counts a run into (change 1) or out of (change -1) the queue of a priority. The lock is held. */
+static void count_queued(fetcher *pool, int priority, const page_run *run, int change)
+{
+    uint64_t bytes = block_run_length(run);
+    pool->counters.queued[priority] += (uint64_t)(int64_t)change;
+    pool->counters.queued_bytes[priority] += change > 0 ? bytes : -bytes;
+}
+
 /* The next run to start, most urgent priority first, files round robin; NULL when none is
  * runnable. The lock is held. */
 static job *take_runnable(fetcher *pool, file_queue **owner)
@@ -135,7 +143,7 @@ static job *take_runnable(fetcher *pool, file_queue **owner)
                 pool->cursor[p] = fq->ring_next[p];
                 if (!fq->queued[p].head)
                     ring_remove(pool, fq, p);
-                pool->counters.queued[p]--;
+                count_queued(pool, p, &item->run, -1);
                 fq->running++;
                 pool->counters.running++;
                 *owner = fq;
@@ -240,7 +248,7 @@ void fetcher_submit(fetcher *pool, const page_run *run, fetch_priority priority)
     if (fq) {
         list_push(&fq->queued[priority], item);
         ring_insert(pool, fq, priority);
-        pool->counters.queued[priority]++;
+        count_queued(pool, priority, run, 1);
         pthread_cond_signal(&pool->work);
     }
     pthread_mutex_unlock(&pool->lock);
@@ -268,8 +276,8 @@ void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_
             bool urgent = run_overlaps(&item->run, block_size, offset, length);
             list_push(urgent ? &fq->queued[FETCH_DEMAND] : &kept, item);
             if (urgent) {
-                pool->counters.queued[p]--;
-                pool->counters.queued[FETCH_DEMAND]++;
+                count_queued(pool, p, &item->run, -1);
+                count_queued(pool, FETCH_DEMAND, &item->run, 1);
                 pool->counters.promoted++;
                 ring_insert(pool, fq, FETCH_DEMAND);
             }
@@ -334,7 +342,7 @@ static void cancel_queued(fetcher *pool)
             for (file_queue *fq = pool->files[b]; fq && !item; fq = fq->hash_next)
                 for (int p = 0; p < FETCH_PRIORITIES && !item; p++)
                     if ((item = list_pop(&fq->queued[p])) != NULL) {
-                        pool->counters.queued[p]--;
+                        count_queued(pool, p, &item->run, -1);
                         /* Out of the ring once empty, as take_runnable does: a running thread
                          * frees an idle queue when its run ends, and rings must not keep it. */
                         if (!fq->queued[p].head)

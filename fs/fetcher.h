@@ -37,7 +37,8 @@ typedef struct fetcher_config {
 } fetcher_config;
 
 typedef struct fetcher_counters {
-    uint64_t queued[FETCH_PRIORITIES];
+    uint64_t queued[FETCH_PRIORITIES];          /* runs waiting, per priority */
+    uint64_t queued_bytes[FETCH_PRIORITIES];    /* ... and the bytes they hold */
     uint64_t running;
     uint64_t promoted;
     uint64_t stores_queued;

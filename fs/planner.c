@@ -423,7 +423,9 @@ static bool too_small_to_visit(const planner_order *order, size_t tensor)
 
 /* Whether `to` comes after `from` along file (name) order with only tensors between that pass
  * the test: a reader going from one to the other in that order may have read them without the
- * planner counting them. */
+ * planner counting them. Further apart than FOLLOWS_MAX_BETWEEN is no step: every read would
+ * otherwise walk a model's thousands of small tensors. */
+#define FOLLOWS_MAX_BETWEEN 256
 static bool follows(const planner_order *order, size_t from, size_t to, bool by_name,
                     bool (*passed)(const planner_order *, size_t))
 {
@@ -431,7 +433,7 @@ static bool follows(const planner_order *order, size_t from, size_t to, bool by_
     if (from >= map->count)
         return false;
     size_t a = position_of(map, from, by_name), b = position_of(map, to, by_name);
-    if (b <= a)
+    if (b <= a || b - a > FOLLOWS_MAX_BETWEEN)
         return false;
     for (size_t i = a + 1; i < b; i++)
         if (!passed(order, tensor_at(map, i, by_name)))

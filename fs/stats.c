@@ -39,6 +39,7 @@ static void add_fetches(cJSON *root, const fetcher_counters *fetches)
     add_number(root, "runs_queued_demand", fetches->queued[FETCH_DEMAND]);
     add_number(root, "runs_queued_ahead", fetches->queued[FETCH_AHEAD]);
     add_number(root, "runs_queued_background", fetches->queued[FETCH_BACKGROUND]);
+    add_number(root, "bytes_queued_background", fetches->queued_bytes[FETCH_BACKGROUND]);
     add_number(root, "runs_running", fetches->running);
     add_number(root, "runs_promoted", fetches->promoted);
 }

@@ -331,6 +331,7 @@ static void demand_before_read_ahead(void)
     CHECK(started_is(8, &a, 1, 1));
     c = counters_once_running(h.pool, 0);
     CHECK_EQ_INT(c.queued[FETCH_DEMAND] + c.queued[FETCH_AHEAD] + c.queued[FETCH_BACKGROUND] + c.running, 0);
+    CHECK_EQ_INT(c.queued_bytes[FETCH_DEMAND] + c.queued_bytes[FETCH_AHEAD] + c.queued_bytes[FETCH_BACKGROUND], 0);
     held_pool_free(&h);
 }
 
@@ -376,6 +377,9 @@ static void promoted_runs_go_first(void)
     CHECK_EQ_INT(c.queued[FETCH_DEMAND], 3);
     CHECK_EQ_INT(c.queued[FETCH_AHEAD], 3);
     CHECK_EQ_INT(c.queued[FETCH_BACKGROUND], 1);
+    CHECK_EQ_INT(c.queued_bytes[FETCH_DEMAND], (2 + 4 + 2) * PAGE);   /* what hint pacing reads */
+    CHECK_EQ_INT(c.queued_bytes[FETCH_AHEAD], 3 * 2 * PAGE);
+    CHECK_EQ_INT(c.queued_bytes[FETCH_BACKGROUND], 4 * PAGE);
     held_pool_release(&h, reads, 7);
     CHECK(started_is(1, &a, 0, 6));
     CHECK(started_is(2, &a, 1, 4));
