@@ -32,6 +32,7 @@ typedef struct fs_repo {
     pthread_mutex_t tree_lock;   /* held while the tree is listed, once */
     bool tree_loaded;            /* under the namespace lock */
     atomic_bool bulk_reading;    /* a reader reads its tensors whole: its shards are prefetched */
+    atomic_int touching;         /* planner_touching: the order a reader touches its shards' tensors in */
 } fs_repo;
 
 /* What an open file or directory holds for the kernel (fi->fh points at the enclosing struct).

@@ -38,6 +38,10 @@
  * how many heads then; a head is what the kernel reads around a touch at a tensor's start. */
 #define TOUCHES_BEFORE_HEADS 3
 #define HEADS_AHEAD 16
+/* Heads ahead double for every HEADS_AHEAD touches the order holds, this many times (16 to 128):
+ * a loader touches a head in about a millisecond and a head takes a round trip or more to come,
+ * so sixteen ahead left its touches waiting over a 20 ms link. */
+#define HEADS_DOUBLINGS 3
 #define HEAD_BEFORE (128u << 10)
 #define HEAD_AFTER (256u << 10)
 #define MAX_NAME 512
@@ -544,10 +548,17 @@ static bool passed_by_toucher(const planner_order *order, size_t tensor)
     return is_small(&order->map->tensors[tensor]) || order->read_prefix[tensor] > 0;
 }
 
+/* How many heads to have asked for ahead of a touch, after touches in a row in one order. */
+static size_t heads_ahead(unsigned touches)
+{
+    unsigned doublings = (touches - TOUCHES_BEFORE_HEADS) / HEADS_AHEAD;
+    return (size_t)HEADS_AHEAD << (doublings < HEADS_DOUBLINGS ? doublings : HEADS_DOUBLINGS);
+}
+
 /* A new stream whose read covered tensor's first byte: a touch. Several in a row along file or
- * name order, and the next tensors' heads are fetched ahead; touching a head fetched so keeps
- * the order going. */
-static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, read_plan *plan)
+ * name order (or the first, when the repo's other files are touched so), and the next tensors'
+ * heads are fetched ahead; touching a head fetched so keeps the order going. */
+static void plan_heads(planner_order *order, size_t tensor, const planner_file *file, read_plan *plan)
 {
     const tensor_map *map = order->map;
     size_t last = order->last_touched;
@@ -556,6 +567,9 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
             order->file_order_touches++;
         else
             order->name_order_touches++;
+    } else if (last >= map->count && file->repo_touching != TOUCHING_NONE) {
+        order->file_order_touches = file->repo_touching == TOUCHING_FILE_ORDER ? TOUCHES_BEFORE_HEADS : 0;
+        order->name_order_touches = file->repo_touching == TOUCHING_NAME_ORDER ? TOUCHES_BEFORE_HEADS : 0;
     } else {
         bool file_next = follows(order, last, tensor, false, passed_by_toucher);
         bool name_next = follows(order, last, tensor, true, passed_by_toucher);
@@ -563,18 +577,21 @@ static void plan_heads(planner_order *order, size_t tensor, uint64_t file_size, 
         order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
     }
     order->last_touched = tensor;
+    plan->touched = true;
     bool by_file = order->file_order_touches >= TOUCHES_BEFORE_HEADS;
     if (!by_file && order->name_order_touches < TOUCHES_BEFORE_HEADS)
         return;
+    plan->touching = by_file ? TOUCHING_FILE_ORDER : TOUCHING_NAME_ORDER;
     size_t at = position_of(map, tensor, !by_file);
-    for (size_t k = 1; k <= HEADS_AHEAD && at + k < map->count && plan->prefetch_count < PLAN_MAX_PREFETCH; k++) {
+    size_t ahead = heads_ahead(by_file ? order->file_order_touches : order->name_order_touches);
+    for (size_t k = 1; k <= ahead && at + k < map->count && plan->prefetch_count < PLAN_MAX_PREFETCH; k++) {
         size_t next = tensor_at(map, at + k, !by_file);
         if (order->head_asked[next])
             continue;
         order->head_asked[next] = 1;
         const tensor_extent *t = &map->tensors[next];
         uint64_t begin = t->begin > HEAD_BEFORE ? t->begin - HEAD_BEFORE : 0;
-        plan->prefetch[plan->prefetch_count++] = (plan_range){begin, min_u64(t->begin + HEAD_AFTER, file_size)};
+        plan->prefetch[plan->prefetch_count++] = (plan_range){begin, min_u64(t->begin + HEAD_AFTER, file->size)};
     }
 }
 
@@ -591,18 +608,23 @@ void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end
 
 /* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
  * read whole is a visit for the order learner, which may then prefetch the next ones. */
-static void plan_tensors(planner_order *order, const planner_config *config, uint64_t offset, uint64_t end,
-                         uint64_t file_size, read_plan *plan)
+static void plan_tensors(const planner_file *file, const planner_config *config, uint64_t offset, uint64_t end,
+                         read_plan *plan)
 {
+    planner_order *order = file->order;
     const tensor_map *map = order->map;
     size_t first = first_tensor_from(map, offset);
+    /* The kernel reads around a faulting page, half a window on each side: what lies past the
+     * read's middle page was read ahead, not touched (after a small tensor touched, a read reaches
+     * into the next tensor's head). A read(2) touches at its start, well before the middle. */
+    uint64_t touch_end = offset + (end - offset) / 2 + BLOCK_PAGE_BYTES;
     for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
         const tensor_extent *t = &map->tensors[i];
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
         /* A first read of a large tensor's first byte is a touch, whatever stream it joined, and
          * whatever was read of its tail: the kernel reads around a touch of the next tensor. */
-        if (order->read_prefix[i] == 0 && t->begin >= offset && !is_small(t))
-            plan_heads(order, i, file_size, plan);
+        if (order->read_prefix[i] == 0 && t->begin >= offset && t->begin < touch_end && !is_small(t))
+            plan_heads(order, i, file, plan);
         planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
             order->rest_asked[i] = 1;
@@ -644,7 +666,7 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
         plan->ahead = (plan_range){from, target};
     s->asked_until = max_u64(s->asked_until, max_u64(plan->ahead.end, plan->demand.end));
     if (file->order && config->max_ahead) {
-        plan_tensors(file->order, config, offset, end, file->size, plan);
+        plan_tensors(file, config, offset, end, plan);
         plan->uncounted = false;
     }
 }

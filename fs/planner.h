@@ -19,9 +19,10 @@
  *   a reader that stops leaves at most that much unread.
  * - Readers touching the first bytes of tensor after tensor (loading a model's structure, on the
  *   meta device or before reading it) in file or name order get the next tensors' first bytes
- *   (the window the kernel reads around one touch) fetched ahead, all at once. Tensors between
- *   two touches that are small, or whose first bytes came with an earlier touch's window, do not
- *   break the order; nor does a touch of a head fetched ahead.
+ *   (the window the kernel reads around one touch) fetched ahead, all at once, more the longer the
+ *   order holds. Tensors between two touches that are small, or whose first bytes came with an
+ *   earlier touch's window, do not break the order; nor does a touch of a head fetched ahead. A
+ *   file whose repo's other files are being touched in order gets heads from its first touch.
  */
 #ifndef HUBFS_PLANNER_H
 #define HUBFS_PLANNER_H
@@ -47,6 +48,13 @@ typedef struct plan_range {
     uint64_t begin, end;
 } plan_range;
 
+/* The order in which a reader touches tensors' first bytes, when it keeps to one. */
+typedef enum planner_touching {
+    TOUCHING_NONE,
+    TOUCHING_FILE_ORDER,
+    TOUCHING_NAME_ORDER
+} planner_touching;
+
 typedef struct read_plan {
     plan_range demand;           /* holds the read: fetched at once, the reader waits */
     plan_range ahead;            /* read-ahead of the stream (may be empty) */
@@ -56,6 +64,8 @@ typedef struct read_plan {
     plan_range prefetch[PLAN_MAX_PREFETCH];   /* whole tensors along the learned order, and the
                                                  first bytes of tensors a prober will touch */
     size_t prefetch_count;
+    bool touched;                /* the read touched a tensor's first bytes ... */
+    planner_touching touching;   /* ... and the file's touches keep to this order (heads come ahead) */
 } read_plan;
 
 /* Data bytes read by a stream: from first on, in reads (overlaps counted twice). Fewer bytes
@@ -114,6 +124,8 @@ typedef struct planner_file {
     bool is_safetensors;
     uint64_t header_end;         /* 8 + N once known, else 0 */
     planner_order *order;        /* NULL until the tensor map is known */
+    planner_touching repo_touching;   /* how the repo's other files are being touched: a loader
+                                       * touching one shard's tensors goes on to the next shard */
 } planner_file;
 
 void planner_streams_init(planner_streams *streams);

@@ -502,7 +502,10 @@ void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t
 {
     pthread_mutex_lock(&file->lock);
     planner_file view = {.size = file->source.size, .is_safetensors = file->is_safetensors && !file->not_safetensors,
-                         .header_end = file->header_end, .order = file->map ? &file->order : NULL};
+                         .header_end = file->header_end, .order = file->map ? &file->order : NULL,
+                         .repo_touching = (planner_touching)atomic_load(&file->repo->touching)};
     planner_plan_read(streams, &view, &file->context->planner, offset, length, plan);
     pthread_mutex_unlock(&file->lock);
+    if (plan->touched)   /* the order held (the next shard's first touch asks heads at once) or broke */
+        atomic_store(&file->repo->touching, (int)plan->touching);
 }

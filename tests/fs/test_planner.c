@@ -776,6 +776,71 @@ static void touches_fetch_no_tensor_data(void)
     }
 }
 
+/* Heads asked ahead of the touch, along name order. */
+static size_t heads_ahead_of(const test_file *f, size_t name_position)
+{
+    size_t count = 0;
+    for (size_t r = name_position + 1; r < f->map->count; r++)
+        count += f->order.head_asked[f->map->by_name[r]];
+    return count;
+}
+
+/* Touches one page at the first byte of each tensor in name order, from name position first on
+ * (skipping pages already read); returns the most heads ever asked ahead of a touch. */
+static size_t touch_in_name_order(test_file *f, planner_streams *streams, size_t first, size_t count)
+{
+    size_t most = 0;
+    for (size_t r = first; r < first + count && r < f->map->count; r++) {
+        uint64_t page = f->map->tensors[f->map->by_name[r]].begin / PAGE * PAGE;
+        if (!f->read[page / PAGE])
+            plan_read(f, streams, page, PAGE);
+        size_t ahead = heads_ahead_of(f, r);
+        most = ahead > most ? ahead : most;
+    }
+    return most;
+}
+
+/* A loader touches a head a millisecond after the last; a head comes a round trip later. The
+ * longer the order holds, the further ahead heads are asked (16 of them at first would leave a
+ * touch waiting every 16 over a 20 ms link), never past the touches to come. */
+static void heads_ahead_grow_with_the_order(void)
+{
+    test_file f;
+    test_model_init(&f, 13, LAYOUT_MODULE_ORDER);
+    planner_streams streams;
+    planner_streams_init(&streams);
+    plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
+    size_t early = touch_in_name_order(&f, &streams, 0, 10);
+    size_t most = touch_in_name_order(&f, &streams, 10, f.map->count - 10);
+    CHECK(early <= 16);
+    CHECK(most >= 64);
+    CHECK_EQ_INT(f.prefetch_count, 0);   /* heads only, no tensor data */
+    printf("heads ahead: %zu after 10 touches, at most %zu of %zu tensors\n", early, most, f.map->count);
+    test_file_clear(&f);
+}
+
+/* A loader that touched one shard's tensors in name order goes on to the next shard: when the
+ * repo's other files are being touched so, a file's first touch already asks for the heads that
+ * follow it. Without that, the first touches of each shard wait a round trip each. */
+static void repo_touching_starts_heads_at_once(void)
+{
+    for (int told = 0; told < 2; told++) {
+        test_file f;
+        test_model_init(&f, 3, LAYOUT_MODULE_ORDER);
+        f.file.repo_touching = told ? TOUCHING_NAME_ORDER : TOUCHING_NONE;
+        planner_streams streams;
+        planner_streams_init(&streams);
+        plan_read(&f, &streams, 0, f.file.header_end);   /* the header alone: no tensor touched */
+        size_t first = f.map->by_name[0];
+        read_plan plan = plan_read(&f, &streams, f.map->tensors[first].begin / PAGE * PAGE, PAGE);
+        CHECK_EQ_INT(f.heads, told ? 16 : 0);
+        planner_touching expected = told ? TOUCHING_NAME_ORDER : TOUCHING_NONE;
+        CHECK_EQ_INT(plan.touching, expected);
+        CHECK_EQ_INT(heads_ahead_of(&f, 0), told ? 16 : 0);
+        test_file_clear(&f);
+    }
+}
+
 /* The prefetch window grows as tensors are read whole along the predicted order, up to
  * max_ahead, and never past twice what was read whole plus first_prefetch: a reader that stops
  * leaves at most that much prefetched and unread. Tensors read in file order, each through its
@@ -829,6 +894,8 @@ int main(void)
     module_order_is_learned_by_layer();
     zero_padded_layers();
     touches_fetch_no_tensor_data();
+    heads_ahead_grow_with_the_order();
+    repo_touching_starts_heads_at_once();
     prefetch_window();
     return check_finish("test_planner");
 }
