@@ -567,14 +567,19 @@ static void plan_heads(planner_order *order, size_t tensor, const planner_file *
             order->file_order_touches++;
         else
             order->name_order_touches++;
-    } else if (last >= map->count && file->repo_touching != TOUCHING_NONE) {
-        order->file_order_touches = file->repo_touching == TOUCHING_FILE_ORDER ? TOUCHES_BEFORE_HEADS : 0;
-        order->name_order_touches = file->repo_touching == TOUCHING_NAME_ORDER ? TOUCHES_BEFORE_HEADS : 0;
     } else {
         bool file_next = follows(order, last, tensor, false, passed_by_toucher);
         bool name_next = follows(order, last, tensor, true, passed_by_toucher);
         order->file_order_touches = file_next ? order->file_order_touches + 1 : 0;
         order->name_order_touches = name_next ? order->name_order_touches + 1 : 0;
+        /* No order of its own (its first touches, or one out of order: transformers touches
+         * lm_head before the layers): the order the repo's other files are touched in. */
+        bool own_order = order->file_order_touches >= TOUCHES_BEFORE_HEADS ||
+                         order->name_order_touches >= TOUCHES_BEFORE_HEADS;
+        if (!own_order && file->repo_touching == TOUCHING_FILE_ORDER)
+            order->file_order_touches = TOUCHES_BEFORE_HEADS;
+        if (!own_order && file->repo_touching == TOUCHING_NAME_ORDER)
+            order->name_order_touches = TOUCHES_BEFORE_HEADS;
     }
     order->last_touched = tensor;
     plan->touched = true;
@@ -623,7 +628,8 @@ static void plan_tensors(const planner_file *file, const planner_config *config,
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
         /* A first read of a large tensor's first byte is a touch, whatever stream it joined, and
          * whatever was read of its tail: the kernel reads around a touch of the next tensor. */
-        if (order->read_prefix[i] == 0 && t->begin >= offset && t->begin < touch_end && !is_small(t))
+        if (order->read_prefix[i] == 0 && t->begin >= offset && t->begin < touch_end && !is_small(t) &&
+            offset >= file->header_end)   /* a header read reaches the first tensor: no touch */
             plan_heads(order, i, file, plan);
         planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
