@@ -42,8 +42,15 @@
  * a loader touches a head in about a millisecond and a head takes a round trip or more to come,
  * so sixteen ahead left its touches waiting over a 20 ms link. */
 #define HEADS_DOUBLINGS 3
-#define HEAD_BEFORE (128u << 10)
-#define HEAD_AFTER (256u << 10)
+/* A head: the kernel reads 128 KiB around a faulting page, from the page 64 KiB before it;
+ * read(2) at a tensor's start reads on from there. Every byte a head holds past what the touch
+ * reads stays in memory, unread, until the loader comes back for the tensor (seconds later, in
+ * another shard): with 384 KiB heads a 3 GB model's 276 heads tied up a third of the budget
+ * and the load's own prefetch was refused. */
+#define HEAD_BEFORE ((64u << 10) + BLOCK_PAGE_BYTES)
+#define HEAD_AFTER (128u << 10)
+/* What the kernel may read whole around a touch of a neighbour. */
+#define SMALL_TENSOR_BYTES (384u << 10)
 #define MAX_NAME 512
 
 void planner_streams_init(planner_streams *streams)
@@ -538,7 +545,7 @@ static void plan_prefetch(planner_order *order, const planner_config *config, re
 }
 
 /* Small enough for the kernel to read it whole around a touch of a neighbour. */
-static bool is_small(const tensor_extent *t) { return t->end - t->begin <= HEAD_BEFORE + HEAD_AFTER; }
+static bool is_small(const tensor_extent *t) { return t->end - t->begin <= SMALL_TENSOR_BYTES; }
 
 /* Whether a toucher may have passed this tensor on its way: small enough for the kernel to read
  * it around a neighbour's touch, or its head read already (the kernel's read around a touch
