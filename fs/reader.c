@@ -171,8 +171,12 @@ static void pump_hints(open_file *handle)
     block_cache_counters memory;
     fetcher_get_counters(handle->context->fetch_pool, &fetches);
     block_cache_get_counters(handle->context->blocks, &memory);
-    /* Mount-wide, what hints already hold ahead of every reader: bytes queued, bytes unread. */
-    uint64_t held = fetches.queued_bytes[FETCH_BACKGROUND] + memory.unread_bytes;
+    /* Mount-wide, what hints already hold ahead of every reader: runs queued, bytes unread.
+     * Each queued run counts as a whole part (RUN_PART_BYTES) though a slice's runs are often
+     * smaller: counting their bytes exactly (the fetcher's queued_bytes) let more runs queue
+     * ahead of the reader, and a rank load over a 20 ms link took 5.5-8.8 s instead of 4.0-4.4
+     * (3 runs each). */
+    uint64_t held = fetches.queued[FETCH_BACKGROUND] * RUN_PART_BYTES + memory.unread_bytes;
     uint64_t allowance = held < HINT_MEMORY ? HINT_MEMORY - held : 0;
     while (handle->hint_next < handle->hint_count && allowance > 0) {
         reader_hint *hint = &handle->hints[handle->hint_next];
