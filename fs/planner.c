@@ -562,9 +562,9 @@ static size_t heads_ahead(unsigned touches)
     return (size_t)HEADS_AHEAD << (doublings < HEADS_DOUBLINGS ? doublings : HEADS_DOUBLINGS);
 }
 
-/* A new stream whose read covered tensor's first byte: a touch. Several in a row along file or
- * name order (or the first, when the repo's other files are touched so), and the next tensors'
- * heads are fetched ahead; touching a head fetched so keeps the order going. */
+/* A touch of tensor (touches_tensor_start). Several in a row along file or name order, or one in
+ * a file with no order of its own while the repo's other files are touched in one, and the next
+ * tensors' heads are fetched ahead; touching a head fetched so keeps the order going. */
 static void plan_heads(planner_order *order, size_t tensor, const planner_file *file, read_plan *plan)
 {
     const tensor_map *map = order->map;
@@ -618,6 +618,21 @@ void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end
     }
 }
 
+/* Whether a read of [offset, end) touches tensor t: the first read of a large tensor's first
+ * byte, whatever stream it joined and whatever was read of its tail (the kernel reads around a
+ * touch of the next tensor). Not a read that began in the header (it reaches the first tensor),
+ * nor a tensor start past the read's middle page: the kernel reads around a faulting page, half
+ * a window on each side, so what lies past it was read ahead (after a small tensor is touched,
+ * the read reaches the next tensor's head). A read(2) touches at its start. */
+static bool touches_tensor_start(const planner_order *order, const planner_file *file, size_t tensor,
+                                 uint64_t offset, uint64_t end)
+{
+    const tensor_extent *t = &order->map->tensors[tensor];
+    uint64_t middle_page_end = offset + (end - offset) / 2 + BLOCK_PAGE_BYTES;
+    return order->read_prefix[tensor] == 0 && !is_small(t) && offset >= file->header_end && t->begin >= offset &&
+           t->begin < middle_page_end;
+}
+
 /* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
  * read whole is a visit for the order learner, which may then prefetch the next ones. */
 static void plan_tensors(const planner_file *file, const planner_config *config, uint64_t offset, uint64_t end,
@@ -626,17 +641,10 @@ static void plan_tensors(const planner_file *file, const planner_config *config,
     planner_order *order = file->order;
     const tensor_map *map = order->map;
     size_t first = first_tensor_from(map, offset);
-    /* The kernel reads around a faulting page, half a window on each side: what lies past the
-     * read's middle page was read ahead, not touched (after a small tensor touched, a read reaches
-     * into the next tensor's head). A read(2) touches at its start, well before the middle. */
-    uint64_t touch_end = offset + (end - offset) / 2 + BLOCK_PAGE_BYTES;
     for (size_t i = first; i < map->count && map->tensors[i].begin < end; i++) {
         const tensor_extent *t = &map->tensors[i];
         uint64_t size = t->end - t->begin, before = order->read_bytes[i];
-        /* A first read of a large tensor's first byte is a touch, whatever stream it joined, and
-         * whatever was read of its tail: the kernel reads around a touch of the next tensor. */
-        if (order->read_prefix[i] == 0 && t->begin >= offset && t->begin < touch_end && !is_small(t) &&
-            offset >= file->header_end)   /* a header read reaches the first tensor: no touch */
+        if (touches_tensor_start(order, file, i, offset, end))
             plan_heads(order, i, file, plan);
         planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
         if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {

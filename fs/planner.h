@@ -22,7 +22,8 @@
  *   (the window the kernel reads around one touch) fetched ahead, all at once, more the longer the
  *   order holds. Tensors between two touches that are small, or whose first bytes came with an
  *   earlier touch's window, do not break the order; nor does a touch of a head fetched ahead. A
- *   file whose repo's other files are being touched in order gets heads from its first touch.
+ *   file with no touch order of its own (its first touches, or one out of order) takes the order
+ *   its repo's other files are being touched in.
  */
 #ifndef HUBFS_PLANNER_H
 #define HUBFS_PLANNER_H
