@@ -2,6 +2,8 @@
  * memory budget. */
 #include "blocks.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -398,7 +400,7 @@ static void claim_pages(block_cache *cache, block *blk, size_t first, size_t end
         cache->counters.memory_used += bytes;
     }
     blk->pins++;
-    *run = (page_run){.blk = blk, .first_page = first, .end_page = end};
+    *run = (page_run){.blk = blk, .first_page = first, .end_page = end, .claimed_ns = monotonic_ns()};
 }
 
 static uint64_t missing_bytes(const block *blk, size_t first, size_t end)
@@ -458,10 +460,11 @@ static bool waiter_orphaned(const block *blk, const block_waiter *w)
     return false;
 }
 
-/* Moves the waiters that can be answered now onto fired (error for the orphaned ones). */
-static block_waiter *collect_ready_waiters(block *blk, int error)
+/* Moves the waiters that can be answered now onto fired (the run's error for the orphaned ones). */
+static block_waiter *collect_ready_waiters(block *blk, const page_run *run, int error)
 {
     block_waiter *fired = NULL;
+    int64_t now = error ? monotonic_ns() : 0;
     for (block_waiter **link = &blk->waiters; *link;) {
         block_waiter *w = *link;
         bool satisfied = waiter_satisfied(blk, w);
@@ -469,6 +472,7 @@ static block_waiter *collect_ready_waiters(block *blk, int error)
             *link = w->next;
             w->registered = false;
             w->result = satisfied ? 0 : error ? error : EIO;
+            w->joined_late = !satisfied && error && w->registered_ns - run->claimed_ns > (now - run->claimed_ns) / 2;
             w->next = fired;
             fired = w;
         } else {
@@ -504,7 +508,7 @@ void block_cache_complete(block_cache *cache, const page_run *run, int error)
         blk->present_count += pages;
         cache->counters.unread_bytes += (uint64_t)pages * BLOCK_PAGE_SIZE;
     }
-    block_waiter *fired = collect_ready_waiters(blk, error);
+    block_waiter *fired = collect_ready_waiters(blk, run, error);
     blk->pins--;
     if (blk->pins == 0 && blk->present_count == 0)
         destroy_block(cache, blk);
@@ -530,11 +534,15 @@ int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, blo
 {
     if (to > blk->length)
         to = blk->length;
+    int64_t now = monotonic_ns();
+    /* Under the lock: a retried waiter may be cancelled from another thread meanwhile. */
+    pthread_mutex_lock(&cache->lock);
     waiter->blk = blk;
     waiter->first_page = first_page_of(from);
     waiter->end_page = end_page_of(to);
     waiter->registered = false;
-    pthread_mutex_lock(&cache->lock);
+    waiter->joined_late = false;
+    waiter->registered_ns = now;
     int result;
     size_t present = count_set(blk->present, waiter->first_page, waiter->end_page);
     if (present == waiter->end_page - waiter->first_page) {

@@ -37,6 +37,7 @@ typedef struct block_source {
 typedef struct page_run {
     block *blk;
     size_t first_page, end_page;
+    int64_t claimed_ns;          /* monotonic */
 } page_run;
 
 /* Someone waiting for bytes of a block. The owner sets on_ready; the rest is the cache's. */
@@ -48,6 +49,10 @@ struct block_waiter {
     block *blk;
     size_t first_page, end_page;
     bool registered;
+    /* Set with a failure when it came in the second half of the failed run's life: most of that
+     * run's tries happened before it asked, so the failure need not be its answer. */
+    bool joined_late;
+    int64_t registered_ns;
     int result;                  /* what on_ready will be told, decided under the lock */
     block_waiter *next;
 };

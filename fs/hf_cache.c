@@ -7,6 +7,7 @@
  * user, and its descriptor is closed or replaced only with no reader. */
 #include "hf_cache.h"
 
+#include "clock.h"
 #include "disk_cache_path.h"
 #include "log.h"
 
@@ -148,13 +149,6 @@ void hf_cache_get_counters(hf_cache *cache, hf_cache_counters *out)
 {
     out->blobs_verified = cache ? atomic_load(&cache->verified) : 0;
     out->blobs_rejected = cache ? atomic_load(&cache->rejected) : 0;
-}
-
-static time_t monotonic_seconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec;
 }
 
 /* ---- the table (lock held) ---------------------------------------------------------------- */

@@ -2,6 +2,7 @@
  * repo pinning and tree listings, misses remembered, and forgetting what the kernel dropped. */
 #include "namespace.h"
 
+#include "clock.h"
 #include "inode_table.h"
 #include "log.h"
 #include "negative_cache.h"
@@ -44,13 +45,6 @@ struct fs_namespace {
     size_t stats_count, stats_capacity;
     negative_cache *misses;      /* "m:ORG", "d:ORG/NAME@REV"...: what the Hub refused lately */
 };
-
-static int64_t now_seconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec;
-}
 
 /* ---- nodes by (parent, name) -------------------------------------------------------------- */
 
@@ -453,7 +447,7 @@ static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_nod
         return ENOENT;
     char key[2 * MAX_HUB_NAME + 280];
     miss_key(key, sizeof key, org->repo_type, org->name, name);
-    int error = negative_cache_get(names->misses, key, now_seconds());
+    int error = negative_cache_get(names->misses, key, monotonic_seconds());
     if (error)
         return error;
     char id[2 * MAX_HUB_NAME + 2];
@@ -465,7 +459,7 @@ static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_nod
     error = pin_revision(names, &hub, revision, display, &pinned);
     if (error) {
         if (is_lasting_refusal(error))
-            negative_cache_put(names->misses, key, error, now_seconds());
+            negative_cache_put(names->misses, key, error, monotonic_seconds());
         return error;
     }
     fs_repo *repo = new_repo(org->repo_type, id, revision, pinned.commit);
@@ -494,7 +488,7 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
         return ENOENT;
     char key[MAX_HUB_NAME + 8];
     miss_key(key, sizeof key, dir->repo_type, name, NULL);
-    int error = negative_cache_get(names->misses, key, now_seconds());
+    int error = negative_cache_get(names->misses, key, monotonic_seconds());
     if (error)
         return error;
     org_listing *listing = NULL;
@@ -503,7 +497,7 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
         error = ENOENT;
     if (error == ENOENT || error == EACCES || error == ENOMEM) {
         if (is_lasting_refusal(error))
-            negative_cache_put(names->misses, key, error, now_seconds());
+            negative_cache_put(names->misses, key, error, monotonic_seconds());
         org_listing_free(listing);
         return error;
     }
@@ -512,7 +506,7 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
     if (!node && (node = add_node(names, dir->ino, name, NODE_ORG, true))) {
         node->visible = listing != NULL;
         node->listing = listing;
-        node->listed_at = now_seconds();
+        node->listed_at = monotonic_seconds();
         listing = NULL;
     }
     if (node)
@@ -672,7 +666,7 @@ int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_
  * listing is old; a failure keeps what was listed before. One fetch at a time per org. */
 static int update_org_listing(fs_namespace *names, fs_node *org, bool force)
 {
-    int64_t now = now_seconds();
+    int64_t now = monotonic_seconds();
     pthread_mutex_lock(&names->lock);
     bool wanted = force || !org->listing || !org->listing->whole || now - org->listed_at >= ORG_LISTING_TTL_S;
     bool fetching = wanted && !org->listing_fetch_running;

@@ -1,6 +1,8 @@
 /* reader.c — read requests: plan, claim, wait as block waiters, answer from any thread. */
 #include "reader.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,10 @@ static size_t part_bytes_for(uint64_t range_bytes, uint64_t block_size)
 #define CLAIM_RUNS_MAX 64
 /* Hinted bytes kept scheduled ahead of what was not yet claimed for lack of budget. */
 #define MAX_PENDING_HINTS 65536
+/* After a read fails (its retry budget spent), the kernel asks its first page again at once, on
+ * the same handle (read-ahead failed, so it reads the page itself): within this long, that repeat
+ * gets the same answer, not a second retry budget (an endless stall took twice the budget to EIO). */
+#define FAILED_READ_REPEAT_NS 1000000000
 
 struct open_file {
     fs_context *context;
@@ -32,6 +38,12 @@ struct open_file {
     size_t hint_count, hint_next;
     uint64_t read_end;           /* the furthest byte its reads reached */
     bool hinted;                 /* it announced its reads: no speculation beyond them */
+    struct {                     /* its last failed read, for the kernel's repeat */
+        pthread_mutex_t lock;    /* apart: a failure may be answered under the lock above */
+        uint64_t begin, end;
+        int64_t at_ns;
+        int error;
+    } failed;
 };
 
 typedef struct read_request read_request;
@@ -44,13 +56,16 @@ typedef struct request_part {
     read_request *owner;
     block *blk;
     size_t from, to;             /* bytes within the block */
+    bool retried;
 } request_part;
 
 struct read_request {
     fuse_req_t req;
-    /* Not the handle: once the reply is out, the file may be released and its handle freed. */
+    /* What follows the reply uses these, not the handle: once the reply is out, the file may be
+     * released and its handle freed (until then the kernel keeps it open). */
     fs_context *context;
     remote_file *file;
+    open_file *handle;
     uint64_t offset;
     size_t length;
     bool uncounted;              /* planned without the tensor map: counted once answered */
@@ -71,6 +86,7 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
     handle->context = context;
     handle->file = node->file;
     pthread_mutex_init(&handle->lock, NULL);
+    pthread_mutex_init(&handle->failed.lock, NULL);
     planner_streams_init(&handle->streams);
     remote_file_opened(node->file);
     fetch_header(node->file, 0);
@@ -84,6 +100,7 @@ void reader_close(open_file *handle)
         atomic_fetch_sub(&handle->context->hinted_handles, 1);
     remote_file_closed(handle->file);
     pthread_mutex_destroy(&handle->lock);
+    pthread_mutex_destroy(&handle->failed.lock);
     free(handle->hints);
     free(handle);
 }
@@ -330,6 +347,29 @@ static void reply_with_bytes(read_request *rq)
     account_served(rq);
 }
 
+static void remember_failure(open_file *handle, uint64_t offset, size_t length, int error)
+{
+    pthread_mutex_lock(&handle->failed.lock);
+    handle->failed.begin = offset;
+    handle->failed.end = offset + length;
+    handle->failed.at_ns = monotonic_ns();
+    handle->failed.error = error;
+    pthread_mutex_unlock(&handle->failed.lock);
+}
+
+/* The error of the handle's last failed read when this read lies within it and came right after;
+ * else 0. */
+static int repeated_failure(open_file *handle, uint64_t offset, size_t length)
+{
+    pthread_mutex_lock(&handle->failed.lock);
+    int error = handle->failed.error;
+    if (offset < handle->failed.begin || offset + length > handle->failed.end ||
+        monotonic_ns() - handle->failed.at_ns >= FAILED_READ_REPEAT_NS)
+        error = 0;
+    pthread_mutex_unlock(&handle->failed.lock);
+    return error;
+}
+
 static void free_request(read_request *rq)
 {
     block_cache *blocks = rq->context->blocks;
@@ -351,6 +391,8 @@ static void answer(read_request *rq, bool in_interrupt)
     if (error) {
         if (error == EINTR)
             atomic_fetch_add(&rq->context->stats.reads_interrupted, 1);
+        else
+            remember_failure(rq->handle, rq->offset, rq->length, error);
         fuse_reply_err(rq->req, error);
     } else {
         reply_with_bytes(rq);
@@ -378,10 +420,28 @@ static void set_error(read_request *rq, int error)
     atomic_compare_exchange_strong(&rq->error, &none, error);
 }
 
+/* A failure in transit of a fetch the part joined late gets the part one fetch of its own.
+ * Returns whether it waits again; else *error is the part's outcome. */
+static bool retry_part(request_part *part, int *error)
+{
+    if (part->retried || !part->waiter.joined_late || *error == EACCES || *error == ENOMEM || *error == ECANCELED)
+        return false;
+    part->retried = true;
+    read_request *rq = part->owner;
+    block_cache *blocks = rq->context->blocks;
+    uint64_t block_start = block_index(part->blk) * block_cache_block_size(blocks);
+    schedule_range(rq->file, block_start + part->from, block_start + part->to, FETCH_DEMAND, false, true);
+    int waiting = block_cache_wait(blocks, part->blk, part->from, part->to, &part->waiter);
+    *error = waiting < 0 ? -waiting : 0;
+    return waiting == 0;   /* registered: from here on, part may be answered and freed */
+}
+
 static void on_part_ready(block_waiter *waiter, int error)
 {
     request_part *part = (request_part *)waiter;
     read_request *rq = part->owner;
+    if (error && retry_part(part, &error))
+        return;
     if (error)
         set_error(rq, error);
     drop_pending(rq, false);
@@ -411,8 +471,8 @@ static read_request *new_request(open_file *handle, fuse_req_t req, uint64_t off
     read_request *rq = calloc(1, sizeof *rq + parts * sizeof rq->parts[0]);
     if (!rq)
         return NULL;
-    *rq = (read_request){.req = req, .context = handle->context, .file = handle->file, .offset = offset,
-                         .length = length};
+    *rq = (read_request){.req = req, .context = handle->context, .file = handle->file, .handle = handle,
+                         .offset = offset, .length = length};
     for (uint64_t at = offset; at < offset + length; rq->part_count++) {
         request_part *part = &rq->parts[rq->part_count];
         uint64_t index = at / block_size, in_block = at % block_size;
@@ -461,6 +521,11 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
     }
     size_t length = size < file->source.size - offset ? size : (size_t)(file->source.size - offset);
     remote_file_learn_header(file);
+    int repeated = repeated_failure(handle, offset, length);
+    if (repeated) {
+        fuse_reply_err(req, repeated);
+        return;
+    }
     read_plan plan;
     pthread_mutex_lock(&handle->lock);
     remote_file_plan_read(file, &handle->streams, offset, length, &plan);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #define PAGE BLOCK_PAGE_SIZE
 #define BS (16 * PAGE)   /* 64 KiB blocks of 16 pages */
@@ -240,6 +241,44 @@ static void waiters(void)
         CHECK(all[i]->fired <= 1);
         latch_destroy(all[i]);
     }
+    block_cache_put(cache, blk);
+    block_cache_free(cache);
+}
+
+/* A waiter that came in the second half of a failed run's life is told so (its reader retries
+ * rather than taking a failure it hardly waited for); one there from the start is not. */
+static void late_joiners_of_a_failed_run(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 9, .size = BS};
+    block *blk = pinned(cache, &source, 0);
+    latch_waiter early, late;
+    latch_init(&early);
+    latch_init(&late);
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk, 0, 4 * PAGE, false, BS, runs), 1);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, 4 * PAGE, &early.waiter), 0);
+    struct timespec pause = {.tv_nsec = 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, PAGE, 2 * PAGE, &late.waiter), 0);
+    complete_runs(cache, runs, 1, EIO);
+    CHECK_EQ_INT(latch_fired(&early), 1);
+    CHECK_EQ_INT(early.error, EIO);
+    CHECK(!early.waiter.joined_late);
+    CHECK_EQ_INT(latch_fired(&late), 1);
+    CHECK_EQ_INT(late.error, EIO);
+    CHECK(late.waiter.joined_late);
+
+    /* A run that succeeds makes nobody late. */
+    CHECK_EQ_INT(claim(cache, blk, 0, 4 * PAGE, false, BS, runs), 1);
+    nanosleep(&pause, NULL);
+    CHECK_EQ_INT(block_cache_wait(cache, blk, 0, PAGE, &late.waiter), 0);
+    complete_runs(cache, runs, 1, 0);
+    CHECK_EQ_INT(latch_fired(&late), 2);
+    CHECK_EQ_INT(late.error, 0);
+    CHECK(!late.waiter.joined_late);
+    latch_destroy(&early);
+    latch_destroy(&late);
     block_cache_put(cache, blk);
     block_cache_free(cache);
 }
@@ -673,6 +712,7 @@ int main(void)
     claims_split_and_skip();
     single_flight();
     waiters();
+    late_joiners_of_a_failed_run();
     budget();
     served_blocks_go_first();
     streamed_blocks_pass_their_pages_on();
