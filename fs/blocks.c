@@ -530,6 +530,16 @@ bool block_cache_has(block_cache *cache, block *blk, size_t from, size_t to)
     return present;
 }
 
+bool block_cache_covered(block_cache *cache, block *blk, size_t from, size_t to)
+{
+    if (from >= to)
+        return true;
+    pthread_mutex_lock(&cache->lock);
+    bool covered = missing_bytes(blk, first_page_of(from), end_page_of(to)) == 0;
+    pthread_mutex_unlock(&cache->lock);
+    return covered;
+}
+
 int block_cache_wait(block_cache *cache, block *blk, size_t from, size_t to, block_waiter *waiter)
 {
     if (to > blk->length)

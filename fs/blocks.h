@@ -105,6 +105,8 @@ void block_cache_complete(block_cache *cache, const page_run *run, int error);
 
 /* Whether bytes [from, to) of a pinned block are present. */
 bool block_cache_has(block_cache *cache, block *blk, size_t from, size_t to);
+/* Whether every page of bytes [from, to) of a pinned block is present or claimed. */
+bool block_cache_covered(block_cache *cache, block *blk, size_t from, size_t to);
 
 /* Registers waiter for bytes [from, to) of a pinned block (the caller keeps its pin until
  * on_ready). Returns 0 when registered, 1 when all is present already (not registered), or

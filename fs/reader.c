@@ -134,7 +134,9 @@ static bool schedule_range(remote_file *file, uint64_t begin, uint64_t end, fetc
             else
                 fetcher_submit(context->fetch_pool, &runs[i], priority);
         }
-        if (within_budget && !block_cache_has(context->blocks, blk, in_block, to) && count == 0)
+        /* Refused, not merely claimed by another (a stream's read-ahead inside a tensor's rest):
+         * that stopped a rest at its first part in flight, and its far half was read page by page. */
+        if (within_budget && !block_cache_covered(context->blocks, blk, in_block, to))
             all_claimed = false;
         block_cache_put(context->blocks, blk);
         at = index * block_size + to;

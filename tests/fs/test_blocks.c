@@ -534,6 +534,9 @@ static void copy_present(void)
     CHECK_EQ_INT(counters_of(cache).blocks, 1);   /* a copy never creates a block */
     CHECK(!block_cache_has(cache, blk, 3 * PAGE, 5 * PAGE));
     CHECK(block_cache_has(cache, blk, 3 * PAGE, 4 * PAGE));
+    CHECK(block_cache_covered(cache, blk, 3 * PAGE, 6 * PAGE));    /* present or in flight */
+    CHECK(!block_cache_covered(cache, blk, 5 * PAGE, 6 * PAGE + 1));
+    CHECK(block_cache_covered(cache, blk, 9 * PAGE, 9 * PAGE));
     complete_runs(cache, in_flight, 1, 0);
     CHECK(block_cache_copy_present(cache, 8, 0, 3 * PAGE + 1, 6 * PAGE, copy));
     CHECK(bytes_right(copy, 8, 3 * PAGE + 1, 3 * PAGE - 1));
