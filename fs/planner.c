@@ -633,17 +633,8 @@ static bool touches_tensor_start(const planner_order *order, const planner_file 
            t->begin < middle_page_end;
 }
 
-/* Whether tensor i is read from its start and from further inside at once, each beyond what a
- * touch reads: torch copies a large tensor in parallel parts, one per thread, which read as a
- * slice each until together they pass half the tensor. A rank's share, read after the start was
- * touched, is one part only. */
-static bool read_in_parts(const planner_order *order, size_t i)
-{
-    return order->read_prefix[i] > TENSOR_EVIDENCE_BYTES && order->read_bytes[i] - order->read_prefix[i] > TENSOR_EVIDENCE_BYTES;
-}
-
-/* Counts the read against the tensors it overlaps; a tensor read past half (or in parallel
- * parts) earns its rest, one read whole is a visit for the order learner, which may then prefetch the next ones. */
+/* Counts the read against the tensors it overlaps; a tensor read past half earns its rest, one
+ * read whole is a visit for the order learner, which may then prefetch the next ones. */
 static void plan_tensors(const planner_file *file, const planner_config *config, uint64_t offset, uint64_t end,
                          read_plan *plan)
 {
@@ -656,7 +647,7 @@ static void plan_tensors(const planner_file *file, const planner_config *config,
         if (touches_tensor_start(order, file, i, offset, end))
             plan_heads(order, i, file, plan);
         planner_order_note_read(order, max_u64(offset, t->begin), min_u64(end, t->end));
-        if (!order->rest_asked[i] && size > TENSOR_EVIDENCE_BYTES && (order->read_bytes[i] * 2 > size || read_in_parts(order, i))) {
+        if (!order->rest_asked[i] && order->read_bytes[i] * 2 > size && size > TENSOR_EVIDENCE_BYTES) {
             order->rest_asked[i] = 1;
             plan->rest = (plan_range){t->begin, t->end};
         }

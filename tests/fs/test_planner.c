@@ -1,6 +1,6 @@
 /* The read planner: a new stream fetches its read and no more; read-ahead is earned by reading
  * on, as much as was read; safetensors header reads fetch the header only; a tensor reader earns
- * the rest of its tensor once it has read on (or reads it in parallel parts), a slice reader a sixteenth of what it read, within
+ * the rest of its tensor once it has read on, a slice reader a sixteenth of what it read, within
  * the tensor, or its whole slice once a rank's share of each tensor is learnt; whole tensors
  * read in file, name (small tensors between) or module (layer by layer) order teach that order and the next tensors
  * along it are prefetched, within a window bounded by what was read whole; touching each
@@ -475,42 +475,6 @@ static void a_ranks_share_is_learnt(void)
     test_file_clear(&f);
 }
 
-/* torch copies a large tensor in parallel parts, one per thread: reads from its start and from
- * its middle, interleaved. Once each part has read past TENSOR_EVIDENCE the rest of the tensor is
- * asked at once, long before the two together pass half of it. A rank's share read after the
- * tensor's start was touched is one part, and earns no rest. */
-static uint64_t reads_until_rest(test_file *f, const tensor_extent *t, uint64_t second_part)
-{
-    planner_streams streams;
-    planner_streams_init(&streams);
-    uint64_t reads = 0;
-    for (uint64_t at = 0; t->begin + at < second_part; at += 128 * KIB) {
-        reads++;
-        if (plan_read(f, &streams, t->begin + at, 128 * KIB).rest.end ||
-            plan_read(f, &streams, second_part + at, 128 * KIB).rest.end)
-            return reads;
-    }
-    return 0;
-}
-
-static void parallel_parts_earn_the_rest(void)
-{
-    st_tensor_spec specs[] = {{"a", 32 * MIB}, {"b", 32 * MIB}, {"c", 32 * MIB}};
-    test_file f;
-    test_file_init(&f, specs, 3, 4096);
-    const tensor_extent *t = f.map->tensors;
-    uint64_t reads = reads_until_rest(&f, &t[0], t[0].begin + 16 * MIB);
-    CHECK(reads > TENSOR_EVIDENCE / (128 * KIB) && reads <= TENSOR_EVIDENCE / (128 * KIB) + 1);
-    CHECK_EQ_INT(reads_until_rest(&f, &t[1], t[1].begin + 8 * MIB), reads);   /* four threads' first two */
-
-    planner_streams streams;
-    planner_streams_init(&streams);
-    CHECK(!plan_read(&f, &streams, t[2].begin, 128 * KIB).rest.end);   /* a touch */
-    for (uint64_t at = share_begin(&t[2], 1, 4); at < share_begin(&t[2], 2, 4); at += 128 * KIB)
-        CHECK(!plan_read(&f, &streams, at, 128 * KIB).rest.end);
-    test_file_clear(&f);
-}
-
 /* ---- the learned order ---------------------------------------------------------------------- */
 
 /* Tensors t00..t15 of 3 MiB, name t<i> at file position 5i mod 16: no two tensors next to each
@@ -935,7 +899,6 @@ int main(void)
     header_reads_fetch_the_header();
     tensor_and_slice_readers();
     a_ranks_share_is_learnt();
-    parallel_parts_earn_the_rest();
     file_order_is_learned();
     name_order_is_learned();
     name_order_across_small_tensors();
