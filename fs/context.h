@@ -9,6 +9,7 @@
 #include "hub.h"
 #include "options.h"
 #include "planner.h"
+#include "read_trace.h"
 #include "stats.h"
 
 #include <pthread.h>
@@ -53,6 +54,7 @@ typedef struct fs_context {
     fs_namespace *names;
     planner_config planner;
     fs_stats stats;
+    read_trace *trace;           /* NULL without --trace-reads */
     struct fuse_session *session;
     pthread_mutex_t handles_lock;
     fs_handle *handles;

@@ -115,6 +115,9 @@ static void open_disk_cache(fs_context *context)
 static int build_context(fs_context *context, startup *s)
 {
     const fs_options *o = &context->options;
+    int error = o->trace_reads ? read_trace_open(o->trace_reads, &context->trace) : 0;
+    if (error)
+        return startup_fail(s, "--trace-reads %s: %s", o->trace_reads, strerror(error));
     if (make_hub_client(context, s))
         return -1;
     open_disk_cache(context);
@@ -152,6 +155,7 @@ static void destroy_context(fs_context *context)
         stop_fetching(context);
     namespace_free(context->names);      /* closes the Hub handles of files */
     block_cache_free(context->blocks);
+    read_trace_close(context->trace);   /* after the last read was answered */
     if (context->disk)
         disk_cache_close(context->disk);
     hub_client_free(context->hub);

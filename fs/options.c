@@ -50,6 +50,9 @@ void fs_options_print_help(FILE *out)
           "  --threads N           fetch threads; one file runs at most half of them (default 32)\n"
           "  --exact-slices        accepted for old fstab lines; does nothing (reads always fetch\n"
           "                        about what they read)\n"
+          "  --trace-reads FILE    append a line per read the kernel sends to FILE (tab-separated: when,\n"
+          "                        how long it waited, file, offset, length, read-ahead it asked for,\n"
+          "                        result, tensor): what a slow tool waits for\n"
           "  -f, --foreground      stay in the foreground, logging to stderr (else to syslog)\n"
           "  -d                    FUSE debug output (implies -f)\n"
           "  -o OPT[,OPT...]       our keys above, or FUSE mount options (allow_other, ...)\n"
@@ -149,7 +152,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
     static const char *const valued[] = {"endpoint", "fallback-endpoint", "token-file", "ca-bundle",
                                          "cache-dir", "cache-size", "memory-budget", "block-size",
-                                         "readahead-max", "threads", NULL};
+                                         "readahead-max", "threads", "trace-reads", NULL};
     bool known = false;
     for (size_t i = 0; valued[i]; i++)
         known = known || strcmp(key, valued[i]) == 0;
@@ -162,6 +165,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (strcmp(key, "token-file") == 0) return replace_string(&o->token_file, value) ? -1 : 1;
     if (strcmp(key, "ca-bundle") == 0) return replace_string(&o->ca_bundle, value) ? -1 : 1;
     if (strcmp(key, "cache-dir") == 0) return replace_string(&o->cache_dir, value) ? -1 : 1;
+    if (strcmp(key, "trace-reads") == 0) return replace_string(&o->trace_reads, value) ? -1 : 1;
     if (strcmp(key, "threads") == 0) {
         char *end;
         long threads = strtol(value, &end, 10);
@@ -302,6 +306,7 @@ void fs_options_clear(fs_options *o)
     free(o->token_file);
     free(o->ca_bundle);
     free(o->cache_dir);
+    free(o->trace_reads);
     free(o->fuse_options);
     memset(o, 0, sizeof *o);
 }

@@ -1,7 +1,7 @@
 /* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
  * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
  * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=,
- * fallback_endpoint=, token_file=, ca_bundle=, no_disk_cache) are taken out; the rest go to
+ * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache) are taken out; the rest go to
  * FUSE. */
 #ifndef HUBFS_OPTIONS_H
 #define HUBFS_OPTIONS_H
@@ -18,6 +18,7 @@ typedef struct fs_options {
     char *token_file;            /* NULL: HF_TOKEN and friends */
     char *ca_bundle;             /* NULL: CURL_CA_BUNDLE and friends, else the system store */
     char *cache_dir;
+    char *trace_reads;           /* NULL: no read trace */
     uint64_t cache_size;
     bool disk_cache_enabled;
     uint64_t memory_budget;

@@ -2,6 +2,7 @@
 #include "reader.h"
 
 #include "clock.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
  * in parts of up to a block: over a link with a first-byte delay a request's fixed cost is paid
  * per part (2 MiB at 40 MB/s and 20 ms: 28 % of it; 8 MiB: 9 %). */
 #define RANGE_SPREAD 16
+
+static uint64_t range_bytes(plan_range range) { return range.end > range.begin ? range.end - range.begin : 0; }
 
 static size_t part_bytes_for(uint64_t range_bytes, uint64_t block_size)
 {
@@ -69,6 +72,8 @@ struct read_request {
     uint64_t offset;
     size_t length;
     bool uncounted;              /* planned without the tensor map: counted once answered */
+    int64_t arrived_ns;          /* with --trace-reads only */
+    uint64_t ahead_bytes;        /* with --trace-reads only: speculation the read asked for */
     /* Waiters not yet fired, plus one held by whoever is still working on the request: the
      * thread that takes it to zero answers. */
     atomic_int pending;
@@ -372,6 +377,19 @@ static int repeated_failure(open_file *handle, uint64_t offset, size_t length)
     return error;
 }
 
+static void trace_read(remote_file *file, uint64_t offset, size_t length, int64_t arrived_ns, uint64_t ahead_bytes,
+                       int error)
+{
+    char tensor[256];
+    remote_file_describe_offset(file, offset, tensor, sizeof tensor);
+    read_trace_entry entry = {.repo = file->repo->display_name, .path = file->path, .tensor = tensor,
+                              .offset = offset, .length = length, .arrived_ns = arrived_ns,
+                              .answered_ns = monotonic_ns(), .ahead_bytes = ahead_bytes, .error = error};
+    int stopped = read_trace_write(file->context->trace, &entry);
+    if (stopped)
+        fs_log("--trace-reads stopped: %s (the mount goes on without it)", strerror(stopped));
+}
+
 static void free_request(read_request *rq)
 {
     block_cache *blocks = rq->context->blocks;
@@ -399,6 +417,8 @@ static void answer(read_request *rq, bool in_interrupt)
     } else {
         reply_with_bytes(rq);
     }
+    if (rq->context->trace)
+        trace_read(rq->file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error);
     remote_file *file = rq->file;
     bool touched_header = file->is_safetensors && rq->offset < rq->context->planner.header_probe;
     bool count = rq->uncounted && !error;
@@ -515,6 +535,7 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
 {
     remote_file *file = handle->file;
     fs_context *context = handle->context;
+    int64_t arrived_ns = context->trace ? monotonic_ns() : 0;
     atomic_fetch_add(&context->stats.reads, 1);
     atomic_fetch_add(&file->repo->stats->reads, 1);
     if (offset >= file->source.size || size == 0) {
@@ -526,6 +547,8 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
     int repeated = repeated_failure(handle, offset, length);
     if (repeated) {
         fuse_reply_err(req, repeated);
+        if (context->trace)
+            trace_read(file, offset, length, arrived_ns, 0, repeated);
         return;
     }
     read_plan plan;
@@ -543,6 +566,10 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
         return;
     }
     rq->uncounted = plan.uncounted;
+    if (context->trace) {
+        rq->arrived_ns = arrived_ns;
+        rq->ahead_bytes = (hinted ? 0 : range_bytes(plan.ahead) + range_bytes(plan.rest));
+    }
     schedule_range(handle->file, plan.demand.begin, plan.demand.end, FETCH_DEMAND, false, true);
     if (!hinted)
         schedule_plan(handle, &plan);

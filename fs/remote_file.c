@@ -183,6 +183,21 @@ void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length)
     pthread_mutex_unlock(&file->lock);
 }
 
+void remote_file_describe_offset(remote_file *file, uint64_t offset, char *out, size_t size)
+{
+    pthread_mutex_lock(&file->lock);
+    const char *what = "-";
+    if (file->header_end && offset < file->header_end)
+        what = "(header)";
+    else if (file->map) {
+        size_t index = tensor_map_find(file->map, offset);
+        if (index < file->map->count)
+            what = file->map->tensors[index].name;
+    }
+    snprintf(out, size, "%s", what);
+    pthread_mutex_unlock(&file->lock);
+}
+
 size_t remote_file_whole_tensors(remote_file *file)
 {
     pthread_mutex_lock(&file->lock);

@@ -71,6 +71,9 @@ bool remote_file_next_served(remote_file *file, uint64_t begin, uint64_t end, ui
 /* Counts a served read against the file's tensors when it was planned without them. */
 void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length);
 
+/* What holds byte offset, for the read trace: the tensor's name, "(header)", or "-" when the
+ * file has no tensor map (yet) or the byte lies between tensors. Truncated to size. */
+void remote_file_describe_offset(remote_file *file, uint64_t offset, char *out, size_t size);
 /* Tensors of the file read whole so far (0 without a tensor map). */
 size_t remote_file_whole_tensors(remote_file *file);
 

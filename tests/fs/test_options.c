@@ -26,10 +26,11 @@ static void command_line(void)
 {
     char *argv[] = {"mount", "/mnt/hf", "--cache-size", "20G", "--memory-budget=256M", "--block-size", "4M",
                     "--threads", "8", "--no-disk-cache", "-f", "-o", "allow_other,readahead_max=64M",
-                    "--fallback-endpoint", "https://huggingface.co", NULL};
+                    "--fallback-endpoint", "https://huggingface.co", "--trace-reads", "reads.tsv", NULL};
     fs_options o;
     char error[256];
-    CHECK_EQ_INT(fs_options_parse(15, argv, false, &o, error, sizeof error), 0);
+    CHECK_EQ_INT(fs_options_parse(17, argv, false, &o, error, sizeof error), 0);
+    CHECK(o.trace_reads && strcmp(o.trace_reads, "reads.tsv") == 0);
     CHECK(o.fallback_endpoint && strcmp(o.fallback_endpoint, "https://huggingface.co") == 0);
     CHECK(o.mountpoint && strcmp(o.mountpoint, "/mnt/hf") == 0);
     CHECK_EQ_INT(o.cache_size, 20ULL * 1024 * MIB);
@@ -46,7 +47,7 @@ static void mount_helper(void)
 {
     char *argv[] = {"mount.hubfs", "hubfs", "/hf", "-o", "rw,defaults,cache_size=20G,cache_dir=/var/cache/h,"
                     "endpoint=http://127.0.0.1:9,nosuid,x-systemd.automount,_netdev,"
-                    "fallback_endpoint=https://hub.example", "-n", NULL};
+                    "fallback_endpoint=https://hub.example,trace_reads=/var/log/hubfs-reads.tsv", "-n", NULL};
     fs_options o;
     char error[256];
     CHECK_EQ_INT(fs_options_parse(6, argv, true, &o, error, sizeof error), 0);
@@ -55,6 +56,7 @@ static void mount_helper(void)
     CHECK(o.cache_dir && strcmp(o.cache_dir, "/var/cache/h") == 0);
     CHECK(o.endpoint && strcmp(o.endpoint, "http://127.0.0.1:9") == 0);
     CHECK(o.fallback_endpoint && strcmp(o.fallback_endpoint, "https://hub.example") == 0);
+    CHECK(o.trace_reads && strcmp(o.trace_reads, "/var/log/hubfs-reads.tsv") == 0);
     CHECK(o.fuse_options && strcmp(o.fuse_options, "nosuid") == 0);
     CHECK(!o.foreground);
     fs_options_clear(&o);
