@@ -604,6 +604,24 @@ void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t
     pthread_mutex_unlock(&cache->lock);
 }
 
+size_t block_cache_take_unserved(block_cache *cache, block *blk, size_t from, size_t max)
+{
+    if (from % BLOCK_PAGE_SIZE || from >= blk->length)
+        return 0;
+    pthread_mutex_lock(&cache->lock);
+    size_t end = from;
+    while (end < blk->length && end - from < max && bit_test(blk->present, end / BLOCK_PAGE_SIZE) &&
+           !bit_test(blk->served, end / BLOCK_PAGE_SIZE)) {
+        bit_set(blk->served, end / BLOCK_PAGE_SIZE);
+        blk->served_count++;
+        cache->counters.unread_bytes -= BLOCK_PAGE_SIZE;
+        end += BLOCK_PAGE_SIZE;
+    }
+    blk->fully_served = blk->served_count == blk->page_count;
+    pthread_mutex_unlock(&cache->lock);
+    return (end < blk->length ? end : blk->length) - from;
+}
+
 bool block_cache_copy_present(block_cache *cache, uint64_t source_id, uint64_t index, size_t from, size_t to,
                               void *dst)
 {

@@ -121,6 +121,12 @@ bool block_cache_cancel_wait(block_cache *cache, block_waiter *waiter);
 /* Records that bytes [from, to) of a pinned, present range were handed to the kernel. */
 void block_cache_mark_served(block_cache *cache, block *blk, size_t from, size_t to);
 
+/* Marks served the pages of a pinned block from page-aligned from on that are present and were
+ * never served, up to about max bytes (whole pages; the block's end aside) and the first that is
+ * not, and returns their bytes: the caller hands them to the kernel (two callers never get the
+ * same page). */
+size_t block_cache_take_unserved(block_cache *cache, block *blk, size_t from, size_t max);
+
 /* Copies bytes [from, to) of block index of source into dst when every page of them is present
  * (true); false otherwise. Never creates a block. */
 bool block_cache_copy_present(block_cache *cache, uint64_t source_id, uint64_t index, size_t from, size_t to,

@@ -671,6 +671,7 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
         return;
     bool is_new;
     planner_stream *s = stream_for_read(streams, file, offset, end, &is_new);
+    plan->in_order_bytes = s->since_skip.bytes;
     if (file->is_safetensors && file->header_end == 0 && offset < config->header_probe)
         plan->demand.end = max_u64(end, min_u64(config->header_probe, file->size));
     if (file->is_safetensors && offset < file->header_end)

@@ -65,6 +65,7 @@ typedef struct read_plan {
     plan_range prefetch[PLAN_MAX_PREFETCH];   /* whole tensors along the learned order, and the
                                                  first bytes of tensors a prober will touch */
     size_t prefetch_count;
+    uint64_t in_order_bytes;     /* data its stream read in order up to it, itself included */
     bool touched;                /* the read touched a tensor's first bytes ... */
     planner_touching touching;   /* ... and the file's touches keep to this order (heads come ahead) */
 } read_plan;

@@ -77,7 +77,7 @@ int read_trace_write(read_trace *trace, const read_trace_entry *e)
         putc('\t', out);
         put_field(out, e->path);
         fprintf(out, "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%s\t", e->offset, e->length, e->ahead_bytes,
-                e->error ? strerrorname_np(e->error) : "ok");
+                e->error ? strerrorname_np(e->error) : e->pushed ? "pushed" : "ok");
         put_field(out, e->tensor ? e->tensor : "-");
         putc('\n', out);
         if (e->answered_ns - trace->flushed_ns >= FLUSH_INTERVAL_NS) {

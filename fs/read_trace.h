@@ -1,8 +1,10 @@
 /* read_trace.h — `--trace-reads FILE`: a line per read the kernel sent, with how long it waited
- * and what the planner asked for beyond it, to find out why a tool is slow on the mount. */
+ * and what the planner asked for beyond it, and per push into the page cache, to find out why a
+ * tool is slow on the mount. */
 #ifndef HUBFS_READ_TRACE_H
 #define HUBFS_READ_TRACE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct read_trace read_trace;
@@ -15,6 +17,7 @@ typedef struct read_trace_entry {
     int64_t arrived_ns, answered_ns;   /* monotonic */
     uint64_t ahead_bytes;        /* read-ahead and tensor rest this read asked for (not fetched yet) */
     int error;                   /* 0, or the errno answered */
+    bool pushed;                 /* not a read: bytes put in the page cache after one, unasked */
 } read_trace_entry;
 
 /* Opens (creates or appends to) path, written by the daemon from then on. 0 or an errno. */

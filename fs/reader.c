@@ -3,6 +3,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "page_push.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -27,6 +28,18 @@ static size_t part_bytes_for(uint64_t range_bytes, uint64_t block_size)
 #define CLAIM_RUNS_MAX 64
 /* Hinted bytes kept scheduled ahead of what was not yet claimed for lack of budget. */
 #define MAX_PENDING_HINTS 65536
+/* A read answered from memory first pushes the bytes after it that are in memory too into the
+ * kernel's page cache (page_push.h), up to this far: under the planner's forward slack (1 MiB),
+ * so the read after them still continues its stream. The kernel asks at most 128 KiB per read
+ * and a page-faulting loader less: from_pretrained of a 3 GB model over loopback sent 24,000
+ * reads without pushes and 5,000 with them, and took 4.5 s instead of 5.4 s. */
+#define PUSH_AHEAD_BYTES (768u << 10)
+/* Only for a stream that has read this much in order: a touch of a tensor's first bytes (a shape
+ * query, a meta-device load) gets nothing it would not read. */
+#define PUSH_EVIDENCE_BYTES (256u << 10)
+/* A push may wait for pages a request of the kernel is filling, which another FUSE thread
+ * answers: at most this many push at once, so that others are always left (libfuse runs 64). */
+#define MAX_PUSHING_THREADS 8
 /* After a read fails (its retry budget spent), the kernel asks its first page again at once, on
  * the same handle (read-ahead failed, so it reads the page itself): within this long, that repeat
  * gets the same answer, not a second retry budget (an endless stall took twice the budget to EIO). */
@@ -35,6 +48,7 @@ static size_t part_bytes_for(uint64_t range_bytes, uint64_t block_size)
 struct open_file {
     fs_context *context;
     remote_file *file;
+    uint64_t ino;                /* the kernel's name of the file, for pushes */
     pthread_mutex_t lock;        /* guards streams and the hints */
     planner_streams streams;
     reader_hint *hints;          /* hinted ranges not yet scheduled, sorted */
@@ -90,6 +104,7 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
         return ENOMEM;
     handle->context = context;
     handle->file = node->file;
+    handle->ino = node->ino;
     pthread_mutex_init(&handle->lock, NULL);
     pthread_mutex_init(&handle->failed.lock, NULL);
     planner_streams_init(&handle->streams);
@@ -377,14 +392,15 @@ static int repeated_failure(open_file *handle, uint64_t offset, size_t length)
     return error;
 }
 
-static void trace_read(remote_file *file, uint64_t offset, size_t length, int64_t arrived_ns, uint64_t ahead_bytes,
-                       int error)
+static void trace_line(remote_file *file, uint64_t offset, size_t length, int64_t arrived_ns, uint64_t ahead_bytes,
+                       int error, bool pushed)
 {
     char tensor[256];
     remote_file_describe_offset(file, offset, tensor, sizeof tensor);
     read_trace_entry entry = {.repo = file->repo->display_name, .path = file->path, .tensor = tensor,
                               .offset = offset, .length = length, .arrived_ns = arrived_ns,
-                              .answered_ns = monotonic_ns(), .ahead_bytes = ahead_bytes, .error = error};
+                              .answered_ns = monotonic_ns(), .ahead_bytes = ahead_bytes, .error = error,
+                              .pushed = pushed};
     int stopped = read_trace_write(file->context->trace, &entry);
     if (stopped)
         fs_log("--trace-reads stopped: %s (the mount goes on without it)", strerror(stopped));
@@ -418,7 +434,7 @@ static void answer(read_request *rq, bool in_interrupt)
         reply_with_bytes(rq);
     }
     if (rq->context->trace)
-        trace_read(rq->file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error);
+        trace_line(rq->file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error, false);
     remote_file *file = rq->file;
     bool touched_header = file->is_safetensors && rq->offset < rq->context->planner.header_probe;
     bool count = rq->uncounted && !error;
@@ -531,6 +547,38 @@ static int wait_for_part(open_file *handle, read_request *rq, request_part *part
     return -(failure == EACCES || failure == ENOMEM ? failure : EIO);
 }
 
+static atomic_int pushing_threads;
+
+/* Pushes what follows a read of a stream reading in order; the pushed bytes count as read by
+ * the stream (so the read after them continues it, and its read-ahead keeps growing). */
+static void push_following(open_file *handle, const read_plan *plan, uint64_t read_end)
+{
+    if (plan->in_order_bytes < PUSH_EVIDENCE_BYTES || !handle->context->session)
+        return;
+    if (atomic_fetch_add(&pushing_threads, 1) >= MAX_PUSHING_THREADS) {
+        atomic_fetch_sub(&pushing_threads, 1);
+        return;
+    }
+    remote_file *file = handle->file;
+    fs_context *context = handle->context;
+    uint64_t from = (read_end + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE * BLOCK_PAGE_SIZE;
+    int64_t started_ns = context->trace ? monotonic_ns() : 0;
+    uint64_t pushed = page_push(file, handle->ino, from, PUSH_AHEAD_BYTES);
+    atomic_fetch_sub(&pushing_threads, 1);
+    if (!pushed)
+        return;
+    read_plan after;
+    pthread_mutex_lock(&handle->lock);
+    remote_file_plan_read(file, &handle->streams, from, pushed, &after);
+    bool hinted = handle->hinted;
+    pthread_mutex_unlock(&handle->lock);
+    if (!hinted)
+        schedule_plan(handle, &after);
+    if (context->trace)
+        trace_line(file, from, pushed, started_ns, hinted ? 0 : range_bytes(after.ahead) + range_bytes(after.rest), 0,
+                   true);
+}
+
 void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size)
 {
     remote_file *file = handle->file;
@@ -543,12 +591,15 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
         return;
     }
     size_t length = size < file->source.size - offset ? size : (size_t)(file->source.size - offset);
+    /* Noted as the kernel's from now (again once answered): a push going on leaves these pages
+     * to this read's answer rather than copying them twice. */
+    remote_file_note_served(file, offset, length);
     remote_file_learn_header(file);
     int repeated = repeated_failure(handle, offset, length);
     if (repeated) {
         fuse_reply_err(req, repeated);
         if (context->trace)
-            trace_read(file, offset, length, arrived_ns, 0, repeated);
+            trace_line(file, offset, length, arrived_ns, 0, repeated, false);
         return;
     }
     read_plan plan;
@@ -588,6 +639,8 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
             fetcher_promote(context->fetch_pool, file->source.id, block_start + part->from, part->to - part->from);
         }
     }
+    if (!waits && !atomic_load(&rq->error))   /* answered by this thread, below: push first */
+        push_following(handle, &plan, offset + length);
     if (waits)
         fuse_req_interrupt_func(req, on_interrupt, rq);
     drop_pending(rq, false);

@@ -56,6 +56,7 @@ char *stats_render_json(const fs_stats *stats, const block_cache_counters *memor
     add_number(root, "fetch_failures", atomic_load(&stats->fetch_failures));
     add_number(root, "reads", atomic_load(&stats->reads));
     add_number(root, "bytes_served", atomic_load(&stats->bytes_served));
+    add_number(root, "bytes_pushed", atomic_load(&stats->bytes_pushed));
     add_number(root, "reads_interrupted", atomic_load(&stats->reads_interrupted));
     add_number(root, "hints", atomic_load(&stats->hints));
     add_number(root, "endpoint_failures", atomic_load(&stats->endpoint_failures));

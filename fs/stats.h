@@ -18,7 +18,8 @@ typedef struct fs_stats {
     atomic_uint_fast64_t disk_hits;         /* blocks served by the persistent cache */
     atomic_uint_fast64_t disk_misses;
     atomic_uint_fast64_t disk_write_failures;
-    atomic_uint_fast64_t bytes_served;      /* bytes answered to the kernel's reads */
+    atomic_uint_fast64_t bytes_served;      /* bytes answered to the kernel's reads, and pushed */
+    atomic_uint_fast64_t bytes_pushed;      /* bytes put in the kernel's page cache unasked */
     atomic_uint_fast64_t reads;             /* FUSE reads */
     atomic_uint_fast64_t reads_interrupted; /* reads cancelled by their reader (EINTR) */
     atomic_uint_fast64_t hints;             /* WILLNEED hints received */

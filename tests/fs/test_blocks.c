@@ -544,6 +544,39 @@ static void copy_present(void)
     block_cache_free(cache);
 }
 
+/* What a push may hand the kernel, taken so that no other push gets it: present pages never
+ * served, from where it starts, up to max (whole pages) or the block's end, the file's last
+ * partial page included. */
+static void unserved_runs_taken(void)
+{
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    block_source source = {.id = 9, .size = BS + 5000};
+    block *blk = pinned(cache, &source, 0);
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(claim(cache, blk, 0, 10 * PAGE, false, BS, runs), 1);
+    complete_runs(cache, runs, 1, 0);
+    block_cache_mark_served(cache, blk, 0, 2 * PAGE);
+    block_cache_mark_served(cache, blk, 6 * PAGE, 7 * PAGE);
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 0, BS), 0);                  /* served already */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 2 * PAGE + 1, BS), 0);       /* not page-aligned */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 2 * PAGE, 3 * PAGE), 3 * PAGE);   /* up to max */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 2 * PAGE, BS), 0);           /* taken */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 5 * PAGE, BS), PAGE);        /* up to served page 6 */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 7 * PAGE, BS), 3 * PAGE);    /* up to absent page 10 */
+    CHECK_EQ_INT(block_cache_take_unserved(cache, blk, 10 * PAGE, BS), 0);          /* absent */
+    CHECK_EQ_INT(counters_of(cache).unread_bytes, 0);
+    block_cache_put(cache, blk);
+
+    block *last = pinned(cache, &source, 1);   /* 5000 bytes: a page and a part */
+    CHECK_EQ_INT(claim(cache, last, 0, 5000, false, BS, runs), 1);
+    complete_runs(cache, runs, 1, 0);
+    CHECK_EQ_INT(block_cache_take_unserved(cache, last, PAGE, BS), 5000 - PAGE);
+    CHECK_EQ_INT(block_cache_take_unserved(cache, last, 0, BS), PAGE);
+    block_cache_put(cache, last);
+    CHECK_EQ_INT(counters_of(cache).blocks, 1);   /* the last, served whole, went; the first stays */
+    block_cache_free(cache);
+}
+
 static void counters(void)
 {
     block_cache *cache = block_cache_new(BS, BS);
@@ -722,6 +755,7 @@ int main(void)
     spare_buffers();
     spare_taken_by_a_slice();
     copy_present();
+    unserved_runs_taken();
     counters();
     many_threads();
     return check_finish("test_blocks");

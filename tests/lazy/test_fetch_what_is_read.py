@@ -444,7 +444,11 @@ def test_stats_report_per_repo_what_the_kernel_asked_and_what_was_fetched(hub, m
         stats = settle(m)
     log = hub.log()
     wide_stats, deep_stats = stats["repos"][f"{WIDE_REPO}@main"], stats["repos"][f"{DEEP_REPO}@main"]
-    assert wide_stats["bytes_served"] == os.path.getsize(os.path.join(wide, whole)), wide_stats
+    size = os.path.getsize(os.path.join(wide, whole))
+    # Pushes count as served; one racing the kernel's own read-ahead of the same pages hands them
+    # over twice (seen: 512 KiB of 52 MB).
+    assert size <= wide_stats["bytes_served"] <= 1.05 * size, wide_stats
+    assert 0 < stats["bytes_pushed"] <= wide_stats["bytes_served"], stats
     assert deep_stats["bytes_served"] == sum(length for _, length in direct), deep_stats
     assert wide_stats["bytes_fetched"] == fetched_bytes(log, WIDE_REPO), (wide_stats, fetched_by_file(log, WIDE_REPO))
     assert deep_stats["bytes_fetched"] == fetched_bytes(log, DEEP_REPO), (deep_stats, fetched_by_file(log, DEEP_REPO))
