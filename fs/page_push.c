@@ -15,8 +15,7 @@ static bool push_from_block(remote_file *file, uint64_t ino, block *blk, size_t 
     if (fuse_lowlevel_notify_store(context->session, ino, (off_t)at, &bytes, 0) != 0)
         return false;
     atomic_fetch_add(&context->stats.bytes_pushed, length);
-    atomic_fetch_add(&context->stats.bytes_served, length);
-    atomic_fetch_add(&file->repo->stats->bytes_served, length);
+    remote_file_count_served(file, length);
     return true;
 }
 

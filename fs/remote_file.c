@@ -183,6 +183,12 @@ void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length)
     pthread_mutex_unlock(&file->lock);
 }
 
+void remote_file_count_served(remote_file *file, uint64_t length)
+{
+    atomic_fetch_add(&file->context->stats.bytes_served, length);
+    atomic_fetch_add(&file->repo->stats->bytes_served, length);
+}
+
 void remote_file_describe_offset(remote_file *file, uint64_t offset, char *out, size_t size)
 {
     pthread_mutex_lock(&file->lock);

@@ -68,6 +68,8 @@ bool remote_file_next_unserved(remote_file *file, uint64_t begin, uint64_t end, 
 /* The first range inside [begin, end) the kernel was served, like remote_file_next_unserved. */
 bool remote_file_next_served(remote_file *file, uint64_t begin, uint64_t end, uint64_t *from, uint64_t *to);
 
+/* Counts bytes handed to the kernel (an answer or a push) in the mount's and the repo's stats. */
+void remote_file_count_served(remote_file *file, uint64_t length);
 /* Counts a served read against the file's tensors when it was planned without them. */
 void remote_file_count_read(remote_file *file, uint64_t offset, uint64_t length);
 
