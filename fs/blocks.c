@@ -11,12 +11,28 @@
 #include <sys/mman.h>
 
 #define BUCKET_COUNT 4096
-/* Buffers of evicted complete blocks kept for new blocks: a fresh mapping costs a page fault
- * and a zeroed page per 4 KiB, a fifth of the CPU of a cold read. They count as memory used
- * and go first when room is needed. A reader's window opens blocks in bursts (a tensor's rest
- * at once) while served blocks come free one by one: with two kept, 214 of a cold 3 GB read's
- * 375 blocks were mapped afresh; with eight, 66. */
-#define MAX_SPARE_BUFFERS 8
+/* Resident pages of buffers that blocks no longer need, kept for new claims: a fresh page costs
+ * a fault and a zeroed page, a fifth of a streaming daemon's CPU (measured), and loaders that
+ * read tensors out of file order claimed most of their pages fresh (from_pretrained faulted
+ * 448k of a 3 GB model's 770k pages). A whole buffer goes to a block with none yet; otherwise
+ * pages move under a claim with mremap, a page-table move, not a copy. The pool is charged in
+ * memory_used and holds at most POOL_MAX_BLOCKS blocks' worth. */
+#define POOL_MAX_BLOCKS 8
+#define POOL_MAX_RUNS 64
+#define POOL_MIN_RUN_PAGES 16   /* fewer pages are not worth the mappings they split */
+#define MAX_POOL_MOVES 16       /* pool moves one claim carries out */
+
+/* Pages [addr, addr + pages * BLOCK_PAGE_SIZE), resident, inside one mapping (mremap moves
+ * only within one). */
+typedef struct {
+    uint8_t *addr;
+    size_t pages;
+} resident_run;
+
+typedef struct {
+    uint8_t *from, *to;
+    size_t bytes;
+} pool_move;
 
 struct block {
     block_source source;
@@ -24,9 +40,10 @@ struct block {
     size_t length;
     size_t page_count;
     uint8_t *data;               /* mapped at the first claim */
-    bool whole_charge;           /* a spare buffer: charged whole, already resident */
+    bool whole_charge;           /* a whole buffer from the pool: charged whole, resident */
     uint64_t charged;            /* bytes of the budget this block holds */
     uint64_t *present, *inflight, *served;   /* one bit per page each */
+    uint64_t *mapping_start;     /* pages where a mapping of its own may begin (pool moves) */
     size_t present_count, inflight_count, served_count;
     bool fully_served;           /* every page went to the kernel: its page cache holds them */
     int pins;
@@ -42,8 +59,9 @@ struct block_cache {
     uint32_t block_size;
     block *buckets[BUCKET_COUNT];
     block *lru_oldest, *lru_newest;
-    uint8_t *spares[MAX_SPARE_BUFFERS];
-    int spare_count;
+    resident_run pool[POOL_MAX_RUNS];
+    int pool_runs;
+    uint64_t pool_cap;
     block_cache_counters counters;
 };
 
@@ -112,17 +130,194 @@ static void lru_append(block_cache *cache, block *blk)
     cache->lru_newest = blk;
 }
 
-static bool drop_spare(block_cache *cache)
+/* ---- the page pool ------------------------------------------------------------------------ */
+
+static uint64_t pages_to_bytes(size_t pages) { return (uint64_t)pages * BLOCK_PAGE_SIZE; }
+
+static void pool_remove(block_cache *cache, int i)
 {
-    if (cache->spare_count == 0)
+    cache->counters.pool_bytes -= pages_to_bytes(cache->pool[i].pages);
+    cache->pool[i] = cache->pool[--cache->pool_runs];
+}
+
+/* Gives the pool's smallest run back to the system. */
+static bool pool_drop(block_cache *cache)
+{
+    if (cache->pool_runs == 0)
         return false;
-    munmap(cache->spares[--cache->spare_count], cache->block_size);
-    cache->counters.memory_used -= cache->block_size;
+    int smallest = 0;
+    for (int i = 1; i < cache->pool_runs; i++)
+        if (cache->pool[i].pages < cache->pool[smallest].pages)
+            smallest = i;
+    resident_run run = cache->pool[smallest];
+    munmap(run.addr, pages_to_bytes(run.pages));
+    cache->counters.memory_used -= pages_to_bytes(run.pages);
+    pool_remove(cache, smallest);
     return true;
 }
 
-/* Frees a block no one pins (so none of its pages is claimed); keeps a complete buffer as a
- * spare. The lock is held. */
+/* Whether the pool takes a run of this many pages, making a slot by dropping a smaller run. */
+static bool pool_makes_room_for(block_cache *cache, size_t pages)
+{
+    if (pages < POOL_MIN_RUN_PAGES || cache->counters.pool_bytes + pages_to_bytes(pages) > cache->pool_cap)
+        return false;
+    if (cache->pool_runs < POOL_MAX_RUNS)
+        return true;
+    for (int i = 0; i < cache->pool_runs; i++)
+        if (cache->pool[i].pages < pages)
+            return pool_drop(cache);   /* drops the smallest, which is this one or smaller */
+    return false;
+}
+
+/* Keeps resident pages (no longer charged to a block) in the pool; charges them there. */
+static bool pool_add(block_cache *cache, uint8_t *addr, size_t pages)
+{
+    if (!pool_makes_room_for(cache, pages))
+        return false;
+    cache->pool[cache->pool_runs++] = (resident_run){.addr = addr, .pages = pages};
+    cache->counters.pool_bytes += pages_to_bytes(pages);
+    cache->counters.memory_used += pages_to_bytes(pages);
+    return true;
+}
+
+/* Only whole-size blocks trade pages with the pool: a short last block's final page is partly
+ * past the end of the file, where the kernel expects zeros. */
+static bool trades_with_pool(const block_cache *cache, const block *blk)
+{
+    return blk->length == cache->block_size;
+}
+
+static void mark_mapping_start(block *blk, size_t page)
+{
+    if (page < blk->page_count)
+        bit_set(blk->mapping_start, page);
+}
+
+/* Hands a whole resident buffer from the pool (its charge with it) to a block about to claim
+ * its first pages. A stream claims a block a read's worth at a time, so its first claim is
+ * small; the buffer comes whole so the stream's next claims find their pages resident too. */
+static bool take_whole_buffer(block_cache *cache, block *blk)
+{
+    if (blk->data || !trades_with_pool(cache, blk))
+        return false;
+    for (int i = 0; i < cache->pool_runs; i++) {
+        if (cache->pool[i].pages != blk->page_count)
+            continue;
+        blk->data = cache->pool[i].addr;
+        blk->whole_charge = true;
+        blk->charged = blk->length;   /* the pool's charge, now the block's */
+        pool_remove(cache, i);
+        return true;
+    }
+    return false;
+}
+
+/* Takes pool pages for pages [first, end) of blk, just claimed (and charged): the moves are
+ * carried out after the lock is released (move_pool_pages); the pool's charge for them goes. */
+static size_t reserve_pool_pages(block_cache *cache, block *blk, size_t first, size_t end, pool_move *moves,
+                                 size_t max_moves)
+{
+    size_t count = 0;
+    while (first < end && cache->pool_runs > 0 && count < max_moves) {
+        resident_run *run = &cache->pool[cache->pool_runs - 1];
+        size_t pages = end - first < run->pages ? end - first : run->pages;
+        run->pages -= pages;
+        moves[count++] = (pool_move){.from = run->addr + pages_to_bytes(run->pages),
+                                     .to = blk->data + pages_to_bytes(first), .bytes = pages_to_bytes(pages)};
+        cache->counters.pool_bytes -= pages_to_bytes(pages);
+        cache->counters.memory_used -= pages_to_bytes(pages);
+        cache->counters.reused_bytes += pages_to_bytes(pages);
+        if (run->pages == 0)
+            cache->pool_runs--;
+        mark_mapping_start(blk, first);
+        mark_mapping_start(blk, first + pages);
+        first += pages;
+    }
+    return count;
+}
+
+static void *map_lazily(void *at, size_t bytes, int flags)
+{
+    return mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | flags, -1, 0);
+}
+
+/* A failed move leaves its target to be faulted in fresh and gives its source pages back. A
+ * failure may come after the kernel unmapped the target: it is mapped again, never over a
+ * mapping another thread made there meanwhile (MAP_FIXED_NOREPLACE: EEXIST when the target
+ * was never unmapped). */
+static void move_pool_pages(const pool_move *moves, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (mremap(moves[i].from, moves[i].bytes, moves[i].bytes, MREMAP_MAYMOVE | MREMAP_FIXED, moves[i].to) !=
+            MAP_FAILED)
+            continue;
+        munmap(moves[i].from, moves[i].bytes);
+        (void)map_lazily(moves[i].to, moves[i].bytes, MAP_FIXED_NOREPLACE);
+    }
+}
+
+/* Moves the resident pages at [addr, addr + bytes) to a place the kernel picks, leaving their
+ * old place mapped and empty in the same step: an unmapped gap, however short, could be taken
+ * by another thread's mmap and then be unmapped as the block's. */
+static void *move_out(uint8_t *addr, size_t bytes)
+{
+    return mremap(addr, bytes, bytes, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+}
+
+/* Moves resident pages [first, end) of blk, no longer charged to it, into the pool, or gives
+ * them back to the system. Their place in the block stays mapped, empty. */
+static void give_up_pages(block_cache *cache, block *blk, size_t first, size_t end)
+{
+    while (first < end) {
+        size_t stop = first + 1;
+        while (stop < end && !bit_test(blk->mapping_start, stop))
+            stop++;
+        uint8_t *addr = blk->data + pages_to_bytes(first);
+        uint64_t bytes = page_bytes(blk, first, stop);
+        void *moved = MAP_FAILED;
+        if (trades_with_pool(cache, blk) && pool_makes_room_for(cache, stop - first))
+            moved = move_out(addr, bytes);
+        if (moved == MAP_FAILED || !pool_add(cache, moved, stop - first)) {
+            if (moved != MAP_FAILED)
+                munmap(moved, bytes);
+            (void)madvise(addr, bytes, MADV_DONTNEED);
+        } else {
+            mark_mapping_start(blk, first);
+            mark_mapping_start(blk, stop);
+        }
+        first = stop;
+    }
+}
+
+/* Whether page i of blk is resident: a buffer from the pool is resident whole; otherwise the
+ * pages loaded (pages given up or failed are no longer present). */
+static bool page_resident(const block *blk, size_t i)
+{
+    return blk->whole_charge || bit_test(blk->present, i);
+}
+
+/* A block's buffer when it goes: its resident runs to the pool, the rest unmapped. */
+static void release_buffer(block_cache *cache, block *blk)
+{
+    if (!blk->data)
+        return;
+    if (!trades_with_pool(cache, blk)) {
+        munmap(blk->data, blk->length);
+        return;
+    }
+    for (size_t first = 0; first < blk->page_count;) {
+        bool resident = page_resident(blk, first);
+        size_t stop = first + 1;
+        while (stop < blk->page_count && !bit_test(blk->mapping_start, stop) && page_resident(blk, stop) == resident)
+            stop++;
+        if (!resident || !pool_add(cache, blk->data + pages_to_bytes(first), stop - first))
+            munmap(blk->data + pages_to_bytes(first), pages_to_bytes(stop - first));
+        first = stop;
+    }
+}
+
+/* Frees a block no one pins (so none of its pages is claimed); its resident pages go to the
+ * pool. The lock is held. */
 static void destroy_block(block_cache *cache, block *blk)
 {
     block **link = &cache->buckets[bucket_of(blk->source.id, blk->index)];
@@ -133,13 +328,7 @@ static void destroy_block(block_cache *cache, block *blk)
     cache->counters.wasted_bytes += (uint64_t)(blk->present_count - blk->served_count) * BLOCK_PAGE_SIZE;
     cache->counters.unread_bytes -= (uint64_t)(blk->present_count - blk->served_count) * BLOCK_PAGE_SIZE;
     cache->counters.memory_used -= blk->charged;
-    bool reusable = blk->data && blk->length == cache->block_size && blk->present_count == blk->page_count;
-    if (reusable && cache->spare_count < MAX_SPARE_BUFFERS) {
-        cache->spares[cache->spare_count++] = blk->data;
-        cache->counters.memory_used += cache->block_size;
-    } else if (blk->data) {
-        munmap(blk->data, blk->length);
-    }
+    release_buffer(cache, blk);
     cache->counters.blocks--;
     free(blk->present);
     free(blk);
@@ -170,42 +359,30 @@ static bool evict_one(block_cache *cache, bool keep_unread)
     return true;
 }
 
-/* Hands a spare buffer (resident already, charged whole) to a block about to claim its first
- * pages. A stream claims a block a read's worth at a time, so its first claim is small: were a
- * spare kept for claims of half a block, every streamed block would be mapped afresh and its
- * pages faulted in and zeroed (a fifth of a streaming daemon's CPU). The lock is held. */
-static bool take_spare(block_cache *cache, block *blk)
-{
-    if (blk->data || blk->length != cache->block_size || cache->spare_count == 0)
-        return false;
-    blk->data = cache->spares[--cache->spare_count];
-    blk->whole_charge = true;
-    blk->charged = blk->length;   /* the spare's charge, now the block's */
-    return true;
-}
-
-/* Makes room for the bytes blk wants to claim. Evicting a complete block frees no memory by
- * itself (its buffer becomes a spare): the claiming block takes that buffer when it can, else
- * the spare is dropped. Returns false only when within_budget and it cannot fit. */
+/* Makes room for the bytes blk wants to claim; pool pages it will take need no new room.
+ * Evicting a block frees no memory by itself (its pages go to the pool): the claim takes them,
+ * else the pool gives its smallest run back. Returns false only when within_budget and it
+ * cannot fit. */
 static bool make_room(block_cache *cache, block *blk, uint64_t wanted, bool within_budget)
 {
     for (;;) {
         uint64_t charge = blk->whole_charge ? 0 : wanted;
-        if (cache->counters.memory_used + charge <= cache->budget)
+        uint64_t from_pool = trades_with_pool(cache, blk) ? cache->counters.pool_bytes : 0;
+        from_pool = from_pool < charge ? from_pool : charge;
+        if (cache->counters.memory_used + charge - from_pool <= cache->budget)
             return true;
-        if (take_spare(cache, blk) || drop_spare(cache) || evict_one(cache, within_budget))
+        if (take_whole_buffer(cache, blk) || (from_pool == 0 && pool_drop(cache)) || evict_one(cache, within_budget))
             continue;
         return !within_budget || blk->whole_charge;
     }
 }
 
-/* Gives the block its buffer: a spare when one fits, else a lazy mapping. */
+/* Gives the block its buffer: a whole one from the pool when one fits, else a lazy mapping. */
 static int map_buffer(block_cache *cache, block *blk)
 {
-    if (blk->data || take_spare(cache, blk))
+    if (blk->data || take_whole_buffer(cache, blk))
         return 0;
-    void *data = mmap(NULL, blk->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                      -1, 0);
+    void *data = map_lazily(NULL, blk->length, 0);
     if (data == MAP_FAILED)
         return ENOMEM;
     blk->data = data;
@@ -235,6 +412,7 @@ block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size)
     pthread_mutex_init(&cache->lock, NULL);
     cache->budget = memory_budget;
     cache->block_size = block_size;
+    cache->pool_cap = (uint64_t)POOL_MAX_BLOCKS * block_size;
     cache->counters.memory_budget = memory_budget;
     return cache;
 }
@@ -245,7 +423,7 @@ void block_cache_free(block_cache *cache)
         return;
     while (cache->lru_oldest)
         destroy_block(cache, cache->lru_oldest);
-    while (drop_spare(cache)) {
+    while (pool_drop(cache)) {
     }
     pthread_mutex_destroy(&cache->lock);
     free(cache);
@@ -262,7 +440,7 @@ static block *new_block(const block_source *source, uint64_t index, size_t lengt
     block *blk = calloc(1, sizeof *blk);
     size_t pages = (length + BLOCK_PAGE_SIZE - 1) / BLOCK_PAGE_SIZE;
     size_t words = (pages + 63) / 64;
-    uint64_t *bits = blk ? calloc(3 * words, sizeof *bits) : NULL;   /* one allocation, 3 maps */
+    uint64_t *bits = blk ? calloc(4 * words, sizeof *bits) : NULL;   /* one allocation, 4 maps */
     if (!bits) {
         free(blk);
         return NULL;
@@ -274,6 +452,7 @@ static block *new_block(const block_source *source, uint64_t index, size_t lengt
     blk->present = bits;
     blk->inflight = bits + words;
     blk->served = bits + 2 * words;
+    blk->mapping_start = bits + 3 * words;
     return blk;
 }
 
@@ -309,22 +488,21 @@ void block_cache_pin(block_cache *cache, block *blk)
     pthread_mutex_unlock(&cache->lock);
 }
 
-/* Served pages of an unpinned block go back to the system: the kernel's page cache has them
- * (a reader that comes back finds them there, or refetches a page the kernel dropped). Worth a
- * syscall only from a few pages on. The lock is held. */
+/* Served pages of an unpinned block go to the pool: the kernel's page cache has them (a reader
+ * that comes back finds them there, or refetches a page the kernel dropped). Worth a syscall
+ * only from a few pages on. The lock is held. */
 #define DROP_SERVED_MIN_PAGES 16
 
 /* A whole block whose every page is loaded or on its way is being streamed through: once
- * fully served it becomes a spare buffer and the next block reuses its pages, where dropped
- * pages would be faulted in and zeroed again (a fifth of a streaming daemon's CPU, measured). */
+ * fully served its buffer goes to the pool whole and the next block takes it, with no moves. */
 static bool streamed_whole(const block_cache *cache, const block *blk)
 {
     return blk->length == cache->block_size && blk->present_count + blk->inflight_count == blk->page_count;
 }
 
-/* A spare buffer came resident whole: the pages its block never claimed go back with the
+/* A whole buffer from the pool came resident: the pages its block never claimed go with the
  * per-page charge, or they would stay in memory uncounted. The lock is held. */
-static void release_unclaimed_pages(block *blk)
+static void release_unclaimed_pages(block_cache *cache, block *blk)
 {
     for (size_t i = 0; i < blk->page_count; i++) {
         if (bit_test(blk->present, i) || bit_test(blk->inflight, i))
@@ -332,7 +510,7 @@ static void release_unclaimed_pages(block *blk)
         size_t end = i + 1;
         while (end < blk->page_count && !bit_test(blk->present, end) && !bit_test(blk->inflight, end))
             end++;
-        (void)madvise(blk->data + i * BLOCK_PAGE_SIZE, page_bytes(blk, i, end), MADV_DONTNEED);
+        give_up_pages(cache, blk, i, end);
         i = end;
     }
 }
@@ -347,7 +525,7 @@ static void drop_served_pages(block_cache *cache, block *blk)
         cache->counters.memory_used -= blk->charged - kept;
         blk->charged = kept;
         blk->whole_charge = false;
-        release_unclaimed_pages(blk);
+        release_unclaimed_pages(cache, blk);
     }
     for (size_t i = 0; i < blk->page_count; i++) {
         if (!bit_test(blk->served, i))
@@ -356,7 +534,7 @@ static void drop_served_pages(block_cache *cache, block *blk)
         while (end < blk->page_count && bit_test(blk->served, end))
             end++;
         uint64_t bytes = page_bytes(blk, i, end);
-        (void)madvise(blk->data + i * BLOCK_PAGE_SIZE, bytes, MADV_DONTNEED);
+        give_up_pages(cache, blk, i, end);
         for (size_t k = i; k < end; k++) {
             bit_clear(blk->served, k);
             bit_clear(blk->present, k);
@@ -420,6 +598,8 @@ size_t block_cache_claim(block_cache *cache, block *blk, size_t from, size_t to,
     if (from >= to || max_runs == 0)
         return 0;
     size_t first = first_page_of(from), end = end_page_of(to);
+    pool_move moves[MAX_POOL_MOVES];
+    size_t move_count = 0;
     pthread_mutex_lock(&cache->lock);
     size_t count = 0;
     uint64_t wanted = missing_bytes(blk, first, end);
@@ -428,6 +608,7 @@ size_t block_cache_claim(block_cache *cache, block *blk, size_t from, size_t to,
         room = false;
     if (!room)
         cache->counters.ahead_refused += wanted / BLOCK_PAGE_SIZE;
+    bool from_pool = !blk->whole_charge && trades_with_pool(cache, blk);
     for (size_t i = first; room && i < end && count < max_runs; i++) {
         if (bit_test(blk->present, i) || bit_test(blk->inflight, i))
             continue;
@@ -436,9 +617,16 @@ size_t block_cache_claim(block_cache *cache, block *blk, size_t from, size_t to,
                !bit_test(blk->inflight, run_end))
             run_end++;
         claim_pages(cache, blk, i, run_end, &runs[count++]);
+        if (from_pool)
+            move_count += reserve_pool_pages(cache, blk, i, run_end, moves + move_count, MAX_POOL_MOVES - move_count);
         i = run_end - 1;   /* the loop steps to run_end */
     }
+    /* More runs than moves (or a block that takes no pool pages) charged what room counted on
+     * the pool for. */
+    while (cache->counters.memory_used > cache->budget && pool_drop(cache)) {
+    }
     pthread_mutex_unlock(&cache->lock);
+    move_pool_pages(moves, move_count);   /* the claimed pages are this caller's alone */
     return count;
 }
 

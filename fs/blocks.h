@@ -58,7 +58,7 @@ struct block_waiter {
 };
 
 typedef struct block_cache_counters {
-    uint64_t memory_used;        /* bytes charged: pages claimed or present, spare buffers */
+    uint64_t memory_used;        /* bytes charged: pages claimed or present, the page pool */
     uint64_t memory_budget;
     uint64_t blocks;
     uint64_t hits;               /* pages a reader found present */
@@ -71,6 +71,8 @@ typedef struct block_cache_counters {
     uint64_t unread_bytes;       /* present and not yet served to the kernel: what is ahead */
     uint64_t load_failures;      /* runs completed with an error */
     uint64_t wasted_bytes;       /* evicted pages that were fetched and never served */
+    uint64_t pool_bytes;         /* resident pages kept for new claims (charged in memory_used) */
+    uint64_t reused_bytes;       /* claimed pages that came resident from the pool, not faulted in */
 } block_cache_counters;
 
 block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size);

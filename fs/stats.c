@@ -23,6 +23,8 @@ static void add_memory(cJSON *root, const block_cache_counters *memory)
     add_number(root, "unread_bytes", memory->unread_bytes);
     add_number(root, "load_failures", memory->load_failures);
     add_number(root, "wasted_bytes", memory->wasted_bytes);
+    add_number(root, "page_pool_bytes", memory->pool_bytes);
+    add_number(root, "reused_page_bytes", memory->reused_bytes);
 }
 
 static void add_disk(cJSON *root, const fs_stats *stats, const disk_cache_counters *disk)

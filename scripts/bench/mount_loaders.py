@@ -133,7 +133,7 @@ def build(measurements, model, conditions):
             rows += [dict(_row(entries, loader), condition=condition) for loader in LABELS
                      if any(m["loader"] == loader for m in entries)]
     return {"model": model, "labels": LABELS, "rows": rows,
-            "measurements": [{k: v for k, v in m.items() if k != "fs_stats"} for m in measurements]}
+            "measurements": measurements}
 
 
 def _fmt(v):

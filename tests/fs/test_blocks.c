@@ -1,5 +1,5 @@
 /* The block cache: claims of page runs, single flight, waiters, the memory budget and its
- * eviction order, spare buffers, copies and counters, then many threads claiming, loading and
+ * eviction order, the page pool, copies and counters, then many threads claiming, loading and
  * waiting on overlapping ranges of a few blocks with every byte checked. */
 #include "blocks.h"
 #include "check.h"
@@ -330,7 +330,8 @@ static void budget(void)
     CHECK_EQ_INT(c.blocks, 3);
     evict_everything(cache, 2);
     c = counters_of(cache);
-    CHECK_EQ_INT(c.memory_used, 0);
+    CHECK_EQ_INT(c.memory_used, c.pool_bytes);   /* what is left is resident pages for reuse */
+    CHECK(c.pool_bytes <= 2 * BS);
     CHECK_EQ_INT(c.blocks, 0);
     block_cache_free(cache);
 }
@@ -348,11 +349,11 @@ static void served_blocks_go_first(void)
     block_cache_counters c = counters_of(cache);
     CHECK_EQ_INT(c.released, 1);
     CHECK_EQ_INT(c.blocks, 0);
-    CHECK_EQ_INT(c.memory_used, BS);   /* its buffer, kept as a spare */
+    CHECK_EQ_INT(c.memory_used, BS);   /* its buffer, kept in the pool */
     CHECK_EQ_INT(c.evictions, 0);
 
     block_cache_put(cache, loaded(cache, &source, 0));   /* whole, unread, the oldest */
-    CHECK_EQ_INT(counters_of(cache).memory_used, BS);   /* in the spare */
+    CHECK_EQ_INT(counters_of(cache).memory_used, BS);   /* in the pool */
     block *half = pinned(cache, &source, 1);
     page_run runs[MAX_RUNS];
     CHECK_EQ_INT(claim(cache, half, 0, BS / 2, false, BS, runs), 1);
@@ -385,8 +386,8 @@ static void served_blocks_go_first(void)
 }
 
 /* A block loaded whole is being streamed: its served pages stay until all are served, then its
- * buffer serves the next block (no fresh pages to fault in and zero). A block holding only part
- * of itself gives its served pages back at once. */
+ * buffer serves the next block whole (no fresh pages to fault in and zero). A block holding only
+ * part of itself gives its served pages up at once, to the pool. */
 static void streamed_blocks_pass_their_pages_on(void)
 {
     enum { BIG = 64 * PAGE };   /* enough pages that serving half of one is worth giving back */
@@ -409,7 +410,8 @@ static void streamed_blocks_pass_their_pages_on(void)
     block_cache_put(cache, part);
     c = counters_of(cache);
     CHECK_EQ_INT(c.served_dropped, BIG / 2);
-    CHECK_EQ_INT(c.memory_used, BIG);
+    CHECK_EQ_INT(c.pool_bytes, BIG / 2);
+    CHECK_EQ_INT(c.memory_used, BIG + BIG / 2);
 
     streamed = pinned(cache, &source, 0);
     CHECK(block_cache_has(cache, streamed, 0, BIG));
@@ -417,11 +419,15 @@ static void streamed_blocks_pass_their_pages_on(void)
     block_cache_put(cache, streamed);
     c = counters_of(cache);
     CHECK_EQ_INT(c.released, 1);
-    CHECK_EQ_INT(c.memory_used, BIG);   /* the spare */
+    CHECK_EQ_INT(c.pool_bytes, BIG + BIG / 2);
+    CHECK_EQ_INT(c.memory_used, BIG + BIG / 2);   /* all in the pool */
 
-    block *next = pinned(cache, &source, 2);   /* takes the spare: no new memory */
+    block *next = pinned(cache, &source, 2);   /* takes the whole buffer: no new memory, no moves */
     load_whole(cache, next, BIG);
-    CHECK_EQ_INT(counters_of(cache).memory_used, BIG);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.memory_used, BIG + BIG / 2);
+    CHECK_EQ_INT(c.pool_bytes, BIG / 2);
+    CHECK_EQ_INT(c.reused_bytes, 0);
     CHECK(block_bytes_right(next, BIG, 0, BIG));
     block_cache_put(cache, next);
     block_cache_free(cache);
@@ -440,10 +446,10 @@ static size_t resident_pages(const block *blk, size_t from, size_t to)
     return count;
 }
 
-/* A spare buffer comes resident whole. A block that took one for a small claim and then gives
- * its served pages back must give back the pages it never claimed too: memory holds what the
- * budget counts, not a block's worth per slice read. */
-static void spare_taken_by_a_slice(void)
+/* A whole buffer from the pool comes resident. A block that took one for a small claim and
+ * then gives its served pages up must give up the pages it never claimed too: memory holds what
+ * the budget counts, not a block's worth per slice read. */
+static void whole_buffer_taken_by_a_slice(void)
 {
     enum { BIG = 64 * PAGE };
     block_cache *cache = block_cache_new(4 * BIG, BIG);
@@ -452,17 +458,20 @@ static void spare_taken_by_a_slice(void)
     block *whole = pinned(cache, &source, 0);
     load_whole(cache, whole, BIG);
     block_cache_mark_served(cache, whole, 0, BIG);
-    block_cache_put(cache, whole);   /* fully served: its buffer is a spare, resident */
+    block_cache_put(cache, whole);   /* fully served: its buffer goes to the pool, resident */
 
     block *slice = pinned(cache, &source, 1);
     CHECK_EQ_INT(block_cache_claim(cache, slice, 8 * PAGE, 40 * PAGE, false, BIG, runs, MAX_RUNS), 1);
-    CHECK_EQ_INT(resident_pages(slice, 0, BIG), 64);   /* the spare, taken */
+    CHECK_EQ_INT(resident_pages(slice, 0, BIG), 64);   /* the whole buffer, taken */
     fill_run(&runs[0], BIG);
     block_cache_complete(cache, &runs[0], 0);
     block_cache_mark_served(cache, slice, 8 * PAGE, 32 * PAGE);
     block_cache_put(cache, slice);
     block_cache_counters c = counters_of(cache);
-    CHECK_EQ_INT(c.memory_used, 8 * PAGE);   /* the 8 pages claimed and not yet served */
+    /* The 8 pages claimed and not yet served; the pool took the 24 pages after the claim and
+     * the 24 served, but not the 8 before it (too few to be worth a mapping of their own). */
+    CHECK_EQ_INT(c.pool_bytes, 48 * PAGE);
+    CHECK_EQ_INT(c.memory_used, 8 * PAGE + c.pool_bytes);
     CHECK_EQ_INT(resident_pages(slice, 0, BIG), 8);
     CHECK(block_bytes_right(slice, BIG, 32 * PAGE, 40 * PAGE));   /* what is unread stays */
     block_cache_free(cache);
@@ -471,7 +480,7 @@ static void spare_taken_by_a_slice(void)
 /* An evicted complete block's buffer goes to the next block that claims pages of itself, even a
  * read's worth (a stream claims a block that way): it is charged whole once, and the accounting
  * returns to zero when everything is gone. */
-static void spare_buffers(void)
+static void whole_buffers_reused(void)
 {
     block_cache *cache = block_cache_new(BS, BS);
     block_source source = {.id = 7, .size = 4 * BS + 5000};
@@ -498,7 +507,7 @@ static void spare_buffers(void)
     CHECK(block_bytes_right(blk1, BS, 0, BS));
     block_cache_put(cache, blk1);
 
-    /* The short last block cannot take a spare: it is charged by the byte. */
+    /* The short last block takes nothing from the pool: it is charged by the byte. */
     block *last = pinned(cache, &source, 4);
     CHECK_EQ_INT(claim(cache, last, 0, BS, false, BS, runs), 1);
     c = counters_of(cache);
@@ -509,6 +518,54 @@ static void spare_buffers(void)
     c = counters_of(cache);
     CHECK_EQ_INT(c.memory_used, 0);
     CHECK_EQ_INT(c.blocks, 0);
+    block_cache_free(cache);
+}
+
+/* Pages a block gives up go to the pool, and the next claim of another block takes them with
+ * their memory resident (moved, not faulted in and zeroed) and charged once. */
+static void given_up_pages_serve_the_next_claim(void)
+{
+    enum { BIG = 64 * PAGE };
+    block_cache *cache = block_cache_new(4 * BIG, BIG);
+    block_source source = {.id = 10, .size = 4 * BIG};
+    page_run runs[MAX_RUNS];
+    block *first = pinned(cache, &source, 0);
+    CHECK_EQ_INT(block_cache_claim(cache, first, 0, 32 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    block_cache_mark_served(cache, first, 0, 32 * PAGE);
+    block_cache_put(cache, first);   /* half a block, all served: its pages go to the pool */
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.blocks, 0);
+    CHECK_EQ_INT(c.pool_bytes, 32 * PAGE);
+    CHECK_EQ_INT(c.memory_used, 32 * PAGE);
+
+    block *second = pinned(cache, &source, 1);
+    CHECK_EQ_INT(block_cache_claim(cache, second, 10 * PAGE, 30 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    CHECK_EQ_INT(resident_pages(second, 10 * PAGE, 30 * PAGE), 20);   /* before anything is written */
+    CHECK_EQ_INT(resident_pages(second, 0, 10 * PAGE) + resident_pages(second, 30 * PAGE, BIG), 0);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.reused_bytes, 20 * PAGE);
+    CHECK_EQ_INT(c.pool_bytes, 12 * PAGE);
+    CHECK_EQ_INT(c.memory_used, 32 * PAGE);   /* the claim's charge is the pool's */
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+
+    /* What is left in the pool, then fresh pages. */
+    CHECK_EQ_INT(block_cache_claim(cache, second, 30 * PAGE, 50 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    CHECK_EQ_INT(resident_pages(second, 30 * PAGE, 50 * PAGE), 12);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.reused_bytes, 32 * PAGE);
+    CHECK_EQ_INT(c.pool_bytes, 0);
+    CHECK_EQ_INT(c.memory_used, 40 * PAGE);
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    CHECK(block_bytes_right(second, BIG, 10 * PAGE, 50 * PAGE));
+    block_cache_mark_served(cache, second, 10 * PAGE, 50 * PAGE);
+    block_cache_put(cache, second);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.blocks, 0);
+    CHECK_EQ_INT(c.memory_used, c.pool_bytes);
     block_cache_free(cache);
 }
 
@@ -738,7 +795,7 @@ static void many_threads(void)
            (unsigned long long)c.ahead_refused, (unsigned long long)(c.wasted_bytes >> 20));
     evict_everything(cache, 2);
     c = counters_of(cache);
-    CHECK_EQ_INT(c.memory_used, 0);
+    CHECK_EQ_INT(c.memory_used, c.pool_bytes);
     CHECK_EQ_INT(c.blocks, 0);
     block_cache_free(cache);
 }
@@ -752,8 +809,9 @@ int main(void)
     budget();
     served_blocks_go_first();
     streamed_blocks_pass_their_pages_on();
-    spare_buffers();
-    spare_taken_by_a_slice();
+    whole_buffers_reused();
+    whole_buffer_taken_by_a_slice();
+    given_up_pages_serve_the_next_claim();
     copy_present();
     unserved_runs_taken();
     counters();
