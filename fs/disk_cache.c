@@ -293,8 +293,6 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-#define DIRECT_IO_ALIGNMENT 4096
-
 /* Writes the bytes bypassing the page cache when they are aligned for it: a buffered write
  * copies every fetched byte once more (a quarter of a cold read's CPU, measured) and fills the
  * page cache with data the kernel already caches for the mount. Returns false when direct I/O
@@ -302,7 +300,8 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
  * writes through the page cache instead. */
 static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offset, int *err)
 {
-    if ((uintptr_t)buf % DIRECT_IO_ALIGNMENT || len % DIRECT_IO_ALIGNMENT || offset % DIRECT_IO_ALIGNMENT)
+    if ((uintptr_t)buf % DISK_CACHE_DIRECT_ALIGNMENT || len % DISK_CACHE_DIRECT_ALIGNMENT ||
+        offset % DISK_CACHE_DIRECT_ALIGNMENT)
         return false;
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);

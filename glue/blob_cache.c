@@ -142,6 +142,11 @@ size_t blob_cache_read(blob_cache *c, const disk_cache_blob_key *key, uint64_t o
     return 0;
 }
 
+bool blob_cache_stores(const blob_cache *c)
+{
+    return c->disk != NULL;
+}
+
 void blob_cache_store(blob_cache *c, const disk_cache_blob_key *key, uint64_t offset,
                       const void *buf, size_t len)
 {

@@ -29,6 +29,9 @@ const char *blob_cache_metadata_dir(const blob_cache *cache);
 size_t blob_cache_read(blob_cache *cache, const disk_cache_blob_key *key, uint64_t offset,
                        void *buf, size_t len);
 
+/* Whether stored bytes are kept on disk (blob_cache_store does something). */
+bool blob_cache_stores(const blob_cache *cache);
+
 /* Keeps what it can of the bytes (whole units only); failures to store are harmless. */
 void blob_cache_store(blob_cache *cache, const disk_cache_blob_key *key, uint64_t offset,
                       const void *buf, size_t len);

@@ -283,6 +283,27 @@ def test_a_later_mount_reuses_what_the_load_fetched(hub, tmp_path):
                     assert last < begin or first >= end, (item["tensor"], e["range"], begin, end, disk_counters(m))
 
 
+def page_cached_bytes(path):
+    """Bytes of the file in the kernel's page cache, as util-linux's fincore counts them."""
+    out = subprocess.run(["fincore", "--bytes", "--raw", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_what_the_load_keeps_bypasses_the_page_cache(hub, tmp_path):
+    """The load keeps what it fetched on disk with O_DIRECT, as a mount does: written through the
+    page cache, every byte was copied once more there (half of a load's CPU, measured) and the
+    page cache filled with bytes this process already holds."""
+    home = tmp_path / "home"
+    ok(hubfs(hub, home, "load", f"hf://{REPO}", "--tp", WORLD, "--rank", RANK))
+    files = [p for p in (home / "hubfs").rglob("*") if p.is_file() and p.stat().st_size >= 1 << 20]
+    stored = sum(p.stat().st_blocks * 512 for p in files)
+    cached = sum(page_cached_bytes(p) for p in files)
+    assert stored >= 4 << 20, [(str(p), p.stat().st_size) for p in files]
+    # Only units ending a file (a length not a multiple of the page) go through the page cache.
+    assert cached <= 64 * 1024 * len(files), (cached, stored)
+
+
 def test_complete_huggingface_hub_blobs_are_read_from_disk(hub, tmp_path):
     home = tmp_path / "home"
     shards = shard_names(hub.model)
