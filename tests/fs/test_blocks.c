@@ -52,6 +52,19 @@ static void load_whole(block_cache *cache, block *blk, size_t block_bytes)
     }
 }
 
+/* Claims [from, to) of a pinned block of block_bytes as one run, loads it, marks [served_from,
+ * served_to) served and puts the block back. */
+static void load_serve_put(block_cache *cache, block *blk, size_t block_bytes, size_t from, size_t to,
+                           size_t served_from, size_t served_to)
+{
+    page_run runs[MAX_RUNS];
+    CHECK_EQ_INT(block_cache_claim(cache, blk, from, to, false, block_bytes, runs, MAX_RUNS), 1);
+    fill_run(&runs[0], block_bytes);
+    block_cache_complete(cache, &runs[0], 0);
+    block_cache_mark_served(cache, blk, served_from, served_to);
+    block_cache_put(cache, blk);
+}
+
 /* Pins block index and loads it whole (a reader's claim); returns it pinned. */
 static block *loaded(block_cache *cache, const block_source *source, uint64_t index)
 {
@@ -393,7 +406,6 @@ static void streamed_blocks_pass_their_pages_on(void)
     enum { BIG = 64 * PAGE };   /* enough pages that serving half of one is worth giving back */
     block_cache *cache = block_cache_new(4 * BIG, BIG);
     block_source source = {.id = 8, .size = 8 * BIG};
-    page_run runs[MAX_RUNS];
     block *streamed = pinned(cache, &source, 0);
     load_whole(cache, streamed, BIG);
     block_cache_mark_served(cache, streamed, 0, BIG / 2);
@@ -402,12 +414,7 @@ static void streamed_blocks_pass_their_pages_on(void)
     CHECK_EQ_INT(c.served_dropped, 0);
     CHECK_EQ_INT(c.memory_used, BIG);
 
-    block *part = pinned(cache, &source, 1);
-    CHECK_EQ_INT(block_cache_claim(cache, part, 0, BIG / 2, false, BIG, runs, MAX_RUNS), 1);
-    fill_run(&runs[0], BIG);
-    block_cache_complete(cache, &runs[0], 0);
-    block_cache_mark_served(cache, part, 0, BIG / 2);
-    block_cache_put(cache, part);
+    load_serve_put(cache, pinned(cache, &source, 1), BIG, 0, BIG / 2, 0, BIG / 2);   /* part of a block */
     c = counters_of(cache);
     CHECK_EQ_INT(c.served_dropped, BIG / 2);
     CHECK_EQ_INT(c.pool_bytes, BIG / 2);
@@ -529,12 +536,8 @@ static void given_up_pages_serve_the_next_claim(void)
     block_cache *cache = block_cache_new(4 * BIG, BIG);
     block_source source = {.id = 10, .size = 4 * BIG};
     page_run runs[MAX_RUNS];
-    block *first = pinned(cache, &source, 0);
-    CHECK_EQ_INT(block_cache_claim(cache, first, 0, 32 * PAGE, false, BIG, runs, MAX_RUNS), 1);
-    fill_run(&runs[0], BIG);
-    block_cache_complete(cache, &runs[0], 0);
-    block_cache_mark_served(cache, first, 0, 32 * PAGE);
-    block_cache_put(cache, first);   /* half a block, all served: its pages go to the pool */
+    /* Half a block, all served: its pages go to the pool. */
+    load_serve_put(cache, pinned(cache, &source, 0), BIG, 0, 32 * PAGE, 0, 32 * PAGE);
     block_cache_counters c = counters_of(cache);
     CHECK_EQ_INT(c.blocks, 0);
     CHECK_EQ_INT(c.pool_bytes, 32 * PAGE);
