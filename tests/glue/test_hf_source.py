@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "scripts", "bench"))
 import hubemu  # noqa: E402
 import workloads  # noqa: E402
 from loader_models import write_safetensors  # noqa: E402
-from mount import Mount  # noqa: E402
+from mount import SANITIZED, Mount  # noqa: E402
 
 HUBFS = os.environ["HUBFS_BIN"]
 TOKEN = "hf_glue_token"
@@ -221,6 +221,8 @@ def test_offline_reads_what_is_cached_and_says_what_is_not(hub, tmp_path):
     assert other_rank.returncode == 1 and "not cached" in other_rank.stderr
 
 
+@pytest.mark.skipif(SANITIZED, reason="a time comparison; under a sanitizer it measures the sanitizer "
+                    "(the suite's plain run makes it)")
 def test_the_wan_load_is_no_slower_than_through_a_mount(hub, tmp_path):
     """Each with an empty cache, best of three (the machine is shared: the best run is the one
     least disturbed)."""
@@ -278,7 +280,8 @@ def test_a_later_mount_reuses_what_the_load_fetched(hub, tmp_path):
             with open(os.path.join(m.path, REPO, item["file"]), "rb") as f, open(source, "rb") as s:
                 assert os.pread(f.fileno(), end - begin, begin) == os.pread(s.fileno(), end - begin, begin)
             for e in hub.log():
-                if e["scope"] == "cdn" and e["range"]:
+                # Only this file: the mount may be prefetching another shard meanwhile.
+                if e["scope"] == "cdn" and e["range"] and e["path"].endswith("/" + item["file"]):
                     first, last = map(int, e["range"].split("=")[1].split("-"))
                     assert last < begin or first >= end, (item["tensor"], e["range"], begin, end, disk_counters(m))
 
