@@ -183,13 +183,42 @@ static bool read_partial_unit(range_read *r, uint64_t unit, uint32_t expected_cr
     return true;
 }
 
+static bool aligned_for_direct_io(const void *buf, size_t len, uint64_t offset)
+{
+    return (uintptr_t)buf % DISK_CACHE_DIRECT_ALIGNMENT == 0 && len % DISK_CACHE_DIRECT_ALIGNMENT == 0 &&
+           offset % DISK_CACHE_DIRECT_ALIGNMENT == 0;
+}
+
+/* The data file opened anew with O_DIRECT (flags: O_RDONLY or O_WRONLY), or -1 where direct I/O
+ * is not possible here (/proc absent, a file system without O_DIRECT). */
+static int reopen_direct(int data_fd, int flags)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);
+    return open(path, flags | O_DIRECT | O_CLOEXEC);
+}
+
+/* Reads bypassing the page cache when aligned for it: a buffered read copies every byte once
+ * more and fills the page cache with what the kernel is about to cache for the mount anyway. */
+static int read_units(int data_fd, void *buf, size_t len, uint64_t offset)
+{
+    int direct_fd = aligned_for_direct_io(buf, len, offset) ? reopen_direct(data_fd, O_RDONLY) : -1;
+    if (direct_fd >= 0) {
+        int err = cache_pread_all(direct_fd, buf, len, offset);
+        close(direct_fd);
+        if (err != EINVAL)   /* EINVAL: O_DIRECT refused after all; read buffered */
+            return err;
+    }
+    return cache_pread_all(data_fd, buf, len, offset);
+}
+
 /* Units [first, first + count), all inside the range: one pread straight into buf (one per unit
  * when that fails, to find which), then each verified. Returns how many verified, from first. */
 static uint64_t read_whole_units(range_read *r, uint64_t first, uint64_t count, const cache_record *records)
 {
     uint32_t bs = r->cache->block_size;
     uint64_t start = first * bs, len = (count - 1) * bs + dc_block_length(r->cache, r->b, first + count - 1);
-    bool one_read = cache_pread_all(r->data_fd, r->buf + (start - r->offset), len, start) == 0;
+    bool one_read = read_units(r->data_fd, r->buf + (start - r->offset), len, start) == 0;
     for (uint64_t i = 0; i < count; i++) {
         uint8_t *unit_bytes = r->buf + (start + i * bs - r->offset);
         uint64_t unit_len = dc_block_length(r->cache, r->b, first + i);
@@ -300,12 +329,7 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
  * writes through the page cache instead. */
 static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offset, int *err)
 {
-    if ((uintptr_t)buf % DISK_CACHE_DIRECT_ALIGNMENT || len % DISK_CACHE_DIRECT_ALIGNMENT ||
-        offset % DISK_CACHE_DIRECT_ALIGNMENT)
-        return false;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);
-    int direct_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    int direct_fd = aligned_for_direct_io(buf, len, offset) ? reopen_direct(data_fd, O_WRONLY) : -1;
     if (direct_fd < 0)
         return false;
     *err = cache_pwrite_all(direct_fd, buf, len, offset);

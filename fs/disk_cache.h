@@ -29,8 +29,8 @@ typedef struct disk_cache disk_cache;
  * fetch (a rank's slices) are kept, large enough that a 100 GB blob's index stays small. */
 #define DISK_CACHE_UNIT (64u << 10)
 
-/* Bytes whose buffer address, offset and length are all multiples of this are written with
- * O_DIRECT; others pass through the page cache (a copy more, and the page cache filled). */
+/* Bytes whose buffer address, offset and length are all multiples of this are read and written
+ * with O_DIRECT; others pass through the page cache (a copy more, and the page cache filled). */
 #define DISK_CACHE_DIRECT_ALIGNMENT 4096u
 
 typedef struct disk_cache_config {
