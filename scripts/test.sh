@@ -20,6 +20,7 @@ build_and_test build
 if [ "${CI:-}" = "true" ]; then
   echo "== sanitizer build (ASan + UBSan) =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    LSAN_OPTIONS="suppressions=$PWD/tests/lsan-suppressions.txt" \
     build_and_test build-asan -DHUBFS_SANITIZE=ON
   if [ -x scripts/fuzz.sh ]; then
     echo "== fuzzing (bounded) =="
