@@ -7,6 +7,7 @@ APT_PACKAGES=(build-essential cmake pkg-config git libfuse3-dev fuse3 libcurl4-o
               libcjson-dev python3 python3-pip clang libclang-rt-dev
               strace)  # strace: the loader test that inspect reads headers only
 APT_PACKAGES+=(libxxhash-dev)  # checksums of the persistent cache's units
+APT_PACKAGES+=(util-linux)  # fincore: the test that hf:// loads keep the cache out of the page cache
 APT_PACKAGES+=(libssl-dev)  # libcrypto: sha256 / sha1 of huggingface_hub blobs before they are served
 APT_PACKAGES+=(curl)  # the bench smoke test's download baseline
 APT_PACKAGES+=(nginx openssl)  # tests/tls: TLS + HTTP/2 in front of the emulator, a CA of the test's own
