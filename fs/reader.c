@@ -339,12 +339,11 @@ static void fetch_header(remote_file *file, int depth)
 
 /* ---- answering ------------------------------------------------------------------------------ */
 
-static void account_served(read_request *rq)
+/* Its pages were noted at arrival; the blocks learn it once the reply no longer needs them. */
+static void mark_blocks_served(read_request *rq)
 {
-    fs_context *context = rq->context;
-    remote_file_count_served(rq->file, rq->length);   /* its pages were noted at arrival */
     for (size_t i = 0; i < rq->part_count; i++)
-        block_cache_mark_served(context->blocks, rq->parts[i].blk, rq->parts[i].from, rq->parts[i].to);
+        block_cache_mark_served(rq->context->blocks, rq->parts[i].blk, rq->parts[i].from, rq->parts[i].to);
 }
 
 static void reply_with_bytes(read_request *rq)
@@ -360,10 +359,13 @@ static void reply_with_bytes(read_request *rq)
         iov[i] = (struct iovec){.iov_base = (void *)(block_data(part->blk) + part->from),
                                 .iov_len = part->to - part->from};
     }
+    /* Counted before the reply: a reader that sees its bytes and then asks for the stats finds
+     * them counted. */
+    remote_file_count_served(rq->file, rq->length);
     fuse_reply_iov(rq->req, iov, (int)rq->part_count);
     if (iov != stack_iov)
         free(iov);
-    account_served(rq);
+    mark_blocks_served(rq);
 }
 
 static void remember_failure(open_file *handle, uint64_t offset, size_t length, int error)
