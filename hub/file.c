@@ -311,6 +311,7 @@ hub_status hub_file_read(hub_file *file, uint64_t offset, void *buf, size_t len,
     hub_call call = {.repo = &file->repo, .revision = file->revision, .path = file->path,
                      .what = "reading"};
     bool resolved_again = false;
+    size_t in_place = 0;                  /* kept when a refused URL is resolved again */
     for (;;) {
         bool sends_token;
         time_t expiry;
@@ -334,8 +335,10 @@ hub_status hub_file_read(hub_file *file, uint64_t offset, void *buf, size_t len,
         t.range_first = offset;
         t.range_len = len;
         t.range_buf = buf;
+        t.range_received = in_place;
         t.file_size = file->info.size;
         hub_status status = hub_request(client, &t, &call, err);
+        in_place = t.range_received;
         bool refused = status == HUB_OK && url_refused(t.status);
         if (status == HUB_OK && !refused && t.status != 200 && t.status != 206)
             status = hub_error_from_answer(client, &t, &call, err);

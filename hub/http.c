@@ -56,7 +56,6 @@ void hub_transfer_reset_answer(hub_transfer *t)
     t->status = 0;
     t->curl_code = CURLE_OK;
     t->curl_message[0] = '\0';
-    t->range_received = 0;
     t->range_skip = 0;
     t->range_started = t->range_done = t->range_ignored = t->stalled = false;
     t->too_slow = t->cancelled = false;
@@ -160,13 +159,13 @@ static bool start_range(hub_transfer *t, long status)
             t->sink_problem = "a 200 answer to a ranged request is not the whole file";
             return false;
         }
-        t->range_ignored = true;          /* the whole file: skip to the requested offset */
-        t->range_skip = t->range_first;
+        t->range_ignored = true;          /* the whole file: skip to the bytes still missing */
+        t->range_skip = t->range_first + t->range_received;
         return true;
     }
     hub_content_range range;
     if (status != 206 || !hub_parse_content_range(t->headers[HUB_HDR_CONTENT_RANGE], &range) ||
-        !range.satisfied || range.first != t->range_first ||
+        !range.satisfied || range.first != t->range_first + t->range_received ||
         range.last != t->range_first + t->range_len - 1 ||
         (t->file_size && range.size_known && range.size != t->file_size)) {
         t->sink_problem = status == 206 ? "the Content-Range of the answer does not match the request"
@@ -337,7 +336,7 @@ static CURLcode configure_easy(hub_client *client, hub_transfer *t, CURL *easy)
         SET(CURLOPT_NOBODY, 1L);
     if (t->sink == HUB_SINK_RANGE) {
         char range[48];
-        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)t->range_first,
+        snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)(t->range_first + t->range_received),
                  (unsigned long long)(t->range_first + t->range_len - 1));
         SET(CURLOPT_RANGE, range);
     }

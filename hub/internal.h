@@ -65,7 +65,8 @@ typedef struct hub_transfer {
     char *headers[HUB_HDR_COUNT];
     char *body;
     size_t body_len, body_cap;
-    size_t range_received;       /* bytes written into range_buf */
+    size_t range_received;       /* bytes written into range_buf, kept across attempts: a
+                                  * retry asks only for the rest */
     uint64_t range_skip;         /* of a 200 that ignored the range: bytes still to skip */
     bool range_started;
     bool range_done;             /* everything asked for arrived; a later abort is success */

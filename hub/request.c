@@ -51,6 +51,8 @@ static attempt_outcome classify(const hub_transfer *t)
 {
     if (t->sink_problem || t->cancelled)
         return ATTEMPT_FATAL;
+    if (t->sink == HUB_SINK_RANGE && t->range_len && t->range_received == t->range_len)
+        return ATTEMPT_ANSWERED;          /* every byte in place, whatever broke after them */
     if (t->stalled || t->too_slow)
         return ATTEMPT_RETRYABLE;
     if (t->curl_code != CURLE_OK)

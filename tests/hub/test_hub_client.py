@@ -357,7 +357,28 @@ def test_broken_cdn_body_is_retried(hub, probe, tmp_path, action):
     assert data_of(tmp_path / "x") == data_of(src, 5, 200000)
     cdn = cdn_entries(hub.log())
     assert len(cdn) == 2 and cdn[0]["bytes_sent"] == 1000
+    # The retry asks only for what had not arrived: the first 1000 bytes stay where they are.
+    assert cdn[0]["range"] == f"bytes=5-{5 + 200000 - 1}"
+    assert cdn[1]["range"] == f"bytes={5 + 1000}-{5 + 200000 - 1}"
+    assert cdn[1]["bytes_sent"] == 200000 - 1000
     assert result["counters"]["retries"] == 1
+
+
+def test_broken_body_of_an_ignored_range_resumes_at_the_right_byte(hub, probe, tmp_path):
+    """A server that answers 200 (whole file) to a range, breaking mid-body: the retry skips to
+    the first byte still missing, however much of the file came before the range."""
+    src = os.path.join(hub.sources[TINY], SHARD)
+    hub.config(ignore_range=True, fail_next=[{"origin": "cdn", "action": "truncate", "after_bytes": 150000}])
+    try:
+        result = probe("read", "model", TINY, "main", SHARD, tmp_path / "x", "--offset", 100003,
+                       "--length", 120000)
+    finally:
+        hub.config(ignore_range=False)
+    assert result["status"] == "ok", result
+    assert data_of(tmp_path / "x") == data_of(src, 100003, 120000)
+    cdn = cdn_entries(hub.log())
+    assert len(cdn) == 2 and all(e["status"] == 200 for e in cdn)
+    assert cdn[1]["range"] == f"bytes={150000}-{100003 + 120000 - 1}"
 
 
 def test_range_ignored_by_server_gives_the_right_bytes(hub, probe, tmp_path):

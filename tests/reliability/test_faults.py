@@ -97,8 +97,14 @@ def test_endless_stall_is_eio_within_the_retry_budget_and_not_cached(hub, figure
         assert took < budget_s + 10, f"EIO came after {took:.1f} s (budget {budget_s:.1f} s)"
         # One budget per read: the kernel asks the failed read's first page again at once, and
         # that is answered with the same EIO, not with three more tries.
-        first_bytes = [e for e in hub.emulator.log() if (e["range"] or "").startswith("bytes=0-")]
-        assert len(first_bytes) == retries + 1, [(e["time"], e["range"]) for e in first_bytes]
+        # Each retry asks only for what had not come before the stall: the same last byte.
+        log = hub.emulator.log()
+        first = [e for e in log if (e["range"] or "").startswith("bytes=0-")]
+        assert len(first) == 1, [(e["time"], e["range"]) for e in log]
+        last_byte = first[0]["range"].split("-")[1]
+        attempts = [e for e in log if (e["range"] or "").startswith("bytes=") and e["range"].split("-")[1] == last_byte]
+        assert len(attempts) == retries + 1, [(e["time"], e["range"]) for e in attempts]
+        assert all(int(e["range"][len("bytes="):].split("-")[0]) > 0 for e in attempts[1:]), attempts
         # The failure is not remembered as data: once the server answers, the same mount serves
         # the right bytes.
         hub.emulator.config(stall_ms=0)
