@@ -47,7 +47,7 @@ void fs_options_print_help(FILE *out)
           "                        what they need, pages of 4 KiB, not whole blocks\n"
           "  --readahead-max SIZE  largest read-ahead and prefetch window of one file (default 128M;\n"
           "                        0 disables both)\n"
-          "  --threads N           fetch threads; one file runs at most half of them (default 32)\n"
+          "  --threads N           fetch threads; one file runs at most 3/4 of them (default 32)\n"
           "  --exact-slices        accepted for old fstab lines; does nothing (reads always fetch\n"
           "                        about what they read)\n"
           "  --trace-reads FILE    append a line per read the kernel sends to FILE (tab-separated: when,\n"
