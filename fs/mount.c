@@ -129,9 +129,10 @@ static int build_context(fs_context *context, startup *s)
                                         .max_prefetch = o->memory_budget / 4};
     context->blocks = block_cache_new(o->memory_budget, o->block_size);
     /* One file's runs may hold three quarters of the threads: over a 20 ms link at 40 MB/s per
-     * connection, a cold sequential read with half of them (16) ran 8 % slower than the block
-     * reader of 41c4483 (which had 16 threads to itself); with 24, as fast (bench, alternating
-     * runs). The quarter left keeps other files' readers from waiting behind its read-ahead. */
+     * connection, a cold sequential read with half of them (16) ran 5-8 % slower than the
+     * block reader of 41c4483 (whole 8 MiB blocks on 16 threads); with 24, as fast (bench,
+     * alternating runs). The quarter left keeps other files' readers from waiting behind its
+     * read-ahead. */
     fetcher_config fetch = {.threads = o->threads, .per_file_cap = o->threads - o->threads / 4,
                             .load = remote_file_load_run};
     if (context->disk) {
