@@ -297,13 +297,14 @@ static void on_header_bytes(block_waiter *waiter, int error)
     header_watch *watch = (header_watch *)waiter;
     remote_file *file = watch->file;
     int depth = watch->depth;
+    /* Learnt while the block is pinned: served pages of an unpinned block may go at once. */
+    if (!error)
+        remote_file_learn_header(file);
     block_cache_put(file->context->blocks, watch->waiter.blk);
     free(watch);
     remote_file_header_fetch_over(file);
-    if (!error) {
-        remote_file_learn_header(file);
+    if (!error)
         fetch_header(file, depth + 1);   /* the rest of a header longer than the probe */
-    }
 }
 
 /* Asks for what the planner lacks of a safetensors header (the probe, then the rest), without
@@ -391,11 +392,18 @@ static int repeated_failure(open_file *handle, uint64_t offset, size_t length)
     return error;
 }
 
+#define TRACE_TENSOR_MAX 256
+
+/* tensor: what lies at offset, named before the read was answered (a reader that has its bytes
+ * may close the file, and the tensor map goes with the last close); NULL: named now. */
 static void trace_line(remote_file *file, uint64_t offset, size_t length, int64_t arrived_ns, uint64_t ahead_bytes,
-                       int error, bool pushed)
+                       int error, bool pushed, const char *named)
 {
-    char tensor[256];
-    remote_file_describe_offset(file, offset, tensor, sizeof tensor);
+    char tensor[TRACE_TENSOR_MAX];
+    if (named)
+        snprintf(tensor, sizeof tensor, "%s", named);
+    else
+        remote_file_describe_offset(file, offset, tensor, sizeof tensor);
     read_trace_entry entry = {.repo = file->repo->display_name, .path = file->path, .tensor = tensor,
                               .offset = offset, .length = length, .arrived_ns = arrived_ns,
                               .answered_ns = monotonic_ns(), .ahead_bytes = ahead_bytes, .error = error,
@@ -423,6 +431,14 @@ static void answer(read_request *rq, bool in_interrupt)
     if (!in_interrupt)   /* waits out an interrupt callback running now; none comes later */
         fuse_req_interrupt_func(rq->req, NULL, NULL);
     int error = atomic_load(&rq->error);
+    remote_file *file = rq->file;
+    bool touched_header = !error && file->is_safetensors && rq->offset < rq->context->planner.header_probe;
+    char tensor[TRACE_TENSOR_MAX];
+    if (rq->context->trace) {
+        if (touched_header)   /* the header's extent names the read */
+            remote_file_learn_header(file);
+        remote_file_describe_offset(file, rq->offset, tensor, sizeof tensor);
+    }
     if (error) {
         if (error == EINTR)
             atomic_fetch_add(&rq->context->stats.reads_interrupted, 1);
@@ -432,15 +448,15 @@ static void answer(read_request *rq, bool in_interrupt)
     } else {
         reply_with_bytes(rq);
     }
+    /* Before its blocks are put: the served pages of an unpinned block may go at once, and the
+     * header would then be fetched again. */
+    if (touched_header)
+        remote_file_learn_header(file);
     if (rq->context->trace)
-        trace_line(rq->file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error, false);
-    remote_file *file = rq->file;
-    bool touched_header = file->is_safetensors && rq->offset < rq->context->planner.header_probe;
+        trace_line(file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error, false, tensor);
     bool count = rq->uncounted && !error;
     uint64_t offset = rq->offset, length = rq->length;
     free_request(rq);
-    if (touched_header)
-        remote_file_learn_header(file);
     if (count)
         remote_file_count_read(file, offset, length);
 }
@@ -575,7 +591,7 @@ static void push_following(open_file *handle, const read_plan *plan, uint64_t re
         schedule_plan(handle, &after);
     if (context->trace)
         trace_line(file, from, pushed, started_ns, hinted ? 0 : range_bytes(after.ahead) + range_bytes(after.rest), 0,
-                   true);
+                   true, NULL);
 }
 
 void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size)
@@ -596,9 +612,12 @@ void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size
     remote_file_learn_header(file);
     int repeated = repeated_failure(handle, offset, length);
     if (repeated) {
+        char tensor[TRACE_TENSOR_MAX];
+        if (context->trace)
+            remote_file_describe_offset(file, offset, tensor, sizeof tensor);
         fuse_reply_err(req, repeated);
         if (context->trace)
-            trace_line(file, offset, length, arrived_ns, 0, repeated, false);
+            trace_line(file, offset, length, arrived_ns, 0, repeated, false, tensor);
         return;
     }
     read_plan plan;
