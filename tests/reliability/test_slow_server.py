@@ -88,7 +88,7 @@ def test_a_healthy_file_is_served_next_to_a_trickling_one(hub, figures):
             assert done.returncode == 0 and took < 2.0 * SLOW, (command, took, done.stderr)
     finally:
         kill_all(readers)
-        m.stop()
+        m.cleanup()
 
 
 def test_a_reader_blocked_on_a_trickle_dies_when_killed(hub):
@@ -133,4 +133,4 @@ def test_unmount_and_sigterm_end_the_daemon_despite_trickling_transfers(hub):
                 reader.wait(10)
                 assert reader.returncode != 0
         finally:
-            m.stop()
+            m.cleanup()
