@@ -395,15 +395,10 @@ static int repeated_failure(open_file *handle, uint64_t offset, size_t length)
 #define TRACE_TENSOR_MAX 256
 
 /* tensor: what lies at offset, named before the read was answered (a reader that has its bytes
- * may close the file, and the tensor map goes with the last close); NULL: named now. */
+ * may close the file, and the tensor map goes with the last close). */
 static void trace_line(remote_file *file, uint64_t offset, size_t length, int64_t arrived_ns, uint64_t ahead_bytes,
-                       int error, bool pushed, const char *named)
+                       int error, bool pushed, const char *tensor)
 {
-    char tensor[TRACE_TENSOR_MAX];
-    if (named)
-        snprintf(tensor, sizeof tensor, "%s", named);
-    else
-        remote_file_describe_offset(file, offset, tensor, sizeof tensor);
     read_trace_entry entry = {.repo = file->repo->display_name, .path = file->path, .tensor = tensor,
                               .offset = offset, .length = length, .arrived_ns = arrived_ns,
                               .answered_ns = monotonic_ns(), .ahead_bytes = ahead_bytes, .error = error,
@@ -433,12 +428,14 @@ static void answer(read_request *rq, bool in_interrupt)
     int error = atomic_load(&rq->error);
     remote_file *file = rq->file;
     bool touched_header = !error && file->is_safetensors && rq->offset < rq->context->planner.header_probe;
+    /* Learnt before its blocks are put (the served pages of an unpinned block may go at once, and
+     * the header would be fetched again); before the reply when the trace names the read by it. */
+    bool learn_first = touched_header && rq->context->trace;
+    if (learn_first)
+        remote_file_learn_header(file);
     char tensor[TRACE_TENSOR_MAX];
-    if (rq->context->trace) {
-        if (touched_header)   /* the header's extent names the read */
-            remote_file_learn_header(file);
+    if (rq->context->trace)
         remote_file_describe_offset(file, rq->offset, tensor, sizeof tensor);
-    }
     if (error) {
         if (error == EINTR)
             atomic_fetch_add(&rq->context->stats.reads_interrupted, 1);
@@ -448,9 +445,7 @@ static void answer(read_request *rq, bool in_interrupt)
     } else {
         reply_with_bytes(rq);
     }
-    /* Before its blocks are put: the served pages of an unpinned block may go at once, and the
-     * header would then be fetched again. */
-    if (touched_header)
+    if (touched_header && !learn_first)
         remote_file_learn_header(file);
     if (rq->context->trace)
         trace_line(file, rq->offset, rq->length, rq->arrived_ns, rq->ahead_bytes, error, false, tensor);
@@ -589,9 +584,12 @@ static void push_following(open_file *handle, const read_plan *plan, uint64_t re
     pthread_mutex_unlock(&handle->lock);
     if (!hinted)
         schedule_plan(handle, &after);
-    if (context->trace)
+    if (context->trace) {
+        char tensor[TRACE_TENSOR_MAX];
+        remote_file_describe_offset(file, from, tensor, sizeof tensor);
         trace_line(file, from, pushed, started_ns, hinted ? 0 : range_bytes(after.ahead) + range_bytes(after.rest), 0,
-                   true, NULL);
+                   true, tensor);
+    }
 }
 
 void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size)
