@@ -863,8 +863,19 @@ def tp_plan_summary(model, profile):
     return summary
 
 
-def machine_facts():
+def fresh_memory_write_rates():
+    """The machine's cost of fresh memory (workloads.memory_probe), measured in a child: touching
+    it here would raise the peak RSS every later child inherits from this process."""
+    child = run_child([sys.executable, WORKLOAD_SCRIPT, json.dumps({"workload": "memory_probe"})], 120)
+    lines = child.out.strip().splitlines()
+    if child.rc != 0 or not lines:
+        raise RuntimeError(f"the memory probe failed: {child.err.strip()[-800:]}")
+    return json.loads(lines[-1])
+
+
+def machine_facts(memory_rates):
     facts = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    facts.update(memory_rates)
     try:
         with open("/proc/meminfo") as f:
             facts["mem_total_kib"] = int(f.readline().split()[1])
@@ -921,6 +932,7 @@ def main(argv=None):
     os.makedirs(work)
     bench = None
     started = time.time()
+    memory_rates = fresh_memory_write_rates()   # before the run's own pages come and go
     try:
         model = prepare_model(args.data, profile)
         bench = Bench(args, profile, model, work)
@@ -945,7 +957,7 @@ def main(argv=None):
                 "failures": bench.failures,
                 "method": METHOD,
                 "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
-                "machine": machine_facts(), "hubfs": args.hubfs}
+                "machine": machine_facts(memory_rates), "hubfs": args.hubfs}
         results = report.build(meta, bench.measurements)
         if bench.loader_measurements:
             results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],

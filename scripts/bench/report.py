@@ -271,6 +271,13 @@ def markdown(results):
               + ". Warm re-read: " + {True: "page cache dropped before it (warm = the filesystem's own cache)",
                                       False: "page cache NOT dropped (not root)", None: "not run"}[
                   meta.get("page_cache_dropped_for_warm")] + f". Run took {meta['duration_s']:.0f} s."]
+    machine = meta.get("machine") or {}
+    if "fresh_memory_write_gb_s" in machine:
+        lines += ["", f"Machine: {machine.get('cpus')} CPUs; memory just handed out by the kernel is written at "
+                      f"{machine['fresh_memory_write_gb_s']:.2f} GB/s, memory written before at "
+                      f"{machine['reused_memory_write_gb_s']:.2f} GB/s. A mount fills the page cache with the "
+                      "former (a download to /dev/null never does): where it is slow, that cost is in every "
+                      "mount's CPU per GB."]
     return "\n".join(lines)
 
 

@@ -133,8 +133,33 @@ def read_slices(model_dir, plan, cap_s):
     return {"bytes_needed": done, "seconds": time.monotonic() - started, "complete": True}
 
 
+MEMORY_PROBE_BYTES = 256 << 20
+
+
+def memory_probe():
+    """GB/s of writing memory the kernel has just handed out (a fault and a zeroed page each, and in
+    a VM whose host takes freed memory back, the host's fault too) and of writing it again. A
+    filesystem fills the page cache with pages handed out so; curl -o /dev/null never does. Where
+    the first figure is far below the second, CPU per GB of every mount includes that cost."""
+    import ctypes
+    import mmap
+
+    rates = []
+    region = mmap.mmap(-1, MEMORY_PROBE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        view = ctypes.c_char.from_buffer(region)
+        for value in (1, 2):
+            started = time.perf_counter()
+            ctypes.memset(ctypes.addressof(view), value, MEMORY_PROBE_BYTES)
+            rates.append(MEMORY_PROBE_BYTES / (time.perf_counter() - started) / 1e9)
+        del view
+    finally:
+        region.close()
+    return {"fresh_memory_write_gb_s": round(rates[0], 2), "reused_memory_write_gb_s": round(rates[1], 2)}
+
+
 WORKLOADS = {"sequential": sequential_read, "headers": read_headers, "random": random_reads,
-             "slices": read_slices}
+             "slices": read_slices, "memory_probe": memory_probe}
 
 
 # --------------------------------------------------------------------------------------------

@@ -113,6 +113,22 @@ def test_markdown_table_is_printed_and_written(smoke):
         assert f.read().strip() == table.strip()
 
 
+def test_the_machine_facts_say_what_fresh_memory_costs(smoke):
+    """Memory the kernel hands out costs a fault and a zeroed page before the write: it is never
+    written faster than memory written before (a page cache fill pays it, a download to /dev/null
+    does not), and the report says both rates."""
+    machine = smoke["results"]["meta"]["machine"]
+    fresh, reused = machine["fresh_memory_write_gb_s"], machine["reused_memory_write_gb_s"]
+    assert 0 < fresh and 0 < reused
+    assert fresh < reused * 1.5, machine
+    assert f"written at {fresh:.2f} GB/s" in smoke["stdout"]
+    # Measured in a child of its own: a child's peak RSS starts at its parent's high-water mark,
+    # so a probe in the bench's process would have given curl a peak RSS of the probe's size.
+    curl_rss = [m["peak_rss_mib"] for m in smoke["results"]["measurements"]
+                if m["system"] == "curl" and m["workload"] == "cold_seq"]
+    assert curl_rss and max(curl_rss) < 128, curl_rss
+
+
 def test_curl_fetches_the_whole_shard_it_downloads(smoke):
     results = smoke["results"]
     name = results["meta"]["model"]["seq_file"]
