@@ -55,6 +55,7 @@ typedef struct fs_context {
     planner_config planner;
     fs_stats stats;
     read_trace *trace;           /* NULL without --trace-reads */
+    struct passthrough *passthrough;   /* NULL with --no-passthrough, or before mounting and after */
     struct fuse_session *session;
     pthread_mutex_t handles_lock;
     fs_handle *handles;

@@ -4,7 +4,8 @@
  * Crash safety. Units are written and fdatasync'ed before their index records say PRESENT, so
  * a record never precedes its data onto the disk; the records themselves are not synced, as
  * losing them only loses cached units. Every read verifies each unit's checksum (XXH3) whatever happened
- * before: a crash, a torn write, a damaged disk, someone editing the files.
+ * before: a crash, a torn write, a damaged disk, someone editing the files. A whole blob handed
+ * out by disk_cache_open_whole is read by the kernel unverified, like any local file.
  */
 #include "disk_cache_internal.h"
 
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- loading a blob's index (b->mutex held) --------------------------------------------- */
@@ -664,6 +666,39 @@ uint64_t disk_cache_present_bytes(disk_cache *cache, const disk_cache_blob_key *
     pthread_mutex_unlock(&b->mutex);
     dc_release_blob(cache, b, false);
     return bytes;
+}
+
+/* Our data file, when all its units are present and it is as long as the blob. b->mutex held. */
+static int open_whole_data_file(disk_cache *cache, blob *b)
+{
+    if (b->block_bytes != b->size || b->flights || load_blob(cache, b, false) != 0)
+        return -1;
+    char name[CACHE_NAME_MAX];
+    cache_file_name(name, b->stem, ".data");
+    int fd = openat(cache->dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != b->size)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+int disk_cache_open_whole(disk_cache *cache, const disk_cache_blob_key *key)
+{
+    if (!cache || !dc_valid_key(key) || key->size == 0)
+        return -1;
+    int fd = -1;
+    blob *b = dc_acquire_blob(cache, key, false);
+    if (b) {
+        pthread_mutex_lock(&b->mutex);
+        fd = open_whole_data_file(cache, b);
+        pthread_mutex_unlock(&b->mutex);
+        dc_release_blob(cache, b, fd >= 0);
+    }
+    if (fd < 0)
+        fd = hf_cache_open_verified(cache->hf, key->hf_repo_folder, key->etag, key->size);
+    return fd;
 }
 
 uint64_t disk_cache_cached_bytes(disk_cache *cache, const disk_cache_blob_key *key)

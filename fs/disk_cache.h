@@ -5,9 +5,11 @@
  * whole aligned units (block_size bytes; the last unit of a blob may be shorter), and an index
  * recording which units are present with a checksum per unit; a unit is only ever recorded
  * present after its bytes are durably written, so a crash never makes a torn unit visible, and
- * every unit is verified whole when read. A size cap is enforced with LRU eviction of whole
- * blobs. Files are created 0600 inside a 0700 directory that must be the daemon user's own, on a
- * path nobody else controls (disk_cache_path.h).
+ * every unit is verified whole when read through this interface (a blob held whole may also be
+ * handed to the kernel to read itself, disk_cache_open_whole: then it is trusted as stored). A
+ * size cap is enforced with LRU eviction of whole blobs. Files are created 0600 inside a 0700
+ * directory that must be the daemon user's own, on a path nobody else controls
+ * (disk_cache_path.h).
  *
  * Memory does not grow with blob sizes: records stay in the index file (the kernel caches it)
  * and are read and written a range at a time, so a 100 GB blob of 64 KiB units costs no more
@@ -95,6 +97,12 @@ bool disk_cache_read_prefix(disk_cache *cache, const disk_cache_blob_key *key, v
                             size_t capacity, size_t *len_out);
 int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, const void *buf,
                             size_t len);
+
+/* A new read-only descriptor of a file holding the whole blob at its offsets: our data file once
+ * every unit is present, else a verified complete huggingface_hub blob of the key's repo folder;
+ * -1 when neither. For the kernel to read on its own: units read through it are not verified
+ * again (they were when stored; a huggingface_hub blob is hashed once). */
+int disk_cache_open_whole(disk_cache *cache, const disk_cache_blob_key *key);
 
 /* Bytes of the blob available locally (for the user.hubfs.cached_bytes xattr): the whole blob's
  * disk_cache_present_bytes. */

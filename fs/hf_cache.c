@@ -417,6 +417,22 @@ bool hf_cache_has_blob(hf_cache *cache, const char *folder, const char *etag, ui
     return present;
 }
 
+int hf_cache_open_verified(hf_cache *cache, const char *folder, const char *etag, uint64_t size)
+{
+    if (!valid_request(cache, folder, etag))
+        return -1;
+    pthread_mutex_lock(&cache->lock);
+    hf_blob *e = acquire(cache, folder, etag, size);
+    int fd = e ? verified_fd(cache, e) : -1;
+    int copy = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd >= 0)
+        e->readers--;
+    if (e)
+        e->users--;
+    pthread_mutex_unlock(&cache->lock);
+    return copy;
+}
+
 bool hf_cache_read(hf_cache *cache, const char *folder, const char *etag, uint64_t size, uint64_t offset,
                    void *buf, size_t len)
 {

@@ -40,6 +40,9 @@ bool hf_cache_has_blob(hf_cache *cache, const char *folder, const char *etag, ui
 bool hf_cache_read(hf_cache *cache, const char *folder, const char *etag, uint64_t size, uint64_t offset,
                    void *buf, size_t len);
 
+/* A new descriptor of the complete blob once its content verified against its name, or -1. */
+int hf_cache_open_verified(hf_cache *cache, const char *folder, const char *etag, uint64_t size);
+
 typedef struct hf_cache_counters {
     uint64_t blobs_verified;     /* hashed and found to match their names */
     uint64_t blobs_rejected;     /* hashed and found not to */

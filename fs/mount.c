@@ -8,6 +8,7 @@
 #include "log.h"
 #include "namespace.h"
 #include "ops.h"
+#include "passthrough.h"
 #include "remote_file.h"
 #include "umount.h"
 
@@ -307,6 +308,8 @@ static int serve(fs_options *options, startup *s)
             startup_fail(s, "cannot mount on %s (does it exist, is it empty, is /dev/fuse usable?)",
                          context.options.mountpoint);
         else {
+            if (context.options.passthrough && context.disk)
+                context.passthrough = passthrough_new(session);
             report_startup(s, true);
             if (!context.options.foreground)
                 detach_stdio();
@@ -318,7 +321,10 @@ static int serve(fs_options *options, startup *s)
                 fs_log("the FUSE loop ended with error %d after the mount was detached", loop);
             stop_fetching(&context);
             fuse_session_unmount(session);
+            passthrough *pt = context.passthrough;
+            context.passthrough = NULL;      /* the device is closed: nothing to tell the kernel */
             fs_handle_close_all(&context);   /* releases a signal cut short */
+            passthrough_free(pt);
         }
         fuse_remove_signal_handlers(session);
     }

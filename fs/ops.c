@@ -5,7 +5,9 @@
 #include "fs.h"
 #include "log.h"
 #include "namespace.h"
+#include "passthrough.h"
 #include "reader.h"
+#include "remote_file.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -65,7 +67,7 @@ static void fill_attr(const fs_node *node, struct stat *st)
 
 static void hubfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    passthrough_ask_in_init(((fs_context *)userdata)->passthrough);
     mount_time = time(NULL);
     conn->max_background = 64;
     conn->congestion_threshold = 48;
@@ -217,7 +219,9 @@ typedef struct stats_snapshot {
 
 typedef struct reader_handle {
     fs_handle link;
+    fs_context *context;
     open_file *reader;
+    passthrough_open mode;
 } reader_handle;
 
 void fs_handle_track(fs_context *context, fs_handle *handle, void (*close)(fs_handle *handle))
@@ -259,6 +263,8 @@ static void close_stats_snapshot(fs_handle *handle)
 static void close_file_handle(fs_handle *handle)
 {
     reader_handle *file = (reader_handle *)handle;
+    passthrough_release(file->context->passthrough, &file->mode);
+    atomic_fetch_sub_explicit(&file->context->stats.files_open, 1, memory_order_relaxed);
     reader_close(file->reader);
     free(file);
 }
@@ -325,10 +331,15 @@ static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, error);
         return;
     }
+    handle->context = context;
+    atomic_fetch_add_explicit(&context->stats.files_open, 1, memory_order_relaxed);
+    passthrough_choose(context->passthrough, ino, remote_file_open_whole, node->file, &handle->mode);
+    if (handle->mode.backing_id >= 0)
+        atomic_fetch_add_explicit(&context->stats.passthrough_opens, 1, memory_order_relaxed);
     fs_handle_track(context, &handle->link, close_file_handle);
     fi->fh = (uint64_t)(uintptr_t)handle;
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) != 0)
+    if (passthrough_reply_open(context->passthrough, req, fi, &handle->mode) != 0)
         fs_handle_close(context, &handle->link);   /* the open was interrupted: no release will come */
 }
 
@@ -383,10 +394,15 @@ static void hubfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
         fuse_reply_err(req, EINVAL);
         return;
     }
+    reader_handle *handle = (reader_handle *)(uintptr_t)fi->fh;
+    if (handle->mode.backing_id >= 0) {   /* the kernel reads it from a local file: nothing to fetch */
+        fuse_reply_ioctl(req, 0, NULL, 0);
+        return;
+    }
     reader_hint ranges[HUBFS_WILLNEED_MAX_RANGES];
     for (uint32_t i = 0; i < hint->count; i++)
         ranges[i] = (reader_hint){.offset = hint->ranges[i].offset, .length = hint->ranges[i].length};
-    int error = reader_hint_ranges(((reader_handle *)(uintptr_t)fi->fh)->reader, ranges, hint->count);
+    int error = reader_hint_ranges(handle->reader, ranges, hint->count);
     if (error)
         fuse_reply_err(req, error);
     else

@@ -38,6 +38,9 @@ void fs_options_print_help(FILE *out)
           "                        above it writable by others (sticky ones like /tmp aside): else unused\n"
           "  --cache-size SIZE     cap of the persistent cache (default 50G)\n"
           "  --no-disk-cache       keep nothing on disk\n"
+          "  --no-passthrough      read files the cache holds whole through the daemon too (else,\n"
+          "                        as root on Linux >= 6.9, the kernel reads them from the cache\n"
+          "                        like local files: no per-read verification, no --trace-reads lines)\n"
           "  --memory-budget SIZE  memory for read-ahead, prefetch and cached blocks, all files\n"
           "                        together; what the kernel's page cache holds is not kept twice\n"
           "                        (default 224M, or 4 blocks if larger: the daemon stays under 256 MiB;\n"
@@ -148,6 +151,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
         key[n] = name[n] == '_' ? '-' : name[n];
     key[n] = '\0';
     if (strcmp(key, "no-disk-cache") == 0) { o->disk_cache_enabled = false; return 1; }
+    if (strcmp(key, "no-passthrough") == 0) { o->passthrough = false; return 1; }
     if (strcmp(key, "exact-slices") == 0) return 1;   /* deprecated: what it chose is the default */
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
     static const char *const valued[] = {"endpoint", "fallback-endpoint", "token-file", "ca-bundle",
@@ -219,6 +223,7 @@ static void set_defaults(fs_options *o)
     memset(o, 0, sizeof *o);
     o->cache_size = CACHE_DIR_DEFAULT_MAX_BYTES;
     o->disk_cache_enabled = true;
+    o->passthrough = true;
     /* Everything in flight and ahead of readers, with the daemon under 256 MiB in all: pages the
      * kernel was served are not kept, hints and prefetch windows are shares of it. */
     o->memory_budget = 224 * MIB;
@@ -255,7 +260,8 @@ static int parse_flag(fs_options *o, int argc, char **argv, int *i, char *error,
     memcpy(name, arg + 2, name_length);
     name[name_length] = '\0';
     const char *value = equals ? equals + 1 : NULL;
-    bool takes_value = strcmp(name, "no-disk-cache") != 0 && strcmp(name, "exact-slices") != 0;
+    bool takes_value = strcmp(name, "no-disk-cache") != 0 && strcmp(name, "no-passthrough") != 0 &&
+                       strcmp(name, "exact-slices") != 0;
     if (takes_value && !value && *i + 1 < argc)
         value = argv[++*i];
     int applied = apply_option(o, name, value, error, error_size);

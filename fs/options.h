@@ -1,7 +1,7 @@
 /* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
  * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
  * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=,
- * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache) are taken out; the rest go to
+ * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache, no_passthrough) are taken out; the rest go to
  * FUSE. */
 #ifndef HUBFS_OPTIONS_H
 #define HUBFS_OPTIONS_H
@@ -21,6 +21,7 @@ typedef struct fs_options {
     char *trace_reads;           /* NULL: no read trace */
     uint64_t cache_size;
     bool disk_cache_enabled;
+    bool passthrough;            /* the kernel reads files the disk cache holds whole itself */
     uint64_t memory_budget;
     bool memory_budget_given;    /* else the default grows to hold 4 blocks of a larger --block-size */
     uint32_t block_size;

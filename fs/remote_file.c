@@ -242,6 +242,15 @@ static disk_cache_blob_key cache_key_of(const remote_file *file)
                                  .hf_repo_folder = file->repo->hf_folder};
 }
 
+int remote_file_open_whole(void *file)
+{
+    remote_file *f = file;
+    if (!f->context->disk || !f->etag[0])
+        return -1;
+    disk_cache_blob_key key = cache_key_of(f);
+    return disk_cache_open_whole(f->context->disk, &key);
+}
+
 static uint64_t block_file_offset(const remote_file *file, const block *blk)
 {
     return block_index(blk) * (uint64_t)block_cache_block_size(file->context->blocks);

@@ -50,6 +50,10 @@ int remote_file_load_run(void *file, const page_run *run, bool *from_network);
  * true when all of it was there. Cheap enough for a FUSE worker. */
 bool remote_file_load_local(remote_file *file, const page_run *run);
 
+/* A descriptor of a local file holding the whole content at its offsets (disk_cache_open_whole),
+ * or -1: for passthrough_choose (file is a remote_file). */
+int remote_file_open_whole(void *file);
+
 /* The fetcher's store function: writes a fetched run to the persistent cache. */
 void remote_file_store_run(void *file, const page_run *run);
 

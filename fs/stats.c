@@ -34,6 +34,7 @@ static void add_disk(cJSON *root, const fs_stats *stats, const disk_cache_counte
     add_number(root, "disk_write_failures", atomic_load(&stats->disk_write_failures));
     add_number(root, "disk_bytes_stored", disk ? disk->bytes_stored : 0);
     add_number(root, "disk_evictions", disk ? disk->evictions : 0);
+    add_number(root, "hf_blobs_verified", disk ? disk->hf_blobs_verified : 0);
 }
 
 static void add_fetches(cJSON *root, const fetcher_counters *fetches)
@@ -63,6 +64,8 @@ char *stats_render_json(const fs_stats *stats, const block_cache_counters *memor
     add_number(root, "hints", atomic_load(&stats->hints));
     add_number(root, "endpoint_failures", atomic_load(&stats->endpoint_failures));
     add_number(root, "fallback_requests", atomic_load(&stats->fallback_requests));
+    add_number(root, "passthrough_opens", atomic_load(&stats->passthrough_opens));
+    add_number(root, "files_open", atomic_load(&stats->files_open));
     add_memory(root, memory);
     add_fetches(root, fetches);
     add_disk(root, stats, disk);

@@ -25,6 +25,8 @@ typedef struct fs_stats {
     atomic_uint_fast64_t hints;             /* WILLNEED hints received */
     atomic_uint_fast64_t endpoint_failures; /* times the endpoint was found down */
     atomic_uint_fast64_t fallback_requests; /* requests sent to --fallback-endpoint meanwhile */
+    atomic_uint_fast64_t passthrough_opens; /* opens the kernel serves from a cached file itself */
+    atomic_uint_fast64_t files_open;        /* open handles of files, until their release */
 } fs_stats;
 
 typedef struct repo_stats {

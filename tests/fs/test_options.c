@@ -39,7 +39,12 @@ static void command_line(void)
     CHECK_EQ_INT(o.readahead_max, 64 * MIB);
     CHECK_EQ_INT(o.threads, 8);
     CHECK(!o.disk_cache_enabled && o.foreground);
+    CHECK(o.passthrough);   /* on unless refused */
     CHECK(o.fuse_options && strcmp(o.fuse_options, "allow_other") == 0);
+    fs_options_clear(&o);
+    char *no_passthrough[] = {"mount", "/mnt/hf", "--no-passthrough", "--threads", "4", NULL};
+    CHECK_EQ_INT(fs_options_parse(5, no_passthrough, false, &o, error, sizeof error), 0);
+    CHECK(!o.passthrough && o.threads == 4 && o.disk_cache_enabled);
     fs_options_clear(&o);
 }
 
@@ -64,6 +69,10 @@ static void mount_helper(void)
     char *exact[] = {"mount.hubfs", "hubfs", "/hf", "-o", "exact_slices", NULL};
     CHECK_EQ_INT(fs_options_parse(5, exact, true, &o, error, sizeof error), 0);
     CHECK(o.fuse_options == NULL || strstr(o.fuse_options, "exact") == NULL);
+    fs_options_clear(&o);
+    char *no_passthrough[] = {"mount.hubfs", "hubfs", "/hf", "-o", "no_passthrough,allow_other", NULL};
+    CHECK_EQ_INT(fs_options_parse(5, no_passthrough, true, &o, error, sizeof error), 0);
+    CHECK(!o.passthrough && o.fuse_options && strcmp(o.fuse_options, "allow_other") == 0);
     fs_options_clear(&o);
 }
 

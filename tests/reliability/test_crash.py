@@ -81,7 +81,8 @@ def test_cache_disk_full(hub, figures):
             stats = m.stats()
         print("disk full, second mount:", stats)
         assert_correct_or_eio(third, allow_eio=False)
-        assert stats["disk_hits"] > 0, stats
+        # what the cache holds whole the kernel reads itself (passthrough); the rest, the daemon
+        assert stats["disk_hits"] + stats["passthrough_opens"] > 0, stats
     finally:
         harness.drop_tmpfs(disk)
         _tmpfs_left.remove(disk)
