@@ -503,11 +503,9 @@ static int store_units(range_write *w)
     return err;
 }
 
-int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, const void *buf,
-                           size_t len)
+static int store_complete_units(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset,
+                                const uint8_t *buf, size_t len)
 {
-    if (!valid_range(cache, key, buf, offset, len))
-        return EINVAL;
     range_write w = {.cache = cache, .buf = buf, .offset = offset};
     complete_units(cache, key->size, offset, len, &w.first, &w.count);
     if (w.count == 0)
@@ -534,6 +532,42 @@ int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, ui
     free(w.wanted);
     free(w.write);
     return err;
+}
+
+/* Keeps the parts of units at the range's edges, and stores a unit they complete. */
+static int store_completed_edges(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset,
+                                 const uint8_t *buf, size_t len)
+{
+    uint32_t bs = cache->block_size;
+    if (len == 0 || bs > EDGE_MAX_UNIT)
+        return 0;
+    uint64_t end = offset + len;
+    uint64_t edge_units[2] = {offset / bs, (end - 1) / bs};
+    int err = 0;
+    for (int i = 0; i < (edge_units[1] == edge_units[0] ? 1 : 2) && !err; i++) {
+        uint64_t start = edge_units[i] * bs;
+        uint64_t unit_len = key->size - start < bs ? key->size - start : bs;
+        uint64_t from = offset > start ? offset : start;
+        uint64_t to = end < start + unit_len ? end : start + unit_len;
+        if (from == start && to == start + unit_len)
+            continue;   /* stored whole already */
+        uint8_t *whole = dc_edges_merge(&cache->edges, key->etag, key->size, edge_units[i], (size_t)unit_len,
+                                        (size_t)(from - start), buf + (from - offset), (size_t)(to - from));
+        if (whole)
+            err = store_complete_units(cache, key, start, whole, (size_t)unit_len);
+        free(whole);
+    }
+    return err;
+}
+
+int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, const void *buf,
+                           size_t len)
+{
+    if (!valid_range(cache, key, buf, offset, len))
+        return EINVAL;
+    int err = store_complete_units(cache, key, offset, buf, len);
+    int edge_err = store_completed_edges(cache, key, offset, buf, len);
+    return err ? err : edge_err;
 }
 
 /* ---- units, for callers thinking in them -------------------------------------------------- */

@@ -72,8 +72,10 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
 
 /* Stores the units lying COMPLETELY inside [offset, offset+len) (the last unit of the blob may
  * be short), with one fdatasync for the whole call and then the records: 0 or an errno value
- * (ENOSPC, EIO, EFBIG for a blob of more than 2^24 units, EINVAL). Partially
- * covered units at the edges are skipped (not an error). */
+ * (ENOSPC, EIO, EFBIG for a blob of more than 2^24 units, EINVAL). A unit covered in part at
+ * an edge is kept in memory (a few dozen at most, the least recently written go first) until
+ * other writes cover the rest of it, and then stored: a reader's consecutive runs store every
+ * unit between them, although each covers only part of it. */
 int disk_cache_write_range(disk_cache *cache, const disk_cache_blob_key *key, uint64_t offset, const void *buf,
                            size_t len);
 

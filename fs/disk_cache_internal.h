@@ -4,6 +4,7 @@
  * disk_cache_table.c: the blob table, LRU lists, references, space accounting, eviction.
  * disk_cache_open.c: opening a cache directory and adopting what a previous run stored.
  * disk_cache_path.c: the trusted walk to the directory.
+ * disk_cache_edges.c: parts of units a write covered in part, until another covers the rest.
  * cache_files.c: the on-disk formats. hf_cache.c: the huggingface_hub cache.
  *
  * Locking. cache->lock guards the blob table, both LRU lists, reference counts and the space
@@ -28,6 +29,10 @@ enum {
     MAX_OPEN_BLOBS = 64,          /* each holds two descriptors */
     DEFAULT_MIN_FREE_PERCENT = 5, /* mountpoint-s3 keeps the same floor */
     INITIAL_BUCKETS = 1024,
+    /* Parts of units kept for a later write to complete: two per file being read (its runs'
+     * head and tail) for 16 files at once; 2 MiB at 64 KiB units, none beyond 1 MiB units. */
+    EDGE_SLOTS = 32,
+    EDGE_MAX_UNIT = 1u << 20,
 };
 #define MIN_BLOCK_SIZE 512u
 #define MAX_BLOCK_SIZE (1u << 30)
@@ -74,6 +79,20 @@ struct blob {
     int64_t persisted_access_ns;  /* last access written as the index's mtime */
 };
 
+/* Part [from, to) of one unit of a blob, which no write has covered whole yet. */
+typedef struct unit_edge {
+    char *etag;                   /* NULL: a free slot */
+    uint64_t blob_size, unit, used;
+    size_t from, to;
+    uint8_t *bytes;               /* the unit's length; valid in [from, to) */
+} unit_edge;
+
+typedef struct edge_stash {
+    pthread_mutex_t lock;         /* taken alone, never with another */
+    uint64_t clock;
+    unit_edge slots[EDGE_SLOTS];
+} edge_stash;
+
 struct disk_cache {
     int dir_fd, lock_fd;
     uint32_t block_size;
@@ -91,7 +110,17 @@ struct disk_cache {
     uint64_t bytes_stored, bytes_reserved, evictions;
 
     atomic_uint_fast64_t block_hits, block_misses, write_failures, checksum_failures;
+    edge_stash edges;
 };
+
+/* ---- disk_cache_edges.c ---- */
+
+void dc_edges_init(edge_stash *stash);
+void dc_edges_free(edge_stash *stash);
+/* Adds part[0, len) at offset from of the unit (unit_len long). When the unit is now covered
+ * whole, returns its bytes (the caller frees them) and forgets it; else NULL. */
+uint8_t *dc_edges_merge(edge_stash *stash, const char *etag, uint64_t blob_size, uint64_t unit, size_t unit_len,
+                        size_t from, const uint8_t *part, size_t len);
 
 /* ---- disk_cache_table.c ---- */
 

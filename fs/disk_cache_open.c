@@ -221,6 +221,7 @@ int disk_cache_open(const disk_cache_config *config, disk_cache **out, char *err
                               : config->min_free_percent > 100 ? 100 : config->min_free_percent;
     pthread_mutex_init(&cache->lock, NULL);
     pthread_cond_init(&cache->eviction_done, NULL);
+    dc_edges_init(&cache->edges);
 
     int err = open_directory(cache, config->directory, error, error_size);
     if (!err && config->hf_hub_cache && config->hf_hub_cache[0] &&
@@ -258,6 +259,7 @@ void disk_cache_close(disk_cache *cache)
         close(cache->lock_fd); /* releases the flock */
     if (cache->dir_fd >= 0)
         close(cache->dir_fd);
+    dc_edges_free(&cache->edges);
     pthread_cond_destroy(&cache->eviction_done);
     pthread_mutex_destroy(&cache->lock);
     free(cache);

@@ -1,5 +1,5 @@
-/* The range API of the disk cache: only units lying completely inside a written range are
- * stored; a read serves the exact prefix of present, verified units; a damaged unit is dropped,
+/* The range API of the disk cache: a write stores the units lying completely inside its range,
+ * and the units at its edges once other writes have covered the rest of them; a read serves the exact prefix of present, verified units; a damaged unit is dropped,
  * never served, even when the read covers only part of it; presence by range; and a blob
  * claiming 128 TiB costs no memory (records stay in the sparse index file). Every byte is
  * compared with the generator of dc_test_util.h (unit u of a blob is fill_block(seed, u)). */
@@ -67,14 +67,18 @@ static void test_partial_edge_units_are_skipped(void)
     CHECK_EQ_INT(read_range(cache, &blob, U / 2, U), 0);       /* starts in unit 0: absent */
     CHECK_EQ_INT(read_range(cache, &blob, U + 10, 3 * U), 2 * U - 10);
 
-    /* Less than a unit: nothing to store, and no error. */
-    CHECK_EQ_INT(write_range(cache, &blob, 5 * U + 1, U - 1), 0);
-    CHECK_EQ_INT(write_range(cache, &blob, 5 * U, U - 1), 0);
+    /* Less than a unit: nothing stored, and no error. A part apart from the one kept replaces
+     * it; a part meeting the kept one and covering the rest of the unit stores it. */
+    CHECK_EQ_INT(write_range(cache, &blob, 5 * U + 1, U / 2), 0);
+    CHECK_EQ_INT(write_range(cache, &blob, 5 * U + U / 2 + 100, U / 2 - 100), 0);
     CHECK_EQ_INT(present(cache, &blob, 0, blob.size), 2 * U);
+    CHECK_EQ_INT(write_range(cache, &blob, 5 * U, U / 2 + 200), 0);
+    CHECK_EQ_INT(present(cache, &blob, 0, blob.size), 3 * U);
+    CHECK_EQ_INT(read_range(cache, &blob, 5 * U, U), U);
 
     /* A range reaching the end of the blob stores its short last unit. */
     CHECK_EQ_INT(write_range(cache, &blob, 9 * U + 5, blob.size - 9 * U - 5), 0);
-    CHECK_EQ_INT(present(cache, &blob, 0, blob.size), 2 * U + 100);
+    CHECK_EQ_INT(present(cache, &blob, 0, blob.size), 3 * U + 100);
     CHECK_EQ_INT(read_range(cache, &blob, 10 * U, 100), 100);
     CHECK_EQ_INT(read_range(cache, &blob, 10 * U + 40, 60), 60);
     CHECK_EQ_INT(read_range(cache, &blob, 9 * U, U + 100), 0);
@@ -95,6 +99,37 @@ static void test_partial_edge_units_are_skipped(void)
     CHECK_EQ_INT(read_range(cache, &blob, 7, blob.size - 7), blob.size - 7);
     disk_cache_get_counters(cache, &counters);
     CHECK_EQ_INT(counters.bytes_stored, blob.size);
+    disk_cache_close(cache);
+    remove_tree(dir);
+}
+
+/* A reader's runs end inside units: consecutive runs store every unit between them, although
+ * none covers it whole, and what they leave is bounded (the parts least recently written go). */
+static void test_runs_meeting_inside_units_store_them(void)
+{
+    char dir[64];
+    make_scratch_dir(dir);
+    disk_cache *cache = open_test_cache(dir, U, 0, NULL);
+    range_blob blob;
+    make_blob(&blob, 2, 10 * U + 100);
+    const uint64_t cuts[] = {0, U / 2, 2 * U + 8, 2 * U + 16, 5 * U + U / 4, blob.size};
+    for (size_t i = 0; i + 1 < sizeof cuts / sizeof cuts[0]; i++)
+        CHECK_EQ_INT(write_range(cache, &blob, cuts[i], cuts[i + 1] - cuts[i]), 0);
+    CHECK_EQ_INT(present(cache, &blob, 0, blob.size), blob.size);
+    CHECK_EQ_INT(read_range(cache, &blob, 0, blob.size), blob.size);
+
+    /* Heads of 64 units of other blobs, then the tail of the first: its head went long ago. */
+    range_blob others[64];
+    for (size_t i = 0; i < 64; i++) {
+        make_blob(&others[i], 100 + i, 4 * U);
+        CHECK_EQ_INT(write_range(cache, &others[i], 0, U / 2), 0);
+    }
+    CHECK_EQ_INT(write_range(cache, &others[0], U / 2, U / 2), 0);
+    CHECK_EQ_INT(present(cache, &others[0], 0, U), 0);
+    /* The most recent head is still kept. */
+    CHECK_EQ_INT(write_range(cache, &others[63], U / 2, U), 0);
+    CHECK_EQ_INT(present(cache, &others[63], 0, 4 * U), U);
+    CHECK_EQ_INT(read_range(cache, &others[63], 0, U), U);
     disk_cache_close(cache);
     remove_tree(dir);
 }
@@ -236,6 +271,7 @@ int main(void)
 {
     test_a_huge_blob_costs_no_memory();   /* first: it measures the peak RSS */
     test_partial_edge_units_are_skipped();
+    test_runs_meeting_inside_units_store_them();
     test_reads_serve_the_exact_present_prefix();
     test_a_damaged_unit_is_dropped_not_served();
     return check_finish("test_disk_cache_range");
