@@ -141,15 +141,33 @@ static bool is_ignored_mount_option(const char *option)
     return strncmp(option, "x-", 2) == 0 || strncmp(option, "comment=", 8) == 0;
 }
 
+/* name with '_' spelt '-' (-o takes either), cut to fit key. */
+static void normalize_key(const char *name, char key[32])
+{
+    size_t n = 0;
+    for (; name[n] && n + 1 < 32; n++)
+        key[n] = name[n] == '_' ? '-' : name[n];
+    key[n] = '\0';
+}
+
+/* Our options that take no value. */
+static bool is_switch(const char *name)
+{
+    static const char *const switches[] = {"no-disk-cache", "no-passthrough", "exact-slices", "foreground", NULL};
+    char key[32];
+    normalize_key(name, key);
+    for (size_t i = 0; switches[i]; i++)
+        if (strcmp(key, switches[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Applies one of our options; name uses '-' or '_'. Returns 1 when known, 0 when not ours,
  * -1 on a bad value. */
 static int apply_option(fs_options *o, const char *name, const char *value, char *error, size_t error_size)
 {
     char key[32];
-    size_t n = 0;
-    for (; name[n] && n + 1 < sizeof key; n++)
-        key[n] = name[n] == '_' ? '-' : name[n];
-    key[n] = '\0';
+    normalize_key(name, key);
     if (strcmp(key, "no-disk-cache") == 0) { o->disk_cache_enabled = false; return 1; }
     if (strcmp(key, "no-passthrough") == 0) { o->passthrough = false; return 1; }
     if (strcmp(key, "exact-slices") == 0) return 1;   /* deprecated: what it chose is the default */
@@ -260,9 +278,7 @@ static int parse_flag(fs_options *o, int argc, char **argv, int *i, char *error,
     memcpy(name, arg + 2, name_length);
     name[name_length] = '\0';
     const char *value = equals ? equals + 1 : NULL;
-    bool takes_value = strcmp(name, "no-disk-cache") != 0 && strcmp(name, "no-passthrough") != 0 &&
-                       strcmp(name, "exact-slices") != 0;
-    if (takes_value && !value && *i + 1 < argc)
+    if (!is_switch(name) && !value && *i + 1 < argc)
         value = argv[++*i];
     int applied = apply_option(o, name, value, error, error_size);
     if (applied == 0)

@@ -1,8 +1,8 @@
 /* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
  * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
  * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=,
- * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache, no_passthrough) are taken out; the rest go to
- * FUSE. */
+ * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache, no_passthrough) are
+ * taken out; the rest go to FUSE. */
 #ifndef HUBFS_OPTIONS_H
 #define HUBFS_OPTIONS_H
 
