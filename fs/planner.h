@@ -108,7 +108,7 @@ typedef struct planner_order {
     const tensor_map *map;
     uint32_t history[PLANNER_HISTORY];   /* tensors read whole, oldest first (a ring) */
     size_t history_count;                /* total ever recorded */
-    uint8_t *prefetched;                 /* per tensor: already handed out for prefetch */
+    uint8_t *prefetched;                 /* per tensor: already handed out for prefetch, or read */
     uint64_t *read_bytes;                /* per tensor: bytes readers asked of it */
     uint64_t *read_prefix;               /* per tensor: [begin, begin + this) was all read */
     uint8_t *rest_asked;                 /* per tensor: its remainder was asked for */
@@ -118,6 +118,7 @@ typedef struct planner_order {
     unsigned file_order_touches;         /* consecutive first-byte touches in file order */
     unsigned name_order_touches;         /* ... and in name order */
     uint64_t window;
+    unsigned predicted_in_a_row;         /* whole tensors read in a row that were predicted */
 } planner_order;
 
 /* What the fs knows of the file being read. */
@@ -126,6 +127,7 @@ typedef struct planner_file {
     bool is_safetensors;
     uint64_t header_end;         /* 8 + N once known, else 0 */
     planner_order *order;        /* NULL until the tensor map is known */
+    uint64_t memory_room;        /* memory the fs could still claim for read-ahead and prefetch */
     planner_touching repo_touching;   /* how the repo's other files are being touched: a loader
                                        * touching one shard's tensors goes on to the next shard */
 } planner_file;
@@ -143,6 +145,10 @@ void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end
 /* Hands out the next tensors in file order that were not handed out yet, up to bytes (at most
  * max ranges): a whole shard's prefetch, started before any reader comes to it. */
 size_t planner_order_bulk(planner_order *order, uint64_t bytes, plan_range *ranges, size_t max);
+
+/* A tensor's prefetch range (from a plan or planner_order_bulk) the fs found no memory for: the
+ * tensor may be handed out again, and no longer counts as prefetched and unread. */
+void planner_order_prefetch_refused(planner_order *order, plan_range range);
 
 void planner_plan_read(planner_streams *streams, const planner_file *file, const planner_config *config,
                        uint64_t offset, uint64_t length, read_plan *plan);

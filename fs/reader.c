@@ -238,6 +238,19 @@ static void pump_hints(open_file *handle)
     }
 }
 
+/* Schedules tensors handed out for prefetch; those the budget has no room for go back to the
+ * planner, to be handed out again once there is (else they count as prefetched and unread
+ * forever, and the reader fetches them on demand). */
+static void schedule_prefetch(remote_file *file, const plan_range *ranges, size_t count)
+{
+    bool room = true;
+    for (size_t i = 0; i < count; i++) {
+        room = room && schedule_speculative(file, ranges[i], FETCH_BACKGROUND);
+        if (!room)
+            remote_file_prefetch_refused(file, ranges[i]);
+    }
+}
+
 /* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
  * open shard of the repo starts coming now, a window each, rather than when the reader gets
  * there (a loader visits shards one after the other; the link has room for all of them). */
@@ -263,8 +276,7 @@ static void start_repo_bulk(remote_file *reading)
     for (size_t i = 0; i < count; i++) {   /* files live until unmount; closed ones hand out nothing */
         plan_range ranges[BULK_RANGES_MAX];
         size_t n = remote_file_bulk_ranges(others[i], window, ranges, BULK_RANGES_MAX);
-        for (size_t k = 0; k < n; k++)
-            schedule_speculative(others[i], ranges[k], FETCH_BACKGROUND);
+        schedule_prefetch(others[i], ranges, n);
     }
 }
 
@@ -279,8 +291,7 @@ static void schedule_plan(open_file *handle, const read_plan *plan)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);
     if (plan->rest.end > plan->rest.begin)
         schedule_speculative(file, plan->rest, FETCH_AHEAD);
-    for (size_t i = 0; i < plan->prefetch_count; i++)
-        schedule_speculative(file, plan->prefetch[i], FETCH_BACKGROUND);
+    schedule_prefetch(file, plan->prefetch, plan->prefetch_count);
 }
 
 /* ---- the header, fetched at open -------------------------------------------------------- */

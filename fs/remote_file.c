@@ -212,6 +212,14 @@ size_t remote_file_whole_tensors(remote_file *file)
     return count;
 }
 
+void remote_file_prefetch_refused(remote_file *file, plan_range range)
+{
+    pthread_mutex_lock(&file->lock);
+    if (file->map)
+        planner_order_prefetch_refused(&file->order, range);
+    pthread_mutex_unlock(&file->lock);
+}
+
 size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max)
 {
     pthread_mutex_lock(&file->lock);
@@ -527,12 +535,23 @@ void remote_file_header_fetch_over(remote_file *file)
     pthread_mutex_unlock(&file->lock);
 }
 
+/* What the budget still lets read-ahead claim: pooled pages are reused, not added. */
+static uint64_t memory_room(fs_context *context)
+{
+    block_cache_counters memory;
+    block_cache_get_counters(context->blocks, &memory);
+    uint64_t held = memory.memory_used > memory.pool_bytes ? memory.memory_used - memory.pool_bytes : 0;
+    return memory.memory_budget > held ? memory.memory_budget - held : 0;
+}
+
 void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t offset, uint64_t length,
                            read_plan *plan)
 {
+    uint64_t room = memory_room(file->context);
     pthread_mutex_lock(&file->lock);
     planner_file view = {.size = file->source.size, .is_safetensors = file->is_safetensors && !file->not_safetensors,
                          .header_end = file->header_end, .order = file->map ? &file->order : NULL,
+                         .memory_room = room,
                          .repo_touching = (planner_touching)atomic_load(&file->repo->touching)};
     planner_plan_read(streams, &view, &file->context->planner, offset, length, plan);
     pthread_mutex_unlock(&file->lock);

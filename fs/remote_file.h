@@ -88,6 +88,10 @@ size_t remote_file_whole_tensors(remote_file *file);
  * before its reader comes to it. */
 size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max);
 
+/* A prefetch range (of a plan or remote_file_bulk_ranges) that found no memory: its tensor may
+ * be handed out again. */
+void remote_file_prefetch_refused(remote_file *file, plan_range range);
+
 /* When the planner lacks the header of this open safetensors file and no fetch of it is under
  * way: the bytes to fetch ([0, probe) first, then [0, header end)), and true; the caller must
  * call remote_file_header_fetch_over once they have arrived or failed. */

@@ -24,6 +24,7 @@ typedef struct test_file {
     tensor_map *map;
     planner_order order;
     planner_file file;
+    const planner_config *config;
     uint8_t *fetched;            /* per page: asked for by some plan */
     uint8_t *read;               /* per page: read */
     size_t pages;
@@ -41,6 +42,7 @@ static void test_file_init(test_file *f, const st_tensor_spec *tensors, size_t c
     CHECK_EQ_INT(planner_order_init(&f->order, f->map), 0);
     f->file = (planner_file){.size = f->header.file_size, .is_safetensors = true,
                              .header_end = f->header.header_end, .order = &f->order};
+    f->config = &config;
     f->pages = (size_t)((f->header.file_size + PAGE - 1) / PAGE);
     f->fetched = calloc(f->pages, 1);
     f->read = calloc(f->pages, 1);
@@ -121,12 +123,12 @@ static bool near_a_head(const tensor_map *map, uint64_t offset)
 static read_plan plan_read(test_file *f, planner_streams *streams, uint64_t offset, uint64_t length)
 {
     read_plan plan;
-    planner_plan_read(streams, &f->file, &config, offset, length, &plan);
+    planner_plan_read(streams, &f->file, f->config, offset, length, &plan);
     uint64_t end = offset + length < f->file.size ? offset + length : f->file.size;
     CHECK(plan.demand.begin == offset && plan.demand.end >= end);
     CHECK(plan.ahead.begin == plan.ahead.end || (plan.ahead.begin >= end && plan.ahead.end > plan.ahead.begin));
     CHECK(plan.ahead.end <= f->file.size);
-    CHECK(plan.ahead.end - plan.ahead.begin <= config.max_ahead);
+    CHECK(plan.ahead.end - plan.ahead.begin <= f->config->max_ahead);
     mark(f->read, f->pages, (plan_range){offset, end});
     mark(f->fetched, f->pages, plan.demand);
     mark(f->fetched, f->pages, plan.ahead);
@@ -141,7 +143,7 @@ static read_plan plan_read(test_file *f, planner_streams *streams, uint64_t offs
         CHECK(r.begin < r.end && r.end <= f->file.size);
         size_t t = tensor_map_find(f->map, r.begin);
         bool whole = t < f->map->count && r.begin == f->map->tensors[t].begin &&
-                     (r.end == f->map->tensors[t].end || r.end - r.begin == config.max_ahead);
+                     (r.end == f->map->tensors[t].end || r.end - r.begin == f->config->max_ahead);
         if (whole && f->prefetch_count < sizeof f->prefetched / sizeof f->prefetched[0])
             f->prefetched[f->prefetch_count++] = t;
         f->heads += !whole;
@@ -890,6 +892,83 @@ static void prefetch_window(void)
     test_file_clear(&f);
 }
 
+/* A file of count tensors of 3 MiB ("block.N"), read with a prefetch window of max_prefetch. */
+static const planner_config shared_budget = {.max_ahead = 32 * MIB, .header_probe = 64 * KIB,
+                                             .first_prefetch = 4 * MIB, .max_prefetch = 8 * MIB};
+
+static void blocks_file_init(test_file *f, size_t count)
+{
+    static char names[64][16];
+    st_tensor_spec specs[64];
+    CHECK(count <= 64);
+    for (size_t i = 0; i < count; i++) {
+        snprintf(names[i], sizeof names[i], "block.%02zu", i);
+        specs[i] = (st_tensor_spec){names[i], 3 * MIB};
+    }
+    test_file_init(f, specs, count, 4096);
+    f->config = &shared_budget;
+}
+
+static void read_whole_tensors(test_file *f, size_t from, size_t to)
+{
+    planner_streams streams;
+    for (size_t index = from; index <= to; index++) {
+        planner_streams_init(&streams);
+        read_tensor(f, &streams, index, 512 * KIB);
+    }
+}
+
+/* Past max_prefetch only on evidence: CONFIDENT_PREDICTIONS (8) whole tensors in a row that the
+ * order had predicted, and room in the memory budget; a tensor read out of the order takes the
+ * window back. Tensors 1 and 2 teach the order, 3.. are predicted: the eighth is tensor 10. */
+static void window_grows_with_confidence_and_room(void)
+{
+    test_file f;
+    blocks_file_init(&f, 40);
+    f.file.memory_room = 1024 * MIB;
+    read_whole_tensors(&f, 1, 9);
+    CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
+    read_whole_tensors(&f, 10, 12);
+    CHECK_EQ_INT(f.order.window, 2 * shared_budget.max_prefetch);
+    /* Handed out ahead of tensor 12: more than max_prefetch's worth (2 tensors and a part). */
+    CHECK(f.prefetch_count && f.prefetched[f.prefetch_count - 1] >= 12 + 4);
+    read_whole_tensors(&f, 30, 30);   /* never predicted: the order broke */
+    CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
+    test_file_clear(&f);
+
+    blocks_file_init(&f, 40);
+    f.file.memory_room = shared_budget.max_prefetch - 1;   /* other files' prefetch holds the rest */
+    read_whole_tensors(&f, 1, 14);
+    CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
+    test_file_clear(&f);
+}
+
+/* A tensor handed out for prefetch that the fs found no memory for is handed out again (before
+ * the tensors after it) and no longer counts against the window as prefetched and unread. */
+static void refused_prefetch_is_handed_out_again(void)
+{
+    test_file f;
+    blocks_file_init(&f, 20);
+    /* After 2: 3, 4, 5 (the window, 8 MiB, covered); after 3: 6. */
+    read_whole_tensors(&f, 1, 3);
+    CHECK_EQ_INT(f.prefetch_count, 4);
+    CHECK_EQ_INT(f.prefetched[3], 6);
+    const tensor_extent *refused = &f.map->tensors[6];
+    planner_order_prefetch_refused(&f.order, (plan_range){refused->begin, refused->end});
+    read_whole_tensors(&f, 4, 4);   /* 5 is unread (3 MiB): 6 comes again, before 7 */
+    CHECK(f.prefetch_count >= 5);
+    CHECK_EQ_INT(f.prefetched[4], 6);
+    /* A range that is not a tensor's (a head) changes nothing: 7, handed out, stays so. */
+    size_t before = f.prefetch_count;
+    CHECK_EQ_INT(f.prefetched[before - 1], 7);
+    planner_order_prefetch_refused(&f.order, (plan_range){f.map->tensors[7].begin + PAGE, f.map->tensors[7].end});
+    read_whole_tensors(&f, 5, 6);
+    CHECK(f.prefetch_count > before);
+    for (size_t i = before; i < f.prefetch_count; i++)
+        CHECK(f.prefetched[i] > 7);
+    test_file_clear(&f);
+}
+
 int main(void)
 {
     new_streams_fetch_their_read();
@@ -908,5 +987,7 @@ int main(void)
     heads_ahead_grow_with_the_order();
     repo_touching_starts_heads_at_once();
     prefetch_window();
+    window_grows_with_confidence_and_room();
+    refused_prefetch_is_handed_out_again();
     return check_finish("test_planner");
 }
