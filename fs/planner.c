@@ -61,7 +61,9 @@
  * in a window of a quarter of the budget, where cat's stream keeps 13. A reader whose order is
  * only partly predicted keeps the smaller window, and so does one sharing the budget with other
  * shards' prefetch (from_pretrained: twice the window without the room had 330 MB of prefetch
- * refused, read later on demand, and loaded 1.2-1.4x slower). */
+ * refused, read later on demand, and loaded 1.2-1.4x slower), and one going along file order:
+ * its stream's read-ahead is ahead of it already, in larger parts (the larger window made a cold
+ * dd of a shard send 20 % more requests). */
 #define CONFIDENT_PREDICTIONS 8
 
 void planner_streams_init(planner_streams *streams)
@@ -517,7 +519,8 @@ static uint64_t window_cap(const planner_order *order, const planner_config *con
 {
     if (!config->max_prefetch)
         return config->max_ahead;
-    bool confident = order->predicted_in_a_row >= CONFIDENT_PREDICTIONS && memory_room >= config->max_prefetch;
+    bool confident = order->predicted_in_a_row >= CONFIDENT_PREDICTIONS && memory_room >= config->max_prefetch &&
+                     !two_steps_in_order(order, false);
     return min_u64(config->max_ahead, confident ? 2 * config->max_prefetch : config->max_prefetch);
 }
 

@@ -892,53 +892,63 @@ static void prefetch_window(void)
     test_file_clear(&f);
 }
 
-/* A file of count tensors of 3 MiB ("block.N"), read with a prefetch window of max_prefetch. */
+/* A file of count tensors of 3 MiB ("block.N"), read with a prefetch window of max_prefetch;
+ * by_name: named in the reverse of file order, so that name order is not file order. */
 static const planner_config shared_budget = {.max_ahead = 32 * MIB, .header_probe = 64 * KIB,
                                              .first_prefetch = 4 * MIB, .max_prefetch = 8 * MIB};
 
-static void blocks_file_init(test_file *f, size_t count)
+static void blocks_file_init(test_file *f, size_t count, bool by_name)
 {
-    static char names[64][16];
+    static char names[64][32];
     st_tensor_spec specs[64];
     CHECK(count <= 64);
     for (size_t i = 0; i < count; i++) {
-        snprintf(names[i], sizeof names[i], "block.%02zu", i);
+        snprintf(names[i], sizeof names[i], "block.%02zu", by_name ? count - 1 - i : i);
         specs[i] = (st_tensor_spec){names[i], 3 * MIB};
     }
     test_file_init(f, specs, count, 4096);
     f->config = &shared_budget;
 }
 
-static void read_whole_tensors(test_file *f, size_t from, size_t to)
+/* Reads the tensors of name rank from to to (by_name) or of file index from to to, each whole
+ * through a handle of its own. */
+static void read_whole_tensors(test_file *f, size_t from, size_t to, bool by_name)
 {
     planner_streams streams;
-    for (size_t index = from; index <= to; index++) {
+    for (size_t k = from; k <= to; k++) {
         planner_streams_init(&streams);
-        read_tensor(f, &streams, index, 512 * KIB);
+        read_tensor(f, &streams, by_name ? f->map->by_name[k] : k, 512 * KIB);
     }
 }
 
 /* Past max_prefetch only on evidence: CONFIDENT_PREDICTIONS (8) whole tensors in a row that the
- * order had predicted, and room in the memory budget; a tensor read out of the order takes the
- * window back. Tensors 1 and 2 teach the order, 3.. are predicted: the eighth is tensor 10. */
+ * order had predicted, room in the memory budget, and an order other than the file's (a reader
+ * along file order has its stream's read-ahead); a tensor read out of the order takes the window
+ * back. Name ranks 1 and 2 teach the order, 3.. are predicted: the eighth is rank 10. */
 static void window_grows_with_confidence_and_room(void)
 {
     test_file f;
-    blocks_file_init(&f, 40);
+    blocks_file_init(&f, 40, true);
     f.file.memory_room = 1024 * MIB;
-    read_whole_tensors(&f, 1, 9);
+    read_whole_tensors(&f, 1, 9, true);
     CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
-    read_whole_tensors(&f, 10, 12);
+    read_whole_tensors(&f, 10, 12, true);
     CHECK_EQ_INT(f.order.window, 2 * shared_budget.max_prefetch);
-    /* Handed out ahead of tensor 12: more than max_prefetch's worth (2 tensors and a part). */
-    CHECK(f.prefetch_count && f.prefetched[f.prefetch_count - 1] >= 12 + 4);
-    read_whole_tensors(&f, 30, 30);   /* never predicted: the order broke */
+    /* Handed out ahead of rank 12: more than max_prefetch's worth (2 tensors and a part). */
+    CHECK(f.prefetch_count && f.map->tensors[f.prefetched[f.prefetch_count - 1]].name_rank >= 12 + 4);
+    read_whole_tensors(&f, 30, 30, true);   /* never predicted: the order broke */
     CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
     test_file_clear(&f);
 
-    blocks_file_init(&f, 40);
+    blocks_file_init(&f, 40, true);
     f.file.memory_room = shared_budget.max_prefetch - 1;   /* other files' prefetch holds the rest */
-    read_whole_tensors(&f, 1, 14);
+    read_whole_tensors(&f, 1, 14, true);
+    CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
+    test_file_clear(&f);
+
+    blocks_file_init(&f, 40, false);
+    f.file.memory_room = 1024 * MIB;
+    read_whole_tensors(&f, 1, 14, false);   /* predicted all along, but in file order */
     CHECK_EQ_INT(f.order.window, shared_budget.max_prefetch);
     test_file_clear(&f);
 }
@@ -948,21 +958,21 @@ static void window_grows_with_confidence_and_room(void)
 static void refused_prefetch_is_handed_out_again(void)
 {
     test_file f;
-    blocks_file_init(&f, 20);
+    blocks_file_init(&f, 20, false);
     /* After 2: 3, 4, 5 (the window, 8 MiB, covered); after 3: 6. */
-    read_whole_tensors(&f, 1, 3);
+    read_whole_tensors(&f, 1, 3, false);
     CHECK_EQ_INT(f.prefetch_count, 4);
     CHECK_EQ_INT(f.prefetched[3], 6);
     const tensor_extent *refused = &f.map->tensors[6];
     planner_order_prefetch_refused(&f.order, (plan_range){refused->begin, refused->end});
-    read_whole_tensors(&f, 4, 4);   /* 5 is unread (3 MiB): 6 comes again, before 7 */
+    read_whole_tensors(&f, 4, 4, false);   /* 5 is unread (3 MiB): 6 comes again, before 7 */
     CHECK(f.prefetch_count >= 5);
     CHECK_EQ_INT(f.prefetched[4], 6);
     /* A range that is not a tensor's (a head) changes nothing: 7, handed out, stays so. */
     size_t before = f.prefetch_count;
     CHECK_EQ_INT(f.prefetched[before - 1], 7);
     planner_order_prefetch_refused(&f.order, (plan_range){f.map->tensors[7].begin + PAGE, f.map->tensors[7].end});
-    read_whole_tensors(&f, 5, 6);
+    read_whole_tensors(&f, 5, 6, false);
     CHECK(f.prefetch_count > before);
     for (size_t i = before; i < f.prefetch_count; i++)
         CHECK(f.prefetched[i] > 7);
