@@ -547,7 +547,8 @@ static uint64_t memory_room(fs_context *context)
 void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t offset, uint64_t length,
                            read_plan *plan)
 {
-    uint64_t room = memory_room(file->context);
+    /* Only a tensor order uses it: other files' reads skip the block cache's lock. */
+    uint64_t room = file->is_safetensors ? memory_room(file->context) : 0;
     pthread_mutex_lock(&file->lock);
     planner_file view = {.size = file->source.size, .is_safetensors = file->is_safetensors && !file->not_safetensors,
                          .header_end = file->header_end, .order = file->map ? &file->order : NULL,
