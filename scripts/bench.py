@@ -16,6 +16,7 @@ and bench-results.png in the output directory (default /tmp/hubfs-bench/results)
 CDN, loopback only; it is not timed.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -56,13 +57,16 @@ CONDITIONS = {
 PROFILES = {
     #           model                      runs  caps (s): seq, slices, random, headers
     # loaders_runs: the loaders workload loads the whole model 7 times a run, so it runs in the first
-    # loaders_runs runs only
+    # loaders_runs runs only. steady_warm: the most --steady-memory writes once before the run.
     "full": dict(preset="large", shards=4, runs=3, seq_cap=8, slice_cap=6, random_cap=5, header_cap=20,
-                 random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=2),
+                 random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=2,
+                 steady_warm=12 << 30),
     "quick": dict(preset="large", shards=4, runs=1, seq_cap=4, slice_cap=4, random_cap=3, header_cap=10,
-                  random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=1),
+                  random_reads=400, tp=8, rank=3, cluster_mounts=3, conditions=["loopback", "wan"], loaders_runs=1,
+                  steady_warm=12 << 30),
     "smoke": dict(preset="tiny", shards=2, runs=3, seq_cap=30, slice_cap=30, random_cap=30, header_cap=30,
-                  random_reads=40, tp=2, rank=1, cluster_mounts=3, conditions=["loopback"], loaders_runs=3),
+                  random_reads=40, tp=2, rank=1, cluster_mounts=3, conditions=["loopback"], loaders_runs=3,
+                  steady_warm=256 << 20),
 }
 RANDOM_READ_BYTES = 128 * 1024
 CLUSTER_CAP_S = 120  # each of the N readers reads the whole shard, within reason
@@ -873,9 +877,69 @@ def fresh_memory_write_rates():
     return json.loads(lines[-1])
 
 
-def machine_facts(memory_rates):
+# Linux's free page reporting (virtio-balloon) hands freed memory back to the hypervisor; the next
+# process to touch such a page pays the hypervisor's fault too. On the development VM that write
+# runs at 0.13-0.8 GB/s against 6-9 GB/s for memory the guest keeps, and the cost lands on
+# whichever process touches the pages next: a mount's page cache fill, a loader's copy. Raising the
+# order above the buddy allocator's largest (10) reports nothing while it is set.
+PAGE_REPORTING_ORDER = "/sys/module/page_reporting/parameters/page_reporting_order"
+PAGE_REPORTING_PAUSED = "11"
+STEADY_MEMORY_HEADROOM = 4 << 30
+
+
+def memory_available():
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
+class SteadyMemoryError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def steady_memory(enabled, warm_max):
+    """--steady-memory: pauses free page reporting for the run (restored on the way out, signals
+    included) and writes the memory the run will use once, in a child, so that it stays the
+    guest's. Yields the facts for the results (None when not asked)."""
+    if not enabled:
+        yield None
+        return
+    try:
+        with open(PAGE_REPORTING_ORDER) as f:
+            before = f.read().strip()
+    except OSError as e:
+        raise SteadyMemoryError(f"--steady-memory: cannot read {PAGE_REPORTING_ORDER} ({e.strerror}): this kernel "
+                                "reports no free pages to a hypervisor; run without --steady-memory") from None
+    try:
+        with open(PAGE_REPORTING_ORDER, "w") as f:
+            f.write(PAGE_REPORTING_PAUSED)
+    except OSError as e:
+        raise SteadyMemoryError(f"--steady-memory: cannot pause free page reporting ({e.strerror}): run as root, "
+                                "or without --steady-memory") from None
+    try:
+        warm = max(0, min(warm_max, memory_available() - STEADY_MEMORY_HEADROOM))
+        log(f"free page reporting paused (order {before} -> {PAGE_REPORTING_PAUSED}); writing {warm >> 20} MiB "
+            "once so the run's memory stays the guest's")
+        started = time.monotonic()
+        child = run_child([sys.executable, WORKLOAD_SCRIPT,
+                           json.dumps({"workload": "memory_warm", "total_bytes": warm})], 600)
+        if child.rc != 0:
+            raise SteadyMemoryError(f"--steady-memory: warming memory failed: {child.err.strip()[-800:]}")
+        yield {"page_reporting_order": before, "paused_order": PAGE_REPORTING_PAUSED, "warmed_bytes": warm,
+               "warm_s": round(time.monotonic() - started, 1)}
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the restore is not interrupted
+            signal.signal(sig, signal.SIG_IGN)
+        with open(PAGE_REPORTING_ORDER, "w") as f:
+            f.write(before)
+        log(f"free page reporting restored (order {before})")
+
+
+def machine_facts(memory_rates, steady):
     facts = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
     facts.update(memory_rates)
+    if steady:
+        facts["steady_memory"] = steady
     try:
         with open("/proc/meminfo") as f:
             facts["mem_total_kib"] = int(f.readline().split()[1])
@@ -908,6 +972,10 @@ def parse_args(argv):
     parser.add_argument("--libhubfs", help="libhubfs.so for the loader section (default: the one built beside "
                                            "--hubfs, BUILD/libhubfs/libhubfs.so)")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
+    parser.add_argument("--steady-memory", action="store_true",
+                        help="pause the kernel's free page reporting to the hypervisor for the run (restored "
+                             "after): in a VM that reclaims freed memory, the figures then measure the "
+                             "systems rather than the host's page faults (root)")
     return parser.parse_args(argv)
 
 
@@ -930,10 +998,22 @@ def main(argv=None):
     os.makedirs(args.data, exist_ok=True)
     work = os.path.join(args.data, f"work-{os.getpid()}")
     os.makedirs(work)
-    bench = None
     started = time.time()
-    memory_rates = fresh_memory_write_rates()   # before the run's own pages come and go
     try:
+        with steady_memory(args.steady_memory, profile["steady_warm"]) as steady:
+            return run_bench(args, profile, only, work, started, steady)
+    except (SteadyMemoryError, Interrupted) as e:
+        log(f"stopped: {e}")
+        return 2 if isinstance(e, SteadyMemoryError) else 130
+    finally:
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_bench(args, profile, only, work, started, steady):
+    bench = None
+    try:
+        memory_rates = fresh_memory_write_rates()   # before the run's own pages come and go
         model = prepare_model(args.data, profile)
         bench = Bench(args, profile, model, work)
         if not args.smoke:
@@ -957,7 +1037,7 @@ def main(argv=None):
                 "failures": bench.failures,
                 "method": METHOD,
                 "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
-                "machine": machine_facts(memory_rates), "hubfs": args.hubfs}
+                "machine": machine_facts(memory_rates, steady), "hubfs": args.hubfs}
         results = report.build(meta, bench.measurements)
         if bench.loader_measurements:
             results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],
@@ -981,8 +1061,6 @@ def main(argv=None):
         systems.cleanup_all()
         if bench is not None:
             bench.stop_servers()
-        if not args.keep_work:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -278,6 +278,11 @@ def markdown(results):
                       f"{machine['reused_memory_write_gb_s']:.2f} GB/s. A mount fills the page cache with the "
                       "former (a download to /dev/null never does): where it is slow, that cost is in every "
                       "mount's CPU per GB."]
+    steady = machine.get("steady_memory")
+    if steady:
+        lines += ["", f"--steady-memory: free page reporting to the hypervisor paused for the run (order "
+                      f"{steady['page_reporting_order']} -> {steady['paused_order']}, restored after); "
+                      f"{steady['warmed_bytes'] >> 20} MiB written once before it ({steady['warm_s']:.0f} s)."]
     return "\n".join(lines)
 
 

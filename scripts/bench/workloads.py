@@ -158,8 +158,31 @@ def memory_probe():
     return {"fresh_memory_write_gb_s": round(rates[0], 2), "reused_memory_write_gb_s": round(rates[1], 2)}
 
 
+def memory_warm(total_bytes):
+    """Writes total_bytes of fresh memory once, a GiB at a time, and gives it back: with free page
+    reporting paused (bench.py --steady-memory), those pages then stay the guest's, and later
+    processes get them without the hypervisor's fault."""
+    import ctypes
+    import mmap
+
+    chunk = 1 << 30
+    regions = []
+    try:
+        for at in range(0, total_bytes, chunk):
+            size = min(chunk, total_bytes - at)
+            region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            regions.append(region)
+            view = ctypes.c_char.from_buffer(region)
+            ctypes.memset(ctypes.addressof(view), 1, size)
+            del view
+    finally:
+        for region in regions:
+            region.close()
+    return {"warmed_bytes": total_bytes}
+
+
 WORKLOADS = {"sequential": sequential_read, "headers": read_headers, "random": random_reads,
-             "slices": read_slices, "memory_probe": memory_probe}
+             "slices": read_slices, "memory_probe": memory_probe, "memory_warm": memory_warm}
 
 
 # --------------------------------------------------------------------------------------------

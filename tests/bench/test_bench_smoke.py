@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -356,6 +357,66 @@ def test_nothing_is_left_behind_after_a_run(smoke):
     assert mounts_under(smoke["data"]) == []
     assert processes_mentioning(smoke["data"]) == []
     assert [d for d in os.listdir(smoke["data"]) if d.startswith("work-")] == []
+
+
+def read_knob():
+    with open(bench.PAGE_REPORTING_ORDER) as f:
+        return f.read().strip()
+
+
+def watch_knob(seen, stop):
+    while not stop.is_set():
+        seen.add(read_knob())
+        time.sleep(0.005)
+
+
+def test_steady_memory_pauses_page_reporting_for_the_run_and_restores_it(tmp_path):
+    args = ["--steady-memory", "--workloads", "cold_seq", "--systems", "curl", "--runs", "1"]
+    if not os.path.exists(bench.PAGE_REPORTING_ORDER):
+        result = subprocess.run([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", str(tmp_path / "d"),
+                                 "--out", str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "reports no free pages" in result.stderr, result.stderr[-2000:]
+        return
+    before, seen, stop = read_knob(), set(), threading.Event()
+    watcher = threading.Thread(target=watch_knob, args=(seen, stop))
+    watcher.start()
+    try:
+        smoke = run_smoke(tmp_path, *args)
+    finally:
+        stop.set()
+        watcher.join()
+    assert read_knob() == before
+    assert bench.PAGE_REPORTING_PAUSED in seen and before in seen, seen
+    steady = smoke["results"]["meta"]["machine"]["steady_memory"]
+    assert steady["page_reporting_order"] == before and steady["warmed_bytes"] > 0, steady
+    assert "free page reporting to the hypervisor paused for the run" in smoke["stdout"]
+
+
+def test_a_signal_during_steady_memory_restores_page_reporting(tmp_path):
+    if not os.path.exists(bench.PAGE_REPORTING_ORDER):
+        pytest.skip("this kernel reports no free pages (the refusal is checked by the test above)")
+    before = read_knob()
+    proc = subprocess.Popen([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", str(tmp_path / "d"),
+                             "--out", str(tmp_path / "o"), "--steady-memory", "--workloads", "cold_seq",
+                             "--systems", "curl"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = []
+    try:
+        # Its own log says when it paused (the knob may have been at the paused order already).
+        for line in proc.stderr:
+            log.append(line)
+            if "free page reporting paused" in line:
+                break
+        assert proc.poll() is None, "the bench ended before pausing: " + "".join(log)[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == 130, "".join(log)[-2000:]
+    assert read_knob() == before
 
 
 def test_a_signal_mid_run_unmounts_and_stops_everything(tmp_path):
