@@ -78,6 +78,9 @@ typedef struct block_cache_counters {
 block_cache *block_cache_new(uint64_t memory_budget, uint32_t block_size);
 /* Every block must have been put back and every run completed. */
 void block_cache_free(block_cache *cache);
+/* Gives back what the page pool holds beyond its idle size once no claim came for a while;
+ * called when fetching has gone quiet. */
+void block_cache_trim_pool(block_cache *cache);
 
 uint32_t block_cache_block_size(const block_cache *cache);
 

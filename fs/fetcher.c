@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define FILE_BUCKETS 256
 
@@ -37,6 +38,7 @@ struct fetcher {
     job_list stores;
     bool stopping;
     bool fetches_over;           /* every fetch thread has left: no store can come any more */
+    bool quiet_unseen;           /* a run ended since fetching last went quiet */
     pthread_t *threads;
     int thread_count;
     pthread_t *store_threads;
@@ -182,6 +184,27 @@ static void run_job(fetcher *pool, job *item)
     block_cache_complete(pool->cache, &item->run, error);
 }
 
+/* Waits for work; once no run is left, for at most QUIET_S, after which the block cache's
+ * page pool shrinks to its idle size (it may hold the whole budget while blocks stream). */
+#define QUIET_S 2
+static void wait_for_work(fetcher *pool)
+{
+    if (pool->counters.running > 0 || !pool->quiet_unseen) {
+        pthread_cond_wait(&pool->work, &pool->lock);
+        return;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += QUIET_S;
+    if (pthread_cond_timedwait(&pool->work, &pool->lock, &deadline) != ETIMEDOUT || pool->counters.running > 0 ||
+        !pool->quiet_unseen)
+        return;
+    pool->quiet_unseen = false;
+    pthread_mutex_unlock(&pool->lock);
+    block_cache_trim_pool(pool->cache);
+    pthread_mutex_lock(&pool->lock);
+}
+
 static void *fetch_thread_main(void *arg)
 {
     fetcher *pool = arg;
@@ -192,7 +215,7 @@ static void *fetch_thread_main(void *arg)
         if (!item) {
             if (pool->stopping)
                 break;
-            pthread_cond_wait(&pool->work, &pool->lock);
+            wait_for_work(pool);
             continue;
         }
         pthread_mutex_unlock(&pool->lock);
@@ -201,6 +224,7 @@ static void *fetch_thread_main(void *arg)
         pthread_mutex_lock(&pool->lock);
         fq->running--;
         pool->counters.running--;
+        pool->quiet_unseen = true;
         release_if_idle(pool, fq);
         pthread_cond_broadcast(&pool->work);   /* the file may be under its cap again */
     }

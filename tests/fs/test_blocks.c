@@ -572,6 +572,77 @@ static void given_up_pages_serve_the_next_claim(void)
     block_cache_free(cache);
 }
 
+/* A buffer assembled from pool pages and fresh ones goes back to the pool whole when its block
+ * goes, and the next block takes it whole; where its mappings begin goes with it, so that pages
+ * it gives up across them still reach the pool (before Linux 6.17 a move spanning two mappings
+ * fails). */
+static void assembled_buffers_come_back_whole(void)
+{
+    enum { BIG = 64 * PAGE };
+    block_cache *cache = block_cache_new(16 * BIG, BIG);
+    block_source source = {.id = 11, .size = 4 * BIG};
+    page_run runs[MAX_RUNS];
+    load_serve_put(cache, pinned(cache, &source, 0), BIG, 0, 32 * PAGE, 0, 32 * PAGE);
+    CHECK_EQ_INT(counters_of(cache).pool_bytes, 32 * PAGE);
+
+    block *assembled = pinned(cache, &source, 1);   /* 32 pages moved from the pool, 32 fresh */
+    load_whole(cache, assembled, BIG);
+    CHECK_EQ_INT(counters_of(cache).pool_bytes, 0);
+    const uint8_t *buffer = block_data(assembled);
+    block_cache_mark_served(cache, assembled, 0, BIG);
+    block_cache_put(cache, assembled);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.blocks, 0);
+    CHECK_EQ_INT(c.pool_bytes, BIG);
+
+    block *next = pinned(cache, &source, 2);
+    CHECK_EQ_INT(block_cache_claim(cache, next, 0, 4 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    CHECK(block_data(next) == buffer);
+    CHECK_EQ_INT(counters_of(cache).pool_bytes, 0);
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    /* Not the last 8 pages: a block streamed whole keeps its served pages until it goes. */
+    CHECK_EQ_INT(block_cache_claim(cache, next, 4 * PAGE, 56 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    fill_run(&runs[0], BIG);
+    block_cache_complete(cache, &runs[0], 0);
+    block_cache_mark_served(cache, next, 16 * PAGE, 48 * PAGE);   /* across the mapping at page 32 */
+    block_cache_put(cache, next);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.pool_bytes, 32 * PAGE);
+    CHECK_EQ_INT(c.memory_used, 24 * PAGE + c.pool_bytes);
+    CHECK_EQ_INT(resident_pages(next, 16 * PAGE, 48 * PAGE), 0);
+    CHECK(block_bytes_right(next, BIG, 0, 16 * PAGE));
+    CHECK(block_bytes_right(next, BIG, 48 * PAGE, 56 * PAGE));
+    block_cache_free(cache);
+}
+
+/* While claims come, the pool keeps every buffer streamed blocks give back (within the budget);
+ * a second after the last claim a trim leaves it its idle size, 8 blocks' worth. */
+static void the_pool_shrinks_when_claims_stop(void)
+{
+    enum { BLOCKS = 12 };
+    block_cache *cache = block_cache_new(16 * BS, BS);
+    block_source source = {.id = 12, .size = BLOCKS * BS};
+    block *held[BLOCKS];
+    for (int i = 0; i < BLOCKS; i++)
+        held[i] = loaded(cache, &source, (uint64_t)i);
+    for (int i = 0; i < BLOCKS; i++) {
+        block_cache_mark_served(cache, held[i], 0, BS);
+        block_cache_put(cache, held[i]);
+    }
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.blocks, 0);
+    CHECK_EQ_INT(c.pool_bytes, BLOCKS * BS);
+    block_cache_trim_pool(cache);
+    CHECK_EQ_INT(counters_of(cache).pool_bytes, BLOCKS * BS);   /* claims came just now */
+    nanosleep(&(struct timespec){.tv_sec = 1, .tv_nsec = 100 * 1000 * 1000}, NULL);
+    block_cache_trim_pool(cache);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.pool_bytes, 8 * BS);
+    CHECK_EQ_INT(c.memory_used, 8 * BS);
+    block_cache_free(cache);
+}
+
 static void copy_present(void)
 {
     block_cache *cache = block_cache_new(64 * BS, BS);
@@ -815,6 +886,8 @@ int main(void)
     whole_buffers_reused();
     whole_buffer_taken_by_a_slice();
     given_up_pages_serve_the_next_claim();
+    assembled_buffers_come_back_whole();
+    the_pool_shrinks_when_claims_stop();
     copy_present();
     unserved_runs_taken();
     counters();
