@@ -370,6 +370,20 @@ def watch_knob(seen, stop):
         time.sleep(0.005)
 
 
+def terminated_once(proc, wait_until_ready):
+    """SIGTERM to a bench run once wait_until_ready returns; its exit code (killed if it hangs)."""
+    try:
+        wait_until_ready()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    return proc.returncode
+
+
 def test_steady_memory_pauses_page_reporting_for_the_run_and_restores_it(tmp_path):
     args = ["--steady-memory", "--workloads", "cold_seq", "--systems", "curl", "--runs", "1"]
     if not os.path.exists(bench.PAGE_REPORTING_ORDER):
@@ -401,21 +415,15 @@ def test_a_signal_during_steady_memory_restores_page_reporting(tmp_path):
                              "--systems", "curl"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log = []
-    try:
-        # Its own log says when it paused (the knob may have been at the paused order already).
+
+    def paused():   # its own log says so (the knob may have been at the paused order already)
         for line in proc.stderr:
             log.append(line)
             if "free page reporting paused" in line:
                 break
         assert proc.poll() is None, "the bench ended before pausing: " + "".join(log)[-2000:]
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == 130, "".join(log)[-2000:]
+
+    assert terminated_once(proc, paused) == 130, "".join(log)[-2000:]
     assert read_knob() == before
 
 
@@ -423,19 +431,15 @@ def test_a_signal_mid_run_unmounts_and_stops_everything(tmp_path):
     data, out = str(tmp_path / "data"), str(tmp_path / "out")
     proc = subprocess.Popen([sys.executable, BENCH, "--hubfs", HUBFS, "--smoke", "--data", data, "--out", out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def mounted():
         deadline = time.monotonic() + 120
         while not mounts_under(data):
             assert proc.poll() is None, "the bench ended before mounting anything: " + proc.stderr.read()[-2000:]
             assert time.monotonic() < deadline, "no mount appeared"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
+
+    assert terminated_once(proc, mounted) == 130
     assert mounts_under(data) == []
     assert processes_mentioning(data) == []
     assert not os.path.exists(os.path.join(out, "bench-results.json"))

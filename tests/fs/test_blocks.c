@@ -52,15 +52,21 @@ static void load_whole(block_cache *cache, block *blk, size_t block_bytes)
     }
 }
 
-/* Claims [from, to) of a pinned block of block_bytes as one run, loads it, marks [served_from,
- * served_to) served and puts the block back. */
-static void load_serve_put(block_cache *cache, block *blk, size_t block_bytes, size_t from, size_t to,
-                           size_t served_from, size_t served_to)
+/* Claims [from, to) of a pinned block of block_bytes as one run and loads it. */
+static void load_one_run(block_cache *cache, block *blk, size_t block_bytes, size_t from, size_t to)
 {
     page_run runs[MAX_RUNS];
     CHECK_EQ_INT(block_cache_claim(cache, blk, from, to, false, block_bytes, runs, MAX_RUNS), 1);
     fill_run(&runs[0], block_bytes);
     block_cache_complete(cache, &runs[0], 0);
+}
+
+/* Loads [from, to) of a pinned block of block_bytes as one run, marks [served_from, served_to)
+ * served and puts the block back. */
+static void load_serve_put(block_cache *cache, block *blk, size_t block_bytes, size_t from, size_t to,
+                           size_t served_from, size_t served_to)
+{
+    load_one_run(cache, blk, block_bytes, from, to);
     block_cache_mark_served(cache, blk, served_from, served_to);
     block_cache_put(cache, blk);
 }
@@ -581,7 +587,6 @@ static void assembled_buffers_come_back_whole(void)
     enum { BIG = 64 * PAGE };
     block_cache *cache = block_cache_new(16 * BIG, BIG);
     block_source source = {.id = 11, .size = 4 * BIG};
-    page_run runs[MAX_RUNS];
     load_serve_put(cache, pinned(cache, &source, 0), BIG, 0, 32 * PAGE, 0, 32 * PAGE);
     CHECK_EQ_INT(counters_of(cache).pool_bytes, 32 * PAGE);
 
@@ -596,15 +601,11 @@ static void assembled_buffers_come_back_whole(void)
     CHECK_EQ_INT(c.pool_bytes, BIG);
 
     block *next = pinned(cache, &source, 2);
-    CHECK_EQ_INT(block_cache_claim(cache, next, 0, 4 * PAGE, false, BIG, runs, MAX_RUNS), 1);
+    load_one_run(cache, next, BIG, 0, 4 * PAGE);
     CHECK(block_data(next) == buffer);
     CHECK_EQ_INT(counters_of(cache).pool_bytes, 0);
-    fill_run(&runs[0], BIG);
-    block_cache_complete(cache, &runs[0], 0);
     /* Not the last 8 pages: a block streamed whole keeps its served pages until it goes. */
-    CHECK_EQ_INT(block_cache_claim(cache, next, 4 * PAGE, 56 * PAGE, false, BIG, runs, MAX_RUNS), 1);
-    fill_run(&runs[0], BIG);
-    block_cache_complete(cache, &runs[0], 0);
+    load_one_run(cache, next, BIG, 4 * PAGE, 56 * PAGE);
     block_cache_mark_served(cache, next, 16 * PAGE, 48 * PAGE);   /* across the mapping at page 32 */
     block_cache_put(cache, next);
     c = counters_of(cache);
