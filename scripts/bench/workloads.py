@@ -136,23 +136,32 @@ def read_slices(model_dir, plan, cap_s):
 MEMORY_PROBE_BYTES = 256 << 20
 
 
+def _fresh_region(size):
+    import mmap
+
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _write_all(region, value):
+    """Writes value over every byte of an anonymous mapping; the seconds it took."""
+    import ctypes
+
+    view = ctypes.c_char.from_buffer(region)
+    started = time.perf_counter()
+    ctypes.memset(ctypes.addressof(view), value, len(region))
+    elapsed = time.perf_counter() - started
+    del view
+    return elapsed
+
+
 def memory_probe():
     """GB/s of writing memory the kernel has just handed out (a fault and a zeroed page each, and in
     a VM whose host takes freed memory back, the host's fault too) and of writing it again. A
     filesystem fills the page cache with pages handed out so; curl -o /dev/null never does. Where
     the first figure is far below the second, CPU per GB of every mount includes that cost."""
-    import ctypes
-    import mmap
-
-    rates = []
-    region = mmap.mmap(-1, MEMORY_PROBE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region = _fresh_region(MEMORY_PROBE_BYTES)
     try:
-        view = ctypes.c_char.from_buffer(region)
-        for value in (1, 2):
-            started = time.perf_counter()
-            ctypes.memset(ctypes.addressof(view), value, MEMORY_PROBE_BYTES)
-            rates.append(MEMORY_PROBE_BYTES / (time.perf_counter() - started) / 1e9)
-        del view
+        rates = [MEMORY_PROBE_BYTES / _write_all(region, value) / 1e9 for value in (1, 2)]
     finally:
         region.close()
     return {"fresh_memory_write_gb_s": round(rates[0], 2), "reused_memory_write_gb_s": round(rates[1], 2)}
@@ -162,19 +171,12 @@ def memory_warm(total_bytes):
     """Writes total_bytes of fresh memory once, a GiB at a time, and gives it back: with free page
     reporting paused (bench.py --steady-memory), those pages then stay the guest's, and later
     processes get them without the hypervisor's fault."""
-    import ctypes
-    import mmap
-
     chunk = 1 << 30
     regions = []
     try:
         for at in range(0, total_bytes, chunk):
-            size = min(chunk, total_bytes - at)
-            region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            regions.append(region)
-            view = ctypes.c_char.from_buffer(region)
-            ctypes.memset(ctypes.addressof(view), 1, size)
-            del view
+            regions.append(_fresh_region(min(chunk, total_bytes - at)))
+            _write_all(regions[-1], 1)
     finally:
         for region in regions:
             region.close()
