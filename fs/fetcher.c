@@ -31,7 +31,7 @@ struct fetcher {
     block_cache *cache;
     fetcher_config config;
     pthread_mutex_t lock;
-    pthread_cond_t work;         /* a runnable run was queued, a file fell under its cap, or stop */
+    pthread_cond_t work;         /* a runnable run was queued, or stop */
     pthread_cond_t stored;       /* the store queue moved */
     file_queue *files[FILE_BUCKETS];
     file_queue *cursor[FETCH_PRIORITIES];   /* next file to serve, per priority */
@@ -39,6 +39,7 @@ struct fetcher {
     bool stopping;
     bool fetches_over;           /* every fetch thread has left: no store can come any more */
     bool quiet_unseen;           /* a run ended since fetching last went quiet */
+    int idle;                    /* fetch threads waiting for work */
     pthread_t *threads;
     int thread_count;
     pthread_t *store_threads;
@@ -132,27 +133,44 @@ static void count_queued(fetcher *pool, int priority, const page_run *run, int c
 
 /* The next run to start, most urgent priority first, files round robin; NULL when none is
  * runnable. The lock is held. */
+/* The file that take_runnable would serve at priority p, or NULL. The lock is held. */
+static file_queue *runnable_file(fetcher *pool, int p)
+{
+    file_queue *start = pool->cursor[p];
+    if (!start)
+        return NULL;
+    file_queue *fq = start;
+    do {
+        if (fq->running < pool->config.per_file_cap)
+            return fq;
+        fq = fq->ring_next[p];
+    } while (fq != start);
+    return NULL;
+}
+
+static bool any_runnable(fetcher *pool)
+{
+    for (int p = 0; p < FETCH_PRIORITIES; p++)
+        if (runnable_file(pool, p))
+            return true;
+    return false;
+}
+
 static job *take_runnable(fetcher *pool, file_queue **owner)
 {
     for (int p = 0; p < FETCH_PRIORITIES; p++) {
-        file_queue *start = pool->cursor[p];
-        if (!start)
+        file_queue *fq = runnable_file(pool, p);
+        if (!fq)
             continue;
-        file_queue *fq = start;
-        do {
-            if (fq->running < pool->config.per_file_cap) {
-                job *item = list_pop(&fq->queued[p]);
-                pool->cursor[p] = fq->ring_next[p];
-                if (!fq->queued[p].head)
-                    ring_remove(pool, fq, p);
-                count_queued(pool, p, &item->run, -1);
-                fq->running++;
-                pool->counters.running++;
-                *owner = fq;
-                return item;
-            }
-            fq = fq->ring_next[p];
-        } while (fq != start);
+        job *item = list_pop(&fq->queued[p]);
+        pool->cursor[p] = fq->ring_next[p];
+        if (!fq->queued[p].head)
+            ring_remove(pool, fq, p);
+        count_queued(pool, p, &item->run, -1);
+        fq->running++;
+        pool->counters.running++;
+        *owner = fq;
+        return item;
     }
     return NULL;
 }
@@ -170,7 +188,7 @@ static void queue_store(fetcher *pool, const page_run *run)
     pthread_mutex_lock(&pool->lock);
     list_push(&pool->stores, item);
     pool->counters.stores_queued++;
-    pthread_cond_broadcast(&pool->stored);
+    pthread_cond_signal(&pool->stored);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -189,15 +207,18 @@ static void run_job(fetcher *pool, job *item)
 #define QUIET_S 2
 static void wait_for_work(fetcher *pool)
 {
+    pool->idle++;
     if (pool->counters.running > 0 || !pool->quiet_unseen) {
         pthread_cond_wait(&pool->work, &pool->lock);
+        pool->idle--;
         return;
     }
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += QUIET_S;
-    if (pthread_cond_timedwait(&pool->work, &pool->lock, &deadline) != ETIMEDOUT || pool->counters.running > 0 ||
-        !pool->quiet_unseen)
+    int waited = pthread_cond_timedwait(&pool->work, &pool->lock, &deadline);
+    pool->idle--;
+    if (waited != ETIMEDOUT || pool->counters.running > 0 || !pool->quiet_unseen)
         return;
     pool->quiet_unseen = false;
     pthread_mutex_unlock(&pool->lock);
@@ -218,6 +239,12 @@ static void *fetch_thread_main(void *arg)
             wait_for_work(pool);
             continue;
         }
+        /* One waker per runnable run: a thread that finds more work than its own wakes one
+         * other, which does the same. Waking every idle thread whenever a run ended (a file
+         * may have fallen under its cap) cost a loader ~1 s of a 2-core machine in context
+         * switches and lock hand-offs: 24 threads woke to find one run. */
+        if (pool->idle > 0 && any_runnable(pool))
+            pthread_cond_signal(&pool->work);
         pthread_mutex_unlock(&pool->lock);
         run_job(pool, item);
         free(item);
@@ -225,8 +252,7 @@ static void *fetch_thread_main(void *arg)
         fq->running--;
         pool->counters.running--;
         pool->quiet_unseen = true;
-        release_if_idle(pool, fq);
-        pthread_cond_broadcast(&pool->work);   /* the file may be under its cap again */
+        release_if_idle(pool, fq);   /* this thread looks for work next: no one to wake */
     }
     pthread_mutex_unlock(&pool->lock);
     return NULL;
@@ -294,6 +320,7 @@ void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_
     uint64_t block_size = block_cache_block_size(pool->cache);
     pthread_mutex_lock(&pool->lock);
     file_queue *fq = *file_slot(pool, source_id);
+    bool promoted = false;
     for (int p = FETCH_DEMAND + 1; fq && p < FETCH_PRIORITIES; p++) {
         job_list kept = {0};
         for (job *item; (item = list_pop(&fq->queued[p])) != NULL;) {
@@ -303,6 +330,7 @@ void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_
                 count_queued(pool, p, &item->run, -1);
                 count_queued(pool, FETCH_DEMAND, &item->run, 1);
                 pool->counters.promoted++;
+                promoted = true;
                 ring_insert(pool, fq, FETCH_DEMAND);
             }
         }
@@ -310,8 +338,11 @@ void fetcher_promote(fetcher *pool, uint64_t source_id, uint64_t offset, uint64_
         if (!kept.head)
             ring_remove(pool, fq, p);
     }
-    if (fq)
-        pthread_cond_broadcast(&pool->work);
+    /* A promoted run was runnable before (the cap is per file, not per priority): it only goes
+     * first now. Waking every idle thread here, on each read that waits, made ~100,000 context
+     * switches for one from_pretrained of 3 GB on 2 cores. */
+    if (promoted && pool->idle > 0)
+        pthread_cond_signal(&pool->work);
     pthread_mutex_unlock(&pool->lock);
 }
 
