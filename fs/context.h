@@ -34,6 +34,9 @@ typedef struct fs_repo {
     bool tree_loaded;            /* under the namespace lock */
     atomic_bool bulk_reading;    /* a reader reads its tensors whole: its shards are prefetched */
     atomic_int touching;         /* planner_touching: the order a reader touches its shards' tensors in */
+    pthread_mutex_t pattern_lock;
+    planner_pattern *pattern;    /* how its readers visit layers; allocated with its first tensor
+                                  * map read (10 KiB: not for every repo listed) */
 } fs_repo;
 
 /* What an open file or directory holds for the kernel (fi->fh points at the enclosing struct).

@@ -304,6 +304,8 @@ static void free_repo(fs_repo *repo)
     free(repo->display_name);
     free(repo->hf_folder);
     pthread_mutex_destroy(&repo->tree_lock);
+    pthread_mutex_destroy(&repo->pattern_lock);
+    free(repo->pattern);
     free(repo);
 }
 
@@ -334,6 +336,7 @@ static fs_repo *new_repo(hub_repo_type type, const char *id, const char *revisio
     if (!repo)
         return NULL;
     pthread_mutex_init(&repo->tree_lock, NULL);
+    pthread_mutex_init(&repo->pattern_lock, NULL);
     repo->id = strdup(id);
     repo->revision = strdup(revision);
     size_t size = strlen(id) + strlen(revision) + 16;

@@ -400,30 +400,127 @@ static bool same_role_other_layer(const char *a, const char *b)
            at_a == at_b && strncmp(a, b, at_a) == 0 && strcmp(a + at_a + len_a, b + at_b + len_b) == 0;
 }
 
-/* The predicted visits after the last one, by analogy with the previous layer: the visits that
- * followed the same role there, moved by the layer distance. Returns how many were written. */
-static size_t predict_by_layer(const planner_order *order, size_t *out, size_t max)
+/* The last visit's role visited in an earlier layer: where in the history, and both layer
+ * numbers. */
+static bool layer_period(const planner_order *order, size_t *match, long *layer_now, long *layer_then)
 {
     const tensor_map *map = order->map;
     size_t n = order->history_count;
     size_t oldest = n > PLANNER_HISTORY ? n - PLANNER_HISTORY : 0;
     const char *current = map->tensors[history_at(order, n - 1)].name;
-    size_t match = n;
-    for (size_t j = n - 1; j-- > oldest && match == n;)
-        if (same_role_other_layer(map->tensors[history_at(order, j)].name, current))
-            match = j;
-    if (match == n)
-        return 0;
-    long layer_now = 0, layer_then = 0;   /* both names have one: same_role_other_layer said so */
+    for (size_t j = n - 1; j-- > oldest;) {
+        const char *then = map->tensors[history_at(order, j)].name;
+        if (same_role_other_layer(then, current)) {
+            size_t at, length;
+            layer_number(current, layer_now, &at, &length);   /* both have one: same_role_other_layer */
+            layer_number(then, layer_then, &at, &length);
+            *match = j;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool role_of(const char *name, planner_role *role, long *layer)
+{
     size_t at, length;
-    layer_number(current, &layer_now, &at, &length);
-    layer_number(map->tensors[history_at(order, match)].name, &layer_then, &at, &length);
+    if (!layer_number(name, layer, &at, &length) || at > UINT16_MAX)
+        return false;
+    const char *after = name + at + length;
+    size_t after_length = strlen(after);
+    if (at + after_length >= PLANNER_ROLE_BYTES)
+        return false;
+    memcpy(role->rest, name, at);
+    memcpy(role->rest + at, after, after_length + 1);
+    role->number_at = (uint16_t)at;
+    return true;
+}
+
+static bool same_role(const planner_role *a, const planner_role *b)
+{
+    return a->number_at == b->number_at && strcmp(a->rest, b->rest) == 0;
+}
+
+static bool name_in_layer(const planner_role *role, long layer, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%.*s%ld%s", (int)role->number_at, role->rest, layer, role->rest + role->number_at);
+    return n > 0 && (size_t)n < size;
+}
+
+/* Keeps the period of visits after match (the last visit's role in an earlier layer) as the
+ * repo's pattern, rotated to start at its layer's first role; nothing when a visit of the period
+ * lies in neither layer or has no layer number (a period that is not one layer's visits). */
+static void learn_pattern(const planner_order *order, size_t match, long layer_now, long layer_then,
+                          planner_pattern *pattern)
+{
+    size_t period = order->history_count - 1 - match;
+    if (period == 0 || period > PLANNER_PATTERN_ROLES || layer_now == layer_then)
+        return;
+    planner_role roles[PLANNER_PATTERN_ROLES];
+    size_t first_of_layer = period;
+    for (size_t i = 0; i < period; i++) {
+        long layer;
+        if (!role_of(order->map->tensors[history_at(order, match + 1 + i)].name, &roles[i], &layer) ||
+            (layer != layer_now && layer != layer_then))
+            return;
+        if (layer == layer_now && first_of_layer == period)
+            first_of_layer = i;
+    }
+    pattern->role_count = period;
+    pattern->layer_step = layer_now - layer_then;
+    for (size_t i = 0; i < period; i++)
+        pattern->roles[i] = roles[(first_of_layer + i) % period];
+}
+
+/* The predicted visits after the last one, by analogy with the previous layer: the visits that
+ * followed the same role there, moved by the layer distance. Once such predictions keep coming
+ * true, the period is the repo's pattern. Returns how many were written. */
+#define PATTERN_EVIDENCE 2
+static size_t predict_by_layer(const planner_order *order, planner_pattern *pattern, size_t *out, size_t max)
+{
+    const tensor_map *map = order->map;
+    size_t n = order->history_count, match = 0;
+    long layer_now = 0, layer_then = 0;
+    if (!layer_period(order, &match, &layer_now, &layer_then))
+        return 0;
+    if (pattern && order->predicted_in_a_row >= PATTERN_EVIDENCE)
+        learn_pattern(order, match, layer_now, layer_then, pattern);
     size_t period = n - 1 - match, count = 0;
     char name[MAX_NAME];
     for (size_t m = 0; count < max && m < 4 * period; m++) {
         const char *model = map->tensors[history_at(order, match + 1 + m % period)].name;
         long delta = (layer_now - layer_then) * (long)(1 + m / period);
         if (!shifted_name(model, delta, name, sizeof name))
+            continue;
+        size_t index = tensor_map_find_name(map, name);
+        if (index < map->count)
+            out[count++] = index;
+    }
+    return count;
+}
+
+/* The predicted visits after the last one by the repo's pattern: a file whose reader came from
+ * another shard knows its visiting order from its first visit. */
+static size_t predict_by_pattern(const planner_order *order, const planner_pattern *pattern, size_t *out,
+                                 size_t max)
+{
+    if (!pattern || !pattern->role_count)
+        return 0;
+    const tensor_map *map = order->map;
+    planner_role role;
+    long layer;
+    if (!role_of(map->tensors[history_at(order, order->history_count - 1)].name, &role, &layer))
+        return 0;
+    size_t p = pattern->role_count, at = p, count = 0;
+    for (size_t i = 0; i < p && at == p; i++)
+        if (same_role(&pattern->roles[i], &role))
+            at = i;
+    if (at == p)
+        return 0;
+    char name[MAX_NAME];
+    for (size_t m = 1; count < max && m <= 4 * p; m++) {
+        long in_layer = layer + pattern->layer_step * (long)((at + m) / p);
+        if (in_layer < 0 || !name_in_layer(&pattern->roles[(at + m) % p], in_layer, name, sizeof name))
             continue;
         size_t index = tensor_map_find_name(map, name);
         if (index < map->count)
@@ -484,17 +581,19 @@ static bool two_steps_in_order(const planner_order *order, bool by_name)
 }
 
 /* Tensors predicted to be read next, most likely first: by analogy with the previous layer,
- * else along file or name order when the last visits followed it, else (after a few whole
- * tensors) the rest of the file in file order. */
-static size_t predict_next(const planner_order *order, size_t *out, size_t max)
+ * else by the repo's pattern, else along file or name order when the last visits followed it,
+ * else (after a few whole tensors) the rest of the file in file order. */
+static size_t predict_next(const planner_order *order, planner_pattern *pattern, size_t *out, size_t max)
 {
     const tensor_map *map = order->map;
     size_t n = order->history_count;
-    if (n < 2)
+    if (n < 1)
         return 0;
     uint32_t last = history_at(order, n - 1);
-    size_t count = predict_by_layer(order, out, max);
-    if (count)
+    size_t count = n >= 2 ? predict_by_layer(order, pattern, out, max) : 0;
+    if (!count)
+        count = predict_by_pattern(order, pattern, out, max);
+    if (count || n < 2)
         return count;
     if (two_steps_in_order(order, false)) {
         for (size_t i = last + 1; i < map->count && count < max; i++)
@@ -551,10 +650,11 @@ static uint64_t unread_prefetch(const planner_order *order)
     return bytes;
 }
 
-static void plan_prefetch(planner_order *order, const planner_config *config, read_plan *plan)
+static void plan_prefetch(planner_order *order, planner_pattern *pattern, const planner_config *config,
+                          read_plan *plan)
 {
     size_t predicted[PLAN_MAX_PREFETCH * 4];
-    size_t count = predict_next(order, predicted, sizeof predicted / sizeof predicted[0]);
+    size_t count = predict_next(order, pattern, predicted, sizeof predicted / sizeof predicted[0]);
     /* The window bounds what is prefetched and unread, whatever predicted it: each whole
      * tensor read must not hand out a window more. */
     uint64_t covered = unread_prefetch(order);
@@ -678,7 +778,7 @@ static void plan_tensors(const planner_file *file, const planner_config *config,
         /* Only tensors too large for the kernel's reads around one touch count as visits. */
         if (before < size && order->read_bytes[i] == size && size > TENSOR_EVIDENCE_BYTES) {
             record_whole_tensor(order, i, config, file->memory_room);
-            plan_prefetch(order, config, plan);
+            plan_prefetch(order, file->repo_pattern, config, plan);
         }
     }
 }
@@ -717,19 +817,75 @@ void planner_plan_read(planner_streams *streams, const planner_file *file, const
     }
 }
 
-size_t planner_order_bulk(planner_order *order, uint64_t bytes, plan_range *ranges, size_t max)
+typedef struct pattern_place {
+    long layer_rank;             /* the layer's number, negated when the pattern steps down */
+    size_t role, tensor;
+} pattern_place;
+
+static int by_pattern_place(const void *a, const void *b)
+{
+    const pattern_place *x = a, *y = b;
+    if (x->layer_rank != y->layer_rank)
+        return x->layer_rank < y->layer_rank ? -1 : 1;
+    return x->role < y->role ? -1 : x->role > y->role;
+}
+
+/* The map's tensors that play a role of the pattern, in the pattern's visiting order: its lowest
+ * layer first (highest when it steps down). Returns how many; 0 also when out of memory. */
+static size_t pattern_places(const tensor_map *map, const planner_pattern *pattern, pattern_place **out)
+{
+    pattern_place *places = malloc((map->count ? map->count : 1) * sizeof *places);
+    size_t count = 0;
+    for (size_t i = 0; places && i < map->count; i++) {
+        planner_role role;
+        long layer;
+        if (!role_of(map->tensors[i].name, &role, &layer))
+            continue;
+        for (size_t r = 0; r < pattern->role_count; r++)
+            if (same_role(&pattern->roles[r], &role)) {
+                places[count++] = (pattern_place){pattern->layer_step > 0 ? layer : -layer, r, i};
+                break;
+            }
+    }
+    if (count)
+        qsort(places, count, sizeof *places, by_pattern_place);
+    *out = places;
+    return count;
+}
+
+static bool hand_out(planner_order *order, size_t tensor, uint64_t *handed, plan_range *ranges, size_t *count)
+{
+    if (order->prefetched[tensor])
+        return false;
+    order->prefetched[tensor] = PREFETCHED;
+    const tensor_extent *t = &order->map->tensors[tensor];
+    ranges[(*count)++] = (plan_range){t->begin, t->end};
+    *handed += t->end - t->begin;
+    return true;
+}
+
+size_t planner_order_bulk(planner_order *order, const planner_pattern *pattern, uint64_t bytes, plan_range *ranges,
+                          size_t max)
 {
     const tensor_map *map = order->map;
     size_t count = 0;
     uint64_t handed = 0;
-    for (size_t i = 0; i < map->count && count < max && handed < bytes; i++) {
-        if (order->prefetched[i])
-            continue;
-        order->prefetched[i] = PREFETCHED;
-        ranges[count++] = (plan_range){map->tensors[i].begin, map->tensors[i].end};
-        handed += map->tensors[i].end - map->tensors[i].begin;
+    if (pattern && pattern->role_count) {
+        pattern_place *places;
+        size_t n = pattern_places(map, pattern, &places);
+        for (size_t i = 0; i < n && count < max && handed < bytes; i++)
+            hand_out(order, places[i].tensor, &handed, ranges, &count);
+        free(places);
+        return count;
     }
+    for (size_t i = 0; i < map->count && count < max && handed < bytes; i++)
+        hand_out(order, i, &handed, ranges, &count);
     return count;
+}
+
+bool planner_order_follows_file(const planner_order *order)
+{
+    return two_steps_in_order(order, false);
 }
 
 void planner_order_prefetch_refused(planner_order *order, plan_range range)

@@ -121,6 +121,24 @@ typedef struct planner_order {
     unsigned predicted_in_a_row;         /* whole tensors read in a row that were predicted */
 } planner_order;
 
+/* How a reader visits a model's layers, learnt in one file of a repo and used in the others
+ * (transformers reads module order, q_proj before k_proj, while a checkpoint written by the
+ * safetensors package stores each shard in name order, layers.10 before layers.7): one layer's
+ * roles (a tensor's name less its layer number) in visiting order, and the step in layer number
+ * from one layer to the next. */
+#define PLANNER_PATTERN_ROLES 64
+#define PLANNER_ROLE_BYTES 160
+typedef struct planner_role {
+    uint16_t number_at;          /* where the layer number stood in the name */
+    char rest[PLANNER_ROLE_BYTES];   /* the name without it */
+} planner_role;
+
+typedef struct planner_pattern {
+    size_t role_count;           /* 0: nothing learnt */
+    long layer_step;
+    planner_role roles[PLANNER_PATTERN_ROLES];
+} planner_pattern;
+
 /* What the fs knows of the file being read. */
 typedef struct planner_file {
     uint64_t size;
@@ -130,6 +148,9 @@ typedef struct planner_file {
     uint64_t memory_room;        /* memory the fs could still claim for read-ahead and prefetch */
     planner_touching repo_touching;   /* how the repo's other files are being touched: a loader
                                        * touching one shard's tensors goes on to the next shard */
+    planner_pattern *repo_pattern;    /* how the repo's readers visit layers: used by a file whose
+                                       * reader shows no order of its own yet, updated by one that
+                                       * does; NULL: none kept */
 } planner_file;
 
 void planner_streams_init(planner_streams *streams);
@@ -142,9 +163,14 @@ void planner_order_clear(planner_order *order);
  * reads served before the order existed (the header was still on its way). */
 void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end);
 
-/* Hands out the next tensors in file order that were not handed out yet, up to bytes (at most
- * max ranges): a whole shard's prefetch, started before any reader comes to it. */
-size_t planner_order_bulk(planner_order *order, uint64_t bytes, plan_range *ranges, size_t max);
+/* Hands out the next tensors that were not handed out yet, up to bytes (at most max ranges): a
+ * whole shard's prefetch, started before any reader comes to it. In the order the pattern
+ * gives (its lowest layer first) when one is given, else in file order. */
+size_t planner_order_bulk(planner_order *order, const planner_pattern *pattern, uint64_t bytes, plan_range *ranges,
+                          size_t max);
+
+/* Whether the order's last visits went along file order. */
+bool planner_order_follows_file(const planner_order *order);
 
 /* A tensor's prefetch range (from a plan or planner_order_bulk) the fs found no memory for: the
  * tensor may be handed out again, and no longer counts as prefetched and unread. */

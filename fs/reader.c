@@ -253,16 +253,36 @@ static void schedule_prefetch(remote_file *file, const plan_range *ranges, size_
 
 /* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
  * open shard of the repo starts coming now, a window each, rather than when the reader gets
- * there (a loader visits shards one after the other; the link has room for all of them). */
+ * there (a loader visits shards one after the other; the link has room for all of them): the
+ * tensors it will visit first there, by the repo's layer pattern, or the first ones in file
+ * order when it reads in file order. With neither, nothing: a shard stored in name order and
+ * read in module order (transformers on a checkpoint of the safetensors package) had its first
+ * window in file order (layers.10 before layers.7) wait unread in memory for seconds, and its
+ * load over a 20 ms link took 17 s instead of 12. */
 #define BULK_EVIDENCE_TENSORS 2
 /* Each other shard's first window: a sixteenth of the memory budget, at most 64 MiB. */
 #define BULK_START_WINDOW_MAX (64u << 20)
 #define BULK_START_BUDGET_SHARE 8
 #define BULK_RANGES_MAX 64
 
-static void start_repo_bulk(remote_file *reading)
+/* A copy of the repo's layer pattern (taken under its lock: the other files' locks are taken
+ * after), or NULL when none is learnt. */
+static planner_pattern *copy_pattern(fs_repo *repo)
+{
+    pthread_mutex_lock(&repo->pattern_lock);
+    planner_pattern *copy = repo->pattern && repo->pattern->role_count ? malloc(sizeof *copy) : NULL;
+    if (copy)
+        *copy = *repo->pattern;
+    pthread_mutex_unlock(&repo->pattern_lock);
+    return copy;
+}
+
+static bool start_repo_bulk(remote_file *reading)
 {
     fs_context *context = reading->context;
+    planner_pattern *pattern = copy_pattern(reading->repo);
+    if (!pattern && !remote_file_follows_file_order(reading))
+        return false;   /* no order to start the others along yet */
     remote_file *others[256];
     size_t count = 0;
     pthread_mutex_lock(&context->open_files_lock);
@@ -275,18 +295,19 @@ static void start_repo_bulk(remote_file *reading)
         window = BULK_START_WINDOW_MAX;
     for (size_t i = 0; i < count; i++) {   /* files live until unmount; closed ones hand out nothing */
         plan_range ranges[BULK_RANGES_MAX];
-        size_t n = remote_file_bulk_ranges(others[i], window, ranges, BULK_RANGES_MAX);
+        size_t n = remote_file_bulk_ranges(others[i], pattern, window, ranges, BULK_RANGES_MAX);
         schedule_prefetch(others[i], ranges, n);
     }
+    free(pattern);
+    return true;
 }
 
 static void schedule_plan(open_file *handle, const read_plan *plan)
 {
     remote_file *file = handle->file;
     if (plan->prefetch_count && !atomic_load(&file->repo->bulk_reading) &&
-        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS &&
-        !atomic_exchange(&file->repo->bulk_reading, true))
-        start_repo_bulk(file);
+        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS && start_repo_bulk(file))
+        atomic_store(&file->repo->bulk_reading, true);
     if (plan->ahead.end > plan->ahead.begin)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);
     if (plan->rest.end > plan->rest.begin)

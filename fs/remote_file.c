@@ -220,12 +220,21 @@ void remote_file_prefetch_refused(remote_file *file, plan_range range)
     pthread_mutex_unlock(&file->lock);
 }
 
-size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max)
+size_t remote_file_bulk_ranges(remote_file *file, const planner_pattern *pattern, uint64_t bytes, plan_range *ranges,
+                               size_t max)
 {
     pthread_mutex_lock(&file->lock);
-    size_t count = file->map ? planner_order_bulk(&file->order, bytes, ranges, max) : 0;
+    size_t count = file->map ? planner_order_bulk(&file->order, pattern, bytes, ranges, max) : 0;
     pthread_mutex_unlock(&file->lock);
     return count;
+}
+
+bool remote_file_follows_file_order(remote_file *file)
+{
+    pthread_mutex_lock(&file->lock);
+    bool follows = file->map && planner_order_follows_file(&file->order);
+    pthread_mutex_unlock(&file->lock);
+    return follows;
 }
 
 int remote_errno_of(hub_status status)
@@ -549,12 +558,21 @@ void remote_file_plan_read(remote_file *file, planner_streams *streams, uint64_t
 {
     /* Only a tensor order uses it: other files' reads skip the block cache's lock. */
     uint64_t room = file->is_safetensors ? memory_room(file->context) : 0;
+    fs_repo *repo = file->repo;
     pthread_mutex_lock(&file->lock);
     planner_file view = {.size = file->source.size, .is_safetensors = file->is_safetensors && !file->not_safetensors,
                          .header_end = file->header_end, .order = file->map ? &file->order : NULL,
                          .memory_room = room,
-                         .repo_touching = (planner_touching)atomic_load(&file->repo->touching)};
+                         .repo_touching = (planner_touching)atomic_load(&repo->touching)};
+    if (view.order) {   /* the pattern's lock nests in the file's: nothing takes them the other way */
+        pthread_mutex_lock(&repo->pattern_lock);
+        if (!repo->pattern)
+            repo->pattern = calloc(1, sizeof *repo->pattern);   /* none: planned without */
+        view.repo_pattern = repo->pattern;
+    }
     planner_plan_read(streams, &view, &file->context->planner, offset, length, plan);
+    if (view.order)
+        pthread_mutex_unlock(&repo->pattern_lock);
     pthread_mutex_unlock(&file->lock);
     if (plan->touched)   /* the order held (the next shard's first touch asks heads at once) or broke */
         atomic_store(&file->repo->touching, (int)plan->touching);

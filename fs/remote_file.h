@@ -83,10 +83,13 @@ void remote_file_describe_offset(remote_file *file, uint64_t offset, char *out, 
 /* Tensors of the file read whole so far (0 without a tensor map). */
 size_t remote_file_whole_tensors(remote_file *file);
 
-/* The next ranges of an open file's tensors in file order not yet handed out, up to bytes
- * (written to ranges, at most max; the count is returned): the start of a prefetch of a shard
- * before its reader comes to it. */
-size_t remote_file_bulk_ranges(remote_file *file, uint64_t bytes, plan_range *ranges, size_t max);
+/* The next ranges of an open file's tensors not yet handed out, in the pattern's visiting order
+ * (file order without one), up to bytes (written to ranges, at most max; the count is
+ * returned): the start of a prefetch of a shard before its reader comes to it. */
+size_t remote_file_bulk_ranges(remote_file *file, const planner_pattern *pattern, uint64_t bytes, plan_range *ranges,
+                               size_t max);
+/* Whether the file's reader visits its tensors in file order. */
+bool remote_file_follows_file_order(remote_file *file);
 
 /* A prefetch range (of a plan or remote_file_bulk_ranges) that found no memory: its tensor may
  * be handed out again. */

@@ -3,7 +3,7 @@
  * the rest of its tensor once it has read on, a slice reader a sixteenth of what it read, within
  * the tensor, or its whole slice once a rank's share of each tensor is learnt; whole tensors
  * read in file, name (small tensors between) or module (layer by layer) order teach that order and the next tensors
- * along it are prefetched, within a window bounded by what was read whole; touching each
+ * along it are prefetched (a layer order learnt in one shard serves the next from its first tensor), within a window bounded by what was read whole; touching each
  * tensor's first bytes (a meta-device load) fetches no tensor data. */
 #include "check.h"
 #include "planner.h"
@@ -663,6 +663,83 @@ static void module_order_is_learned_by_layer(void)
     test_file_clear(&f);
 }
 
+/* A shard holding layers first..first+count-1 in name order (as the safetensors package writes
+ * each shard of a checkpoint: layers.10 before layers.8), with no embedding or head. */
+static void test_shard_init(test_file *f, int first, int count)
+{
+    model_spec model;
+    model.count = 0;
+    char name[96];
+    for (int layer = first; layer < first + count; layer++)
+        for (int r = 0; r < MODEL_ROLES; r++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, model_roles[r].role);
+            model_add(&model, model_roles[r].size, name);
+        }
+    qsort(model.tensors, model.count, sizeof model.tensors[0], st_spec_by_name);
+    test_file_init(f, model.tensors, model.count, 4096);
+}
+
+/* Reads layers in module order; returns how many of the tensors read had been handed out for
+ * prefetch before their first byte was read. */
+static size_t read_layers_in_module_order(test_file *f, int first, int count)
+{
+    planner_streams streams;
+    planner_streams_init(&streams);
+    size_t predicted = 0;
+    for (int layer = first; layer < first + count; layer++)
+        for (size_t r = 0; r < MODULE_ROLES; r++) {
+            size_t t = layer_tensor(f, layer, module_order[r]);
+            predicted += prefetch_position(f, t) != SIZE_MAX;
+            read_tensor(f, &streams, t, 512 * KIB);
+        }
+    return predicted;
+}
+
+/* The layer pattern learnt in one shard is the repo's: in the next shard (the next layers, stored
+ * in name order), every tensor after the first is prefetched before it is read, in module order,
+ * where a shard that must learn the order itself has its first layer's tensors read unpredicted;
+ * and the next shard's bulk start hands out its lowest layer's tensors in module order. */
+#define SHARD_LAYERS 6
+
+static void the_layer_pattern_carries_to_the_next_shard(void)
+{
+    planner_pattern *pattern = calloc(1, sizeof *pattern);
+    CHECK(pattern != NULL);
+    test_file first, next, alone, bulk;
+    test_shard_init(&first, 0, SHARD_LAYERS);
+    test_shard_init(&next, SHARD_LAYERS, SHARD_LAYERS);
+    test_shard_init(&alone, SHARD_LAYERS, SHARD_LAYERS);
+    test_shard_init(&bulk, SHARD_LAYERS, SHARD_LAYERS);
+    first.file.repo_pattern = next.file.repo_pattern = pattern;
+
+    read_layers_in_module_order(&first, 0, SHARD_LAYERS);
+    CHECK_EQ_INT((int)pattern->role_count, (int)MODULE_ROLES);
+    CHECK_EQ_INT((int)pattern->layer_step, 1);
+    char name[96];
+    for (size_t r = 0; r < MODULE_ROLES && r < pattern->role_count; r++) {
+        const planner_role *role = &pattern->roles[r];
+        snprintf(name, sizeof name, "%.*s%d%s", (int)role->number_at, role->rest, 3, role->rest + role->number_at);
+        CHECK_EQ_INT((int)layer_tensor(&first, 3, module_order[r]), (int)tensor(&first, name));
+    }
+
+    size_t tensors = SHARD_LAYERS * MODULE_ROLES;
+    CHECK_EQ_INT((int)read_layers_in_module_order(&next, SHARD_LAYERS, SHARD_LAYERS), (int)tensors - 1);
+    check_prefetched_in_order(&next, 0, module_position);
+    size_t unpredicted = tensors - read_layers_in_module_order(&alone, SHARD_LAYERS, SHARD_LAYERS);
+    CHECK(unpredicted >= MODULE_ROLES);   /* its first layer at least: the reference */
+
+    plan_range ranges[MODULE_ROLES];
+    size_t handed = planner_order_bulk(&bulk.order, pattern, UINT64_MAX, ranges, MODULE_ROLES);
+    CHECK_EQ_INT((int)handed, (int)MODULE_ROLES);
+    for (size_t r = 0; r < handed; r++)
+        CHECK_EQ_INT((int)tensor_map_find(bulk.map, ranges[r].begin), (int)layer_tensor(&bulk, SHARD_LAYERS, module_order[r]));
+    test_file_clear(&first);
+    test_file_clear(&next);
+    test_file_clear(&alone);
+    test_file_clear(&bulk);
+    free(pattern);
+}
+
 /* Layer numbers written with leading zeros (blk.07) are layer numbers too: layers read in an
  * order that is neither the file's nor the names' (c, a, b) teach it to the layers after. */
 #define PADDED_LAYERS 12
@@ -992,6 +1069,7 @@ int main(void)
     name_order_is_learned();
     name_order_across_small_tensors();
     module_order_is_learned_by_layer();
+    the_layer_pattern_carries_to_the_next_shard();
     zero_padded_layers();
     touches_fetch_no_tensor_data();
     heads_ahead_grow_with_the_order();
