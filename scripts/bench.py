@@ -136,16 +136,18 @@ def log(msg):
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_model(data_dir, profile):
-    """Generates (once, reused between runs) the model and the emulator's store."""
-    name = f"model-{profile['preset']}-{profile['shards']}-f16"
+def prepare_model(data_dir, profile, layout):
+    """Generates (once, reused between runs) the model and the emulator's store. layout: the
+    tensor order inside each shard (scripts/make_model.py: `sorted`, what the safetensors package
+    writes and Hub checkpoints have, or `module`)."""
+    name = f"model-{profile['preset']}-{profile['shards']}-f16-{layout}"
     model_dir = os.path.join(data_dir, name)
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         log(f"generating the {profile['preset']} model in {model_dir}")
         shutil.rmtree(model_dir, ignore_errors=True)
         # f16, not bf16: numpy (the safetensors package's numpy framework) has no bfloat16.
         subprocess.run([sys.executable, os.path.join(HERE, "make_model.py"), "--out", model_dir, "--preset",
-                        profile["preset"], "--shards", str(profile["shards"]), "--dtype", "f16"],
+                        profile["preset"], "--shards", str(profile["shards"]), "--dtype", "f16", "--layout", layout],
                        check=True, stdout=subprocess.DEVNULL)
     store = os.path.join(data_dir, f"store-{name}")
     imported = os.path.join(store, "bench-commit")
@@ -972,6 +974,10 @@ def parse_args(argv):
     parser.add_argument("--libhubfs", help="libhubfs.so for the loader section (default: the one built beside "
                                            "--hubfs, BUILD/libhubfs/libhubfs.so)")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and mounts' work files")
+    parser.add_argument("--model-layout", default="sorted", choices=("sorted", "module"),
+                        help="tensor order inside each shard of the generated model: sorted (by name, as the "
+                             "safetensors package writes checkpoints; default) or module (the order the model "
+                             "runs them in, which name-order readers visit out of file order)")
     parser.add_argument("--steady-memory", action="store_true",
                         help="pause the kernel's free page reporting to the hypervisor for the run (restored "
                              "after): in a VM that reclaims freed memory, the figures then measure the "
@@ -1014,7 +1020,7 @@ def run_bench(args, profile, only, work, started, steady):
     bench = None
     try:
         memory_rates = fresh_memory_write_rates()   # before the run's own pages come and go
-        model = prepare_model(args.data, profile)
+        model = prepare_model(args.data, profile, args.model_layout)
         bench = Bench(args, profile, model, work)
         if not args.smoke:
             warm_server_files(model)
@@ -1029,7 +1035,7 @@ def run_bench(args, profile, only, work, started, steady):
                 "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
                 "duration_s": round(time.time() - started, 1), "profile": profile,
                 "conditions": {c: CONDITIONS[c] for c in profile["conditions"]},
-                "model": {"repo": REPO_ID, "shards": model["shards"], "sizes": model["sizes"],
+                "model": {"repo": REPO_ID, "layout": args.model_layout, "shards": model["shards"], "sizes": model["sizes"],
                           "total_bytes": sum(model["sizes"].values()), "seq_file": bench.seq_file(),
                           "header_bytes": bench.header_bytes()},
                 "tp_plan": tp_plan_summary(model, profile),

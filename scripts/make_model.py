@@ -13,6 +13,12 @@ recompute them with numpy without trusting this file (see `tensor_values`):
 
 Standard library + numpy only; the safetensors files are written directly (8-byte header
 length, JSON header padded with spaces to a multiple of 8, raw little-endian data).
+
+Layouts: the tensors are split into shards in module order (as transformers shards a state
+dict), and within a shard the default `sorted` layout stores them as the safetensors package's
+save_file does (by dtype, wider first, then by name: layers.10 before layers.9), which is what
+checkpoints on the Hub have; `module` keeps module order inside the file too (what writers that
+keep insertion order produce), where name order and file order differ.
 """
 import argparse
 import json
@@ -42,7 +48,7 @@ CHUNK_ELEMENTS = 1 << 22  # even, so chunked draws equal one big draw of float32
 
 
 def tensor_specs(layers, hidden, intermediate, vocab, heads, kv_heads):
-    """(name, shape) of every tensor of a LlamaForCausalLM, in file order."""
+    """(name, shape) of every tensor of a LlamaForCausalLM, in module order."""
     head_dim = hidden // heads
     kv_dim = kv_heads * head_dim
     specs = [("model.embed_tokens.weight", (vocab, hidden))]
@@ -127,8 +133,18 @@ def split_into_shards(specs, bytes_per_element, shards):
     return groups
 
 
-def write_safetensors(path, specs, seed, dtype):
+LAYOUTS = ("sorted", "module")
+
+
+def file_order(specs, layout):
+    """The order of a shard's tensors in its file. One dtype per model here, so `sorted` (the
+    safetensors package's dtype-then-name order) is name order."""
+    return sorted(specs) if layout == "sorted" else list(specs)
+
+
+def write_safetensors(path, specs, seed, dtype, layout="sorted"):
     st_dtype, width, _ = DTYPES[dtype]
+    specs = file_order(specs, layout)
     header, offset = {}, 0
     for name, shape in specs:
         size = _element_count(shape) * width
@@ -226,7 +242,7 @@ def _write_json(path, obj):
         f.write("\n")
 
 
-def make_model(out, preset="tiny", dtype="bf16", shards=None, seed=0, **overrides):
+def make_model(out, preset="tiny", dtype="bf16", shards=None, seed=0, layout="sorted", **overrides):
     """Writes the model into `out`; returns the list of files written (relative names)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -239,6 +255,8 @@ def make_model(out, preset="tiny", dtype="bf16", shards=None, seed=0, **override
         raise ValueError("hidden must be a multiple of heads, and heads a multiple of kv_heads")
     if shards < 1:
         raise ValueError("shards must be at least 1")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     os.makedirs(out, exist_ok=True)
     specs = tensor_specs(dims["layers"], dims["hidden"], dims["intermediate"], dims["vocab"],
                          dims["heads"], dims["kv_heads"])
@@ -246,13 +264,13 @@ def make_model(out, preset="tiny", dtype="bf16", shards=None, seed=0, **override
     groups = split_into_shards(specs, width, shards)
     written = []
     if len(groups) == 1:
-        write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, dtype)
+        write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, dtype, layout)
         written.append("model.safetensors")
     else:
         weight_map, total = {}, 0
         for k, group in enumerate(groups, start=1):
             name = f"model-{k:05d}-of-{len(groups):05d}.safetensors"
-            total += write_safetensors(os.path.join(out, name), group, seed, dtype)
+            total += write_safetensors(os.path.join(out, name), group, seed, dtype, layout)
             weight_map.update({tensor: name for tensor, _ in group})
             written.append(name)
         _write_json(os.path.join(out, "model.safetensors.index.json"),
@@ -274,12 +292,14 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     parser.add_argument("--shards", type=int, default=None, help="number of safetensors files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", default="sorted", choices=LAYOUTS,
+                        help="tensor order inside each file (see the module docstring)")
     for dim in ("layers", "hidden", "intermediate", "vocab", "heads", "kv-heads"):
         parser.add_argument("--" + dim, type=int, default=None, help="override the preset's " + dim)
     args = parser.parse_args(argv)
     try:
         files = make_model(args.out, preset=args.preset, dtype=args.dtype, shards=args.shards,
-                           seed=args.seed, layers=args.layers, hidden=args.hidden,
+                           seed=args.seed, layout=args.layout, layers=args.layers, hidden=args.hidden,
                            intermediate=args.intermediate, vocab=args.vocab, heads=args.heads,
                            kv_heads=args.kv_heads)
     except (ValueError, OSError) as e:
