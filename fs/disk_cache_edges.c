@@ -59,7 +59,9 @@ static bool claim(unit_edge *edge, const char *etag, uint64_t blob_size, uint64_
     if (edge->etag)
         return true;
     edge->etag = strdup(etag);
-    edge->bytes = malloc(unit_len);
+    /* Aligned: a unit it completes is written with O_DIRECT, not copied into the page cache. */
+    void *bytes = NULL;
+    edge->bytes = posix_memalign(&bytes, DISK_CACHE_DIRECT_ALIGNMENT, unit_len ? unit_len : 1) == 0 ? bytes : NULL;
     if (!edge->etag || !edge->bytes) {
         clear_edge(edge);
         return false;

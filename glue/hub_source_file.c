@@ -26,6 +26,9 @@ typedef struct hub_source_file {
     atomic_bool prefix_ready;
     uint8_t *prefix;                 /* bytes [0, prefix_length) of a safetensors file */
     size_t prefix_length;
+    loader_range *planned;           /* what the load will read (will_need), sorted; set before
+                                      * the reads start */
+    size_t planned_count;
 } hub_source_file;
 
 static bool ends_with(const char *text, const char *suffix)
@@ -73,6 +76,32 @@ static uint8_t *page_aligned_like(uint64_t first, size_t len, void **allocation)
     return (uint8_t *)*allocation + lead;
 }
 
+/* Whether a read planned by the load (will_need) overlaps [begin, end). */
+static bool planned_within(const hub_source_file *f, uint64_t begin, uint64_t end)
+{
+    size_t low = 0, high = f->planned_count;
+    while (low < high) {   /* the first planned range that ends after begin */
+        size_t mid = low + (high - low) / 2;
+        if (f->planned[mid].offset + f->planned[mid].length <= begin)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    return low < f->planned_count && f->planned[low].offset < end;
+}
+
+/* [first, end) widened to whole cache units, so that the cache can keep all of it; not on a side
+ * where the widening would take bytes another read of the load asks for: that read fetches them
+ * (both fetched a shared unit, and a rank of a small model cost more than the whole model), and
+ * the cache joins the two halves of the unit when both are stored. */
+static void widen_for_cache(const hub_source_file *f, uint64_t *first, uint64_t *end)
+{
+    uint64_t wide_first = *first, wide_end = *end;
+    blob_cache_widen(f->source->cache, f->base.size, &wide_first, &wide_end);
+    if (!planned_within(f, wide_first, *first)) *first = wide_first;
+    if (!planned_within(f, *end, wide_end)) *end = wide_end;
+}
+
 /* [offset, offset + len): what the cache has, the rest from the Hub (widened to whole cache
  * units when `widen`, so that all of it can be kept). */
 static int read_range(hub_source_file *f, uint64_t offset, uint8_t *buf, size_t len, bool widen,
@@ -83,7 +112,7 @@ static int read_range(hub_source_file *f, uint64_t offset, uint8_t *buf, size_t 
     if (cached == len) return 0;
     offset += cached, buf += cached, len -= cached;
     uint64_t first = offset, end = offset + len;
-    if (widen) blob_cache_widen(cache, f->base.size, &first, &end);
+    if (widen) widen_for_cache(f, &first, &end);
     bool placed_as_in_file = (uintptr_t)buf % DISK_CACHE_DIRECT_ALIGNMENT == first % DISK_CACHE_DIRECT_ALIGNMENT;
     bool own_buffer = first != offset || end != offset + len || (blob_cache_stores(cache) && !placed_as_in_file);
     void *allocation = NULL;
@@ -175,10 +204,23 @@ static int file_read_at(loader_file *file, uint64_t offset, void *buf, size_t le
                       true, err, errlen);
 }
 
+/* Keeps the plan: widening for the cache leaves alone what other reads will fetch. A hint: out of
+ * memory, none is kept. */
+static void file_will_need(loader_file *file, const loader_range *ranges, size_t count)
+{
+    hub_source_file *f = (hub_source_file *)file;
+    loader_range *copy = count ? malloc(count * sizeof *copy) : NULL;
+    if (copy) memcpy(copy, ranges, count * sizeof *copy);
+    free(f->planned);
+    f->planned = copy;
+    f->planned_count = copy ? count : 0;
+}
+
 static void file_close(loader_file *file)
 {
     hub_source_file *f = (hub_source_file *)file;
     if (!f) return;
+    free(f->planned);
     if (f->handle) hub_file_close(f->handle);
     pthread_mutex_destroy(&f->handle_lock);
     pthread_mutex_destroy(&f->prefix_lock);
@@ -188,7 +230,7 @@ static void file_close(loader_file *file)
 
 static const loader_file_ops hub_file_ops = {
     .read_at = file_read_at,
-    .will_need = NULL, /* reads fetch exactly what they ask, as they come */
+    .will_need = file_will_need, /* no prefetch: reads fetch what they ask, as they come */
     .close = file_close,
 };
 

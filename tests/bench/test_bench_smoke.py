@@ -212,7 +212,9 @@ def test_tensor_parallel_bytes_needed_match_numpy_slicing(smoke):
 
 
 def test_the_load_without_a_mount_fetches_its_rank_and_the_download_everything(smoke):
-    """hf:// fetches about the rank (plus the headers); downloading fetches every shard whole."""
+    """hf:// fetches about the rank (plus the headers and the cache units around its reads: the
+    tiny model's tensors are a few cache units each, and widening every read to whole units on both
+    sides fetched 1.9x the rank, more than the model); downloading fetches every shard whole."""
     directory = model_dir(smoke)
     shards = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
                  if n.endswith(".safetensors"))
@@ -221,6 +223,7 @@ def test_the_load_without_a_mount_fetches_its_rank_and_the_download_everything(s
             assert shards <= m["traffic"]["data_bytes"] < shards + 4096 * len(smoke["results"]["meta"]["model"]["shards"])
         elif m["workload"] == "hf_load":
             assert m["bytes_needed"] <= m["needed_whole_bytes"] <= m["traffic"]["data_bytes"] < shards
+            assert m["traffic"]["data_bytes"] <= 1.25 * m["needed_whole_bytes"]
 
 
 def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
