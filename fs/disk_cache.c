@@ -80,6 +80,16 @@ static int create_files(disk_cache *cache, blob *b, int *index_fd_out)
 
 /* Opens the blob's files. With create, makes empty files when there are none (or they are
  * unusable). Returns 0, ENOENT (nothing stored) or an errno value. */
+/* The data file opened anew with O_DIRECT, or -1 where direct I/O is not possible here (/proc
+ * absent, a file system without O_DIRECT). Kept open beside the buffered descriptor: opening it
+ * for every read and write cost a path walk through /proc and two system calls a unit run. */
+static int reopen_direct(int data_fd)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);
+    return open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+}
+
 static int load_blob(disk_cache *cache, blob *b, bool create)
 {
     if (b->loaded)
@@ -107,6 +117,7 @@ static int load_blob(disk_cache *cache, blob *b, bool create)
     }
     b->index_fd = index_fd;
     b->data_fd = data_fd;
+    b->direct_fd = reopen_direct(data_fd);
     b->loaded = true;
     pthread_mutex_lock(&cache->lock);
     if (!b->has_files) {
@@ -139,7 +150,7 @@ enum { RECORDS_PER_STEP = 1024 };   /* records read under the blob mutex at a ti
 typedef struct range_read {
     disk_cache *cache;
     blob *b;
-    int data_fd;
+    int data_fd, direct_fd;
     uint64_t offset;              /* of buf[0] in the blob */
     uint64_t end;                 /* offset + len */
     uint8_t *buf;
@@ -191,23 +202,12 @@ static bool aligned_for_direct_io(const void *buf, size_t len, uint64_t offset)
            offset % DISK_CACHE_DIRECT_ALIGNMENT == 0;
 }
 
-/* The data file opened anew with O_DIRECT (flags: O_RDONLY or O_WRONLY), or -1 where direct I/O
- * is not possible here (/proc absent, a file system without O_DIRECT). */
-static int reopen_direct(int data_fd, int flags)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", data_fd);
-    return open(path, flags | O_DIRECT | O_CLOEXEC);
-}
-
 /* Reads bypassing the page cache when aligned for it: a buffered read copies every byte once
  * more and fills the page cache with what the kernel is about to cache for the mount anyway. */
-static int read_units(int data_fd, void *buf, size_t len, uint64_t offset)
+static int read_units(int data_fd, int direct_fd, void *buf, size_t len, uint64_t offset)
 {
-    int direct_fd = aligned_for_direct_io(buf, len, offset) ? reopen_direct(data_fd, O_RDONLY) : -1;
-    if (direct_fd >= 0) {
+    if (direct_fd >= 0 && aligned_for_direct_io(buf, len, offset)) {
         int err = cache_pread_all(direct_fd, buf, len, offset);
-        close(direct_fd);
         if (err != EINVAL)   /* EINVAL: O_DIRECT refused after all; read buffered */
             return err;
     }
@@ -220,7 +220,7 @@ static uint64_t read_whole_units(range_read *r, uint64_t first, uint64_t count, 
 {
     uint32_t bs = r->cache->block_size;
     uint64_t start = first * bs, len = (count - 1) * bs + dc_block_length(r->cache, r->b, first + count - 1);
-    bool one_read = read_units(r->data_fd, r->buf + (start - r->offset), len, start) == 0;
+    bool one_read = read_units(r->data_fd, r->direct_fd, r->buf + (start - r->offset), len, start) == 0;
     for (uint64_t i = 0; i < count; i++) {
         uint8_t *unit_bytes = r->buf + (start + i * bs - r->offset);
         uint64_t unit_len = dc_block_length(r->cache, r->b, first + i);
@@ -281,6 +281,7 @@ static size_t read_own_range(disk_cache *cache, const disk_cache_blob_key *key, 
         if (!err)
             err = cache_read_records(b->index_fd, first, count, records);
         r.data_fd = b->data_fd;
+        r.direct_fd = b->direct_fd;
         pthread_mutex_unlock(&b->mutex);
         uint64_t present = 0;
         while (!err && present < count && records[present].state == CACHE_BLOCK_PRESENT)
@@ -329,13 +330,11 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
  * page cache with data the kernel already caches for the mount. Returns false when direct I/O
  * is not possible here (unaligned, /proc absent, a file system without O_DIRECT), so the caller
  * writes through the page cache instead. */
-static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offset, int *err)
+static bool write_direct(int direct_fd, const void *buf, size_t len, uint64_t offset, int *err)
 {
-    int direct_fd = aligned_for_direct_io(buf, len, offset) ? reopen_direct(data_fd, O_WRONLY) : -1;
-    if (direct_fd < 0)
+    if (direct_fd < 0 || !aligned_for_direct_io(buf, len, offset))
         return false;
     *err = cache_pwrite_all(direct_fd, buf, len, offset);
-    close(direct_fd);
     return *err != EINVAL;   /* EINVAL: O_DIRECT refused after all; write buffered */
 }
 
@@ -345,7 +344,7 @@ static bool write_direct(int data_fd, const void *buf, size_t len, uint64_t offs
 typedef struct range_write {
     disk_cache *cache;
     blob *b;
-    int data_fd;
+    int data_fd, direct_fd;
     const uint8_t *buf;
     uint64_t offset;              /* of buf[0] in the blob */
     uint64_t first, count;
@@ -413,7 +412,7 @@ static int write_units(range_write *w)
         size_t len = (size_t)((run - 1) * bs + dc_block_length(w->cache, w->b, w->first + i + run - 1));
         const uint8_t *bytes = w->buf + (start - w->offset);
         int err = 0;
-        if (!write_direct(w->data_fd, bytes, len, start, &err))
+        if (!write_direct(w->direct_fd, bytes, len, start, &err))
             err = cache_pwrite_all(w->data_fd, bytes, len, start);
         if (err)
             return err;
@@ -482,6 +481,7 @@ static int store_units(range_write *w)
     if (!err)
         err = plan_writes(w);
     w->data_fd = w->b->data_fd;
+    w->direct_fd = w->b->direct_fd;
     pthread_mutex_unlock(&w->b->mutex);
     if (err)
         return err;

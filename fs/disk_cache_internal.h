@@ -26,7 +26,7 @@
 #include <stdatomic.h>
 
 enum {
-    MAX_OPEN_BLOBS = 64,          /* each holds two descriptors */
+    MAX_OPEN_BLOBS = 64,          /* each holds three descriptors */
     DEFAULT_MIN_FREE_PERCENT = 5, /* mountpoint-s3 keeps the same floor */
     INITIAL_BUCKETS = 1024,
     /* Parts of units kept for a later write to complete: two per file being read (its runs'
@@ -73,6 +73,7 @@ struct blob {
     bool has_files;               /* STEM.index exists */
     bool loaded;                  /* descriptors open */
     int index_fd, data_fd;
+    int direct_fd;                /* the data file again, with O_DIRECT; -1 where refused */
     unit_flight *flights;
     uint64_t block_bytes;         /* sum of present units' lengths */
     uint64_t prefix_bytes;        /* size of STEM.prefix */

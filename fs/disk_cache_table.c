@@ -141,7 +141,7 @@ blob *dc_insert_blob(disk_cache *cache, const char *stem, const char *etag, uint
     snprintf(b->stem, sizeof b->stem, "%s", stem);
     b->size = size;
     b->block_count = cache_block_count(size, cache->block_size);
-    b->index_fd = b->data_fd = -1;
+    b->index_fd = b->data_fd = b->direct_fd = -1;
     pthread_mutex_init(&b->mutex, NULL);
     if (cache->blob_count >= cache->bucket_count)
         grow_table(cache);
@@ -191,7 +191,9 @@ void dc_close_blob_files(blob *b)
         close(b->index_fd);
     if (b->data_fd >= 0)
         close(b->data_fd);
-    b->index_fd = b->data_fd = -1;
+    if (b->direct_fd >= 0)
+        close(b->direct_fd);
+    b->index_fd = b->data_fd = b->direct_fd = -1;
     b->loaded = false;
 }
 
