@@ -62,14 +62,38 @@ static void check_map(const tensor_map *map, uint64_t header_end, uint64_t file_
     check_lookups(map, UINT64_MAX);
 }
 
-/* Reads the first tensors whole, each in two reads through its own handle, as a loader would,
- * and a slice of each: what the planner asks for lies in the file. */
-static void plan_reads(const tensor_map *map, uint64_t file_size)
+/* A bulk start along the layer pattern the reads taught (the names' numbers, whatever they are):
+ * each tensor handed out once, inside the file. */
+static void check_bulk(const tensor_map *map, const planner_pattern *pattern, uint64_t file_size)
 {
     planner_order order;
     if (planner_order_init(&order, map) != 0)
         return;
-    planner_file file = {.size = file_size, .is_safetensors = true, .header_end = map->header_end, .order = &order};
+    plan_range ranges[64];
+    size_t handed = 0;
+    for (size_t n; (n = planner_order_bulk(&order, pattern, 4u << 20, ranges, 64)) > 0; handed += n) {
+        for (size_t i = 0; i < n; i++)
+            if (ranges[i].begin > ranges[i].end || ranges[i].end > file_size)
+                abort();
+        if (handed + n > map->count)
+            abort();   /* a tensor handed out twice */
+    }
+    planner_order_clear(&order);
+}
+
+/* Reads the first tensors whole, each in two reads through its own handle, as a loader would,
+ * and a slice of each: what the planner asks for lies in the file. The reads may teach a layer
+ * pattern, which a bulk start then follows. */
+static void plan_reads(const tensor_map *map, uint64_t file_size)
+{
+    planner_order order;
+    planner_pattern *pattern = calloc(1, sizeof *pattern);
+    if (!pattern || planner_order_init(&order, map) != 0) {
+        free(pattern);
+        return;
+    }
+    planner_file file = {.size = file_size, .is_safetensors = true, .header_end = map->header_end, .order = &order,
+                         .repo_pattern = pattern};
     planner_config config = {.max_ahead = 8u << 20, .header_probe = 64u << 10, .first_prefetch = 1u << 20};
     for (size_t i = 0; i < map->count && i < 64; i++) {
         const tensor_extent *t = &map->tensors[i];
@@ -91,6 +115,11 @@ static void plan_reads(const tensor_map *map, uint64_t file_size)
         }
     }
     planner_order_clear(&order);
+    if (pattern->role_count > PLANNER_PATTERN_ROLES)
+        abort();
+    if (map->count)
+        check_bulk(map, pattern, file_size);
+    free(pattern);
 }
 
 static void build_and_check(const uint8_t *header, uint64_t header_end, uint64_t file_size)
