@@ -131,8 +131,6 @@ static void count_queued(fetcher *pool, int priority, const page_run *run, int c
     pool->counters.queued_bytes[priority] += change > 0 ? bytes : -bytes;
 }
 
-/* The next run to start, most urgent priority first, files round robin; NULL when none is
- * runnable. The lock is held. */
 /* The file that take_runnable would serve at priority p, or NULL. The lock is held. */
 static file_queue *runnable_file(fetcher *pool, int p)
 {
@@ -156,6 +154,8 @@ static bool any_runnable(fetcher *pool)
     return false;
 }
 
+/* The next run to start, most urgent priority first, files round robin; NULL when none is
+ * runnable. The lock is held. */
 static job *take_runnable(fetcher *pool, file_queue **owner)
 {
     for (int p = 0; p < FETCH_PRIORITIES; p++) {

@@ -209,11 +209,7 @@ static int file_read_at(loader_file *file, uint64_t offset, void *buf, size_t le
 static void file_will_need(loader_file *file, const loader_range *ranges, size_t count)
 {
     hub_source_file *f = (hub_source_file *)file;
-    loader_range *copy = count ? malloc(count * sizeof *copy) : NULL;
-    if (copy) memcpy(copy, ranges, count * sizeof *copy);
-    free(f->planned);
-    f->planned = copy;
-    f->planned_count = copy ? count : 0;
+    loader_keep_plan(&f->planned, &f->planned_count, ranges, count);
 }
 
 static void file_close(loader_file *file)

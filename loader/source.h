@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 typedef struct loader_source loader_source;
 typedef struct loader_file loader_file;
@@ -26,6 +28,18 @@ typedef struct loader_file loader_file;
 typedef struct loader_range {
     uint64_t offset, length;
 } loader_range;
+
+/* Replaces *kept (freeing it) with a copy of a will_need plan; none when out of memory (a plan is
+ * a hint). */
+static inline void loader_keep_plan(loader_range **kept, size_t *kept_count, const loader_range *ranges,
+                                    size_t count)
+{
+    loader_range *copy = count ? (loader_range *)malloc(count * sizeof *copy) : NULL;
+    if (copy) memcpy(copy, ranges, count * sizeof *copy);
+    free(*kept);
+    *kept = copy;
+    *kept_count = copy ? count : 0;
+}
 
 typedef struct loader_file_ops {
     /* Reads exactly len bytes at offset (offset + len <= size). Thread-safe. */

@@ -60,11 +60,7 @@ static void local_file_will_need(loader_file *file, const loader_range *ranges, 
     local_file *f = (local_file *)file;
     if (f->plan_hook && f->plan_hook(f->fd, ranges, count))
         return;
-    loader_range *copy = count ? malloc(count * sizeof *copy) : NULL;
-    if (copy) memcpy(copy, ranges, count * sizeof *copy);
-    free(f->planned);
-    f->planned = copy;
-    f->planned_count = copy ? count : 0;
+    loader_keep_plan(&f->planned, &f->planned_count, ranges, count);
     atomic_store(&f->advised, 0);
 }
 
