@@ -481,10 +481,11 @@ static int open_repo(fs_namespace *names, fs_node *org, const char *name, fs_nod
     return node ? 0 : ENOMEM;
 }
 
-/* An org exists when the Hub lists a repo of it (offline: when one was pinned before); a refused
- * token is EACCES. When the listing fails otherwise, the name is taken on trust, unlisted, so
- * that a flaky listing API never hides a repo that opens: the repo lookup below it says what is
- * wrong. */
+/* An org exists when a repo of it was pinned before in this cache (no request: orgs are not
+ * renamed under a repo that opens, and the repo lookup below says when one is gone) or when the
+ * Hub lists one; a refused token is EACCES. When the listing fails otherwise, the name is taken
+ * on trust, unlisted, so that a flaky listing API never hides a repo that opens: the repo lookup
+ * below it says what is wrong. */
 static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_node **out)
 {
     if (!is_hub_name(name, strlen(name)))
@@ -495,8 +496,10 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
     if (error)
         return error;
     org_listing *listing = NULL;
-    error = org_listing_fetch(names->context, dir->repo_type, name, false, &listing);
-    if (!error && listing->repos.count == 0)
+    bool pinned_before = org_listing_pinned_before(names->context, dir->repo_type, name);
+    if (!pinned_before)
+        error = org_listing_fetch(names->context, dir->repo_type, name, false, &listing);
+    if (!error && listing && listing->repos.count == 0)
         error = ENOENT;
     if (error == ENOENT || error == EACCES || error == ENOMEM) {
         if (is_lasting_refusal(error))
@@ -507,7 +510,7 @@ static int lookup_org(fs_namespace *names, fs_node *dir, const char *name, fs_no
     pthread_mutex_lock(&names->lock);
     fs_node *node = find_child(names, dir->ino, name);   /* a concurrent lookup may have won */
     if (!node && (node = add_node(names, dir->ino, name, NODE_ORG, true))) {
-        node->visible = listing != NULL;
+        node->visible = pinned_before || listing != NULL;
         node->listing = listing;
         node->listed_at = monotonic_seconds();
         listing = NULL;
@@ -571,12 +574,15 @@ static void log_listing_gaps(const fs_repo *repo, const hub_tree *tree)
            skipped[0] && truncated[0] ? "; " : "", truncated);
 }
 
-/* Fetches the repo's tree: the Hub, or offline the listing remembered in the metadata. */
+/* Fetches the repo's tree: the listing remembered in the metadata (a commit's tree never changes,
+ * so a remount asks the Hub only for the revision), else the Hub. */
 static int fetch_tree(fs_namespace *names, fs_repo *repo, hub_tree *tree, bool *from_metadata)
 {
     fs_context *context = names->context;
     hub_error err = {0};
-    *from_metadata = false;
+    *from_metadata = context->metadata_dir && repo_meta_load_tree(context->metadata_dir, &repo->hub, repo->commit, tree);
+    if (*from_metadata)
+        return 0;
     hub_status status = hub_list_tree(context->hub, &repo->hub, repo->commit, tree, &err);
     if (status == HUB_OK) {
         log_listing_gaps(repo, tree);
@@ -585,10 +591,6 @@ static int fetch_tree(fs_namespace *names, fs_repo *repo, hub_tree *tree, bool *
         return 0;
     }
     if (status == HUB_ERR_OFFLINE) {
-        if (context->metadata_dir && repo_meta_load_tree(context->metadata_dir, &repo->hub, repo->commit, tree)) {
-            *from_metadata = true;
-            return 0;
-        }
         fs_log_limited(repo->display_name, "offline: not cached: the file list of %s (HF_HUB_OFFLINE=1)",
                        repo->display_name);
         return EIO;

@@ -66,6 +66,16 @@ int org_listing_fetch(fs_context *context, hub_repo_type type, const char *org, 
     return 0;
 }
 
+bool org_listing_pinned_before(fs_context *context, hub_repo_type type, const char *org)
+{
+    if (!context->metadata_dir)
+        return false;
+    hub_repo_list pinned;
+    bool found = repo_meta_list_repos(context->metadata_dir, type, org, 1, &pinned) == 0 && pinned.count > 0;
+    hub_repo_list_free(&pinned);
+    return found;
+}
+
 bool org_listing_contains(const org_listing *listing, const char *name)
 {
     return listing && bsearch(&name, listing->repos.names, listing->repos.count, sizeof *listing->repos.names,

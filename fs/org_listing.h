@@ -24,6 +24,9 @@ typedef struct org_listing {
 int org_listing_fetch(fs_context *context, hub_repo_type type, const char *org, bool whole,
                       org_listing **out);
 
+/* Whether a repo of ORG (of type) was pinned before in this cache's metadata. */
+bool org_listing_pinned_before(fs_context *context, hub_repo_type type, const char *org);
+
 bool org_listing_contains(const org_listing *listing, const char *name);
 void org_listing_free(org_listing *listing);
 

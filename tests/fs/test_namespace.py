@@ -205,3 +205,35 @@ def test_times_are_the_commit_date_on_every_mount(hub, tmp_path):
         assert sorted(os.listdir(os.path.join(offline.path, ORG))) == ["m0", "m1"]   # what was pinned
         assert errno_of(os.stat, os.path.join(offline.path, "org-00")) == errno.ENOENT
     assert hub.log() == []
+
+
+def test_a_remount_asks_the_hub_only_for_the_revision(hub, tmp_path):
+    """A commit's file list never changes and an org with a repo pinned before exists: a remount
+    on the same cache asks only which commit main is now, and still sees a new commit."""
+    repo = f"{ORG}/remount"
+    source = tmp_path / "v1"
+    source.mkdir()
+    (source / "config.json").write_text('{"v": 1}\n')
+    import_repo(hub.root, repo, str(source))
+    cache = str(tmp_path / "cache")
+    try:
+        with Mount(hub.hub_url, cache_dir=cache) as first:
+            with open(os.path.join(first.path, repo, "config.json")) as f:
+                assert json.load(f) == {"v": 1}
+        hub.clear_log()
+        with Mount(hub.hub_url, cache_dir=cache) as second:
+            with open(os.path.join(second.path, repo, "config.json")) as f:
+                assert json.load(f) == {"v": 1}
+        assert [e["path"] for e in api_requests(hub)] == [f"/api/models/{repo}/revision/main"]
+        (source / "config.json").write_text('{"v": 2}\n')
+        (source / "new.txt").write_text("new\n")
+        import_repo(hub.root, repo, str(source))
+        hub.clear_log()
+        with Mount(hub.hub_url, cache_dir=cache) as third:
+            with open(os.path.join(third.path, repo, "config.json")) as f:
+                assert json.load(f) == {"v": 2}
+            assert sorted(os.listdir(os.path.join(third.path, repo))) == ["config.json", "new.txt"]
+        paths = [e["path"] for e in api_requests(hub)]
+        assert paths[0] == f"/api/models/{repo}/revision/main" and any("/tree/" in p for p in paths)
+    finally:
+        shutil.rmtree(repo_dir(hub.root, "model", repo))
