@@ -449,7 +449,7 @@ static void streamed_blocks_pass_their_pages_on(void)
 /* Pages of [from, to) of a block's buffer resident in memory (mincore). */
 static size_t resident_pages(const block *blk, size_t from, size_t to)
 {
-    unsigned char vec[256];
+    unsigned char vec[2048];
     size_t pages = (to - from) / PAGE;
     CHECK(pages <= sizeof vec);
     CHECK_EQ_INT(mincore((void *)(block_data(blk) + from), to - from, vec), 0);
@@ -531,6 +531,33 @@ static void whole_buffers_reused(void)
     c = counters_of(cache);
     CHECK_EQ_INT(c.memory_used, 0);
     CHECK_EQ_INT(c.blocks, 0);
+    block_cache_free(cache);
+}
+
+/* A block of 8 MiB read from two places at once (torch's threads in one tensor) keeps its served
+ * pages until an eighth of it is served: each give-up is an mremap that flushes every CPU's TLB. */
+static void large_blocks_give_up_served_pages_in_eighths(void)
+{
+    enum { LARGE = 2048 * PAGE, EIGHTH = LARGE / 8 };
+    block_cache *cache = block_cache_new(4 * LARGE, LARGE);
+    block_source source = {.id = 11, .size = 4 * LARGE};
+    block *blk = pinned(cache, &source, 0);
+    load_one_run(cache, blk, LARGE, 0, EIGHTH);
+    load_one_run(cache, blk, LARGE, LARGE / 2, LARGE / 2 + EIGHTH);
+    block_cache_mark_served(cache, blk, 0, EIGHTH / 2);
+    block_cache_mark_served(cache, blk, LARGE / 2, LARGE / 2 + EIGHTH / 2 - PAGE);
+    block_cache_put(cache, blk);
+    block_cache_counters c = counters_of(cache);
+    CHECK_EQ_INT(c.served_dropped, 0);                      /* one page short of an eighth */
+    CHECK_EQ_INT(resident_pages(blk, 0, EIGHTH), EIGHTH / PAGE);
+    block_cache_pin(cache, blk);
+    block_cache_mark_served(cache, blk, LARGE / 2 + EIGHTH / 2 - PAGE, LARGE / 2 + EIGHTH / 2);
+    block_cache_put(cache, blk);
+    c = counters_of(cache);
+    CHECK_EQ_INT(c.served_dropped, EIGHTH);
+    CHECK_EQ_INT(c.memory_used, EIGHTH + c.pool_bytes);     /* the unserved halves, and the pool */
+    CHECK_EQ_INT(resident_pages(blk, 0, EIGHTH), EIGHTH / 2 / PAGE);
+    CHECK(block_bytes_right(blk, LARGE, EIGHTH / 2, EIGHTH));
     block_cache_free(cache);
 }
 
@@ -887,6 +914,7 @@ int main(void)
     whole_buffers_reused();
     whole_buffer_taken_by_a_slice();
     given_up_pages_serve_the_next_claim();
+    large_blocks_give_up_served_pages_in_eighths();
     assembled_buffers_come_back_whole();
     the_pool_shrinks_when_claims_stop();
     copy_present();
