@@ -123,9 +123,12 @@ static int pin_revision(hub_source *s, const hub_url *u, char *err, size_t errle
     return 0;
 }
 
+/* The commit's file list: remembered in the metadata (a commit's tree never changes, so a later
+ * load asks the Hub only for the revision), else the Hub's. */
 static int list_tree(hub_source *s, const hub_url *u, char *err, size_t errlen)
 {
     const char *metadata = blob_cache_metadata_dir(s->cache);
+    if (metadata && repo_meta_load_tree(metadata, &s->repo, s->commit, &s->tree)) return 0;
     hub_error e = {0};
     hub_status status = hub_list_tree(s->client, &s->repo, s->commit, &s->tree, &e);
     if (status == HUB_OK) {
@@ -133,7 +136,6 @@ static int list_tree(hub_source *s, const hub_url *u, char *err, size_t errlen)
         return 0;
     }
     if (status != HUB_ERR_OFFLINE) return glue_fail(err, errlen, "%s: %s", u->repo_text, e.message);
-    if (metadata && repo_meta_load_tree(metadata, &s->repo, s->commit, &s->tree)) return 0;
     return offline_miss("its file list", u, err, errlen);
 }
 

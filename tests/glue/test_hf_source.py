@@ -202,6 +202,8 @@ def test_a_second_load_makes_no_data_request(hub, tmp_path):
     hub.clear_log()
     ok(hubfs(hub, home, "load", f"hf://{REPO}", "--tp", WORLD, "--rank", RANK, "--save", second))
     assert data_entries(hub.log()) == []
+    # The commit's file list is remembered: the Hub is asked only which commit main is now.
+    assert [e["path"] for e in hub.log() if e["path"].startswith("/api/")] == [f"/api/models/{REPO}/revision/main"]
     assert same_file(first, second)
 
 
