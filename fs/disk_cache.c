@@ -78,8 +78,6 @@ static int create_files(disk_cache *cache, blob *b, int *index_fd_out)
     return err;
 }
 
-/* Opens the blob's files. With create, makes empty files when there are none (or they are
- * unusable). Returns 0, ENOENT (nothing stored) or an errno value. */
 /* The data file opened anew with O_DIRECT, or -1 where direct I/O is not possible here (/proc
  * absent, a file system without O_DIRECT). Kept open beside the buffered descriptor: opening it
  * for every read and write cost a path walk through /proc and two system calls a unit run. */
@@ -90,6 +88,8 @@ static int reopen_direct(int data_fd)
     return open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
 }
 
+/* Opens the blob's files. With create, makes empty files when there are none (or they are
+ * unusable). Returns 0, ENOENT (nothing stored) or an errno value. */
 static int load_blob(disk_cache *cache, blob *b, bool create)
 {
     if (b->loaded)
