@@ -305,9 +305,11 @@ static bool start_repo_bulk(remote_file *reading)
 static void schedule_plan(open_file *handle, const read_plan *plan)
 {
     remote_file *file = handle->file;
+    /* Once per repo: two readers racing here would each hand a window of every shard out. */
     if (plan->prefetch_count && !atomic_load(&file->repo->bulk_reading) &&
-        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS && start_repo_bulk(file))
-        atomic_store(&file->repo->bulk_reading, true);
+        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS &&
+        !atomic_exchange(&file->repo->bulk_reading, true) && !start_repo_bulk(file))
+        atomic_store(&file->repo->bulk_reading, false);   /* no order yet: a later read tries again */
     if (plan->ahead.end > plan->ahead.begin)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);
     if (plan->rest.end > plan->rest.begin)
