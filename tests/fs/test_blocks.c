@@ -9,10 +9,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PAGE BLOCK_PAGE_SIZE
 #define BS (16 * PAGE)   /* 64 KiB blocks of 16 pages */
@@ -561,6 +563,66 @@ static void large_blocks_give_up_served_pages_in_eighths(void)
     block_cache_free(cache);
 }
 
+/* Whether the mapping holding addr carries the VmFlags abbreviation flag ("hg": huge pages
+ * advised, "nh": advised against), read from /proc/self/smaps. */
+static bool mapping_has_flag(const void *addr, const char *flag)
+{
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    CHECK(smaps != NULL);
+    char line[512];
+    bool inside = false, found = false;
+    while (smaps && fgets(line, sizeof line, smaps)) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (uintptr_t)addr >= start && (uintptr_t)addr < end;
+        } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            char wanted[8];
+            snprintf(wanted, sizeof wanted, " %s", flag);
+            for (const char *at = strstr(line, wanted); at && !found; at = strstr(at + 1, wanted))
+                found = at[strlen(wanted)] == ' ' || at[strlen(wanted)] == '\n';
+            break;
+        }
+    }
+    if (smaps)
+        fclose(smaps);
+    return found;
+}
+
+/* Transparent huge pages back claimed spans of whole 2 MiB pages, and nothing else: a few pages
+ * claimed in a new buffer stay a few resident pages whatever the system's default, and pages
+ * given up are advised against huge pages again (khugepaged would fill them in, uncharged). */
+static void huge_pages_back_whole_claimed_spans_only(void)
+{
+    enum { LARGE = 2048 * PAGE, HUGE = 512 * PAGE };
+    if (access("/sys/kernel/mm/transparent_hugepage", F_OK) != 0) {
+        printf("SKIP huge_pages_back_whole_claimed_spans_only: this kernel has no transparent huge pages\n");
+        return;
+    }
+    block_cache *cache = block_cache_new(4 * LARGE, LARGE);
+    block_source source = {.id = 12, .size = 4 * LARGE};
+    block *blk = pinned(cache, &source, 0);
+    load_one_run(cache, blk, LARGE, LARGE - 4 * PAGE, LARGE);
+    CHECK(mapping_has_flag(block_data(blk), "nh"));
+    CHECK_EQ_INT(resident_pages(blk, LARGE - HUGE, LARGE), 4);
+
+    /* [1 MiB, 7 MiB) holds at least one whole huge page, wherever the buffer lies. */
+    load_one_run(cache, blk, LARGE, LARGE / 8, LARGE - LARGE / 8);
+    uintptr_t start = (uintptr_t)block_data(blk);
+    uintptr_t huge = (start + LARGE / 8 + HUGE - 1) / HUGE * HUGE;
+    CHECK(huge + HUGE <= start + LARGE - LARGE / 8);
+    CHECK(mapping_has_flag((const void *)huge, "hg"));
+    CHECK(!mapping_has_flag((const void *)huge, "nh"));
+    CHECK(mapping_has_flag(block_data(blk), "nh"));
+    CHECK(block_bytes_right(blk, LARGE, LARGE / 8, LARGE - LARGE / 8));
+
+    block_cache_mark_served(cache, blk, huge - start, huge - start + HUGE);   /* a quarter: given up */
+    block_cache_put(cache, blk);
+    CHECK_EQ_INT(counters_of(cache).served_dropped, HUGE);
+    CHECK(mapping_has_flag((const void *)huge, "nh"));
+    CHECK_EQ_INT(resident_pages(blk, huge - start, huge - start + HUGE), 0);
+    block_cache_free(cache);
+}
+
 /* Pages a block gives up go to the pool, and the next claim of another block takes them with
  * their memory resident (moved, not faulted in and zeroed) and charged once. */
 static void given_up_pages_serve_the_next_claim(void)
@@ -915,6 +977,7 @@ int main(void)
     whole_buffer_taken_by_a_slice();
     given_up_pages_serve_the_next_claim();
     large_blocks_give_up_served_pages_in_eighths();
+    huge_pages_back_whole_claimed_spans_only();
     assembled_buffers_come_back_whole();
     the_pool_shrinks_when_claims_stop();
     copy_present();
