@@ -353,14 +353,18 @@ void fetcher_get_counters(fetcher *pool, fetcher_counters *out)
     pthread_mutex_unlock(&pool->lock);
 }
 
-static bool start_threads(pthread_t **threads, int *count, int wanted, void *(*main_fn)(void *), void *arg)
+/* Named threads: `top -H` and profiles tell fetching from storing. */
+static bool start_threads(pthread_t **threads, int *count, int wanted, void *(*main_fn)(void *), void *arg,
+                          const char *name)
 {
     *threads = calloc((size_t)(wanted > 0 ? wanted : 1), sizeof **threads);
     if (!*threads)
         return false;
-    for (; *count < wanted; (*count)++)
+    for (; *count < wanted; (*count)++) {
         if (pthread_create(&(*threads)[*count], NULL, main_fn, arg) != 0)
             return false;
+        (void)pthread_setname_np((*threads)[*count], name);
+    }
     return true;
 }
 
@@ -376,10 +380,11 @@ fetcher *fetcher_new(block_cache *cache, const fetcher_config *config)
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
     pthread_cond_init(&pool->stored, NULL);
-    bool ok = start_threads(&pool->threads, &pool->thread_count, config->threads, fetch_thread_main, pool);
+    bool ok = start_threads(&pool->threads, &pool->thread_count, config->threads, fetch_thread_main, pool,
+                            "hubfs-fetch");
     if (ok && config->store)
         ok = start_threads(&pool->store_threads, &pool->store_thread_count, config->store_threads,
-                           store_thread_main, pool);
+                           store_thread_main, pool, "hubfs-store");
     if (!ok) {
         fetcher_free(pool);
         return NULL;

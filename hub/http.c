@@ -447,6 +447,7 @@ hub_status hub_loop_start(hub_client *client, hub_error *err)
     if (pthread_create(&loop->thread, NULL, loop_main, client) != 0)
         return hub_fail(client, err, HUB_ERR_NO_MEMORY, 0, "cannot start the Hub client thread");
     loop->thread_started = true;
+    (void)pthread_setname_np(loop->thread, "hubfs-http");
     return HUB_OK;
 }
 
