@@ -585,7 +585,6 @@ static int fetch_tree(fs_namespace *names, fs_repo *repo, hub_tree *tree, bool *
         return 0;
     hub_status status = hub_list_tree(context->hub, &repo->hub, repo->commit, tree, &err);
     if (status == HUB_OK) {
-        log_listing_gaps(repo, tree);
         if (context->metadata_dir)
             repo_meta_save_tree(context->metadata_dir, &repo->hub, repo->commit, tree);
         return 0;
@@ -612,6 +611,7 @@ static int ensure_tree(fs_namespace *names, fs_repo *repo)
         bool from_metadata;
         error = fetch_tree(names, repo, &tree, &from_metadata);
         if (!error) {
+            log_listing_gaps(repo, &tree);   /* again on a remount: the kept listing has its gaps */
             pthread_mutex_lock(&names->lock);
             for (size_t i = 0; i < tree.count && !error; i++)
                 if (!add_tree_entry(names, repo, &tree.entries[i]))

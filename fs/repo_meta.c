@@ -217,19 +217,26 @@ static cJSON *entry_to_json(const hub_tree_entry *entry)
     return item;
 }
 
+/* What the listing left out, kept with its entries: a remount says so as the first mount did. */
+static bool add_listing_gaps(cJSON *object, const hub_tree *tree)
+{
+    if (tree->skipped && (!cJSON_AddNumberToObject(object, "skipped", (double)tree->skipped) ||
+                          !cJSON_AddStringToObject(object, "skipped_shown", tree->skipped_shown)))
+        return false;
+    return !tree->truncated[0] || cJSON_AddStringToObject(object, "truncated", tree->truncated);
+}
+
 int repo_meta_save_tree(const char *dir, const hub_repo *repo, const char *commit, const hub_tree *tree)
 {
-    cJSON *array = cJSON_CreateArray();
-    for (size_t i = 0; array && i < tree->count; i++) {
+    cJSON *object = cJSON_CreateObject();
+    cJSON *array = object ? cJSON_AddArrayToObject(object, "entries") : NULL;
+    bool ok = array && add_listing_gaps(object, tree);
+    for (size_t i = 0; ok && i < tree->count; i++) {
         cJSON *item = entry_to_json(&tree->entries[i]);
-        if (!item) {
-            cJSON_Delete(array);
-            return ENOMEM;
-        }
-        cJSON_AddItemToArray(array, item);
+        ok = item && cJSON_AddItemToArray(array, item);
     }
-    char *text = array ? cJSON_PrintUnformatted(array) : NULL;
-    cJSON_Delete(array);
+    char *text = ok ? cJSON_PrintUnformatted(object) : NULL;
+    cJSON_Delete(object);
     if (!text)
         return ENOMEM;
     char leaf[64];
@@ -276,14 +283,40 @@ static bool entry_from_json(const cJSON *item, hub_tree_entry *entry)
     return entry->path != NULL;
 }
 
+/* A string of the file into buf, printable ASCII only (it goes to the log as it is). */
+static void copy_printable(char *buf, size_t size, const cJSON *item)
+{
+    const char *from = cJSON_IsString(item) ? item->valuestring : "";
+    size_t n = 0;
+    for (; from[n] && n + 1 < size; n++)
+        buf[n] = from[n] >= 0x20 && from[n] < 0x7f ? from[n] : '?';
+    buf[n] = '\0';
+}
+
+static void load_listing_gaps(const cJSON *object, hub_tree *out)
+{
+    const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(object, "skipped");
+    if (cJSON_IsNumber(skipped) && skipped->valuedouble >= 1 && skipped->valuedouble < 1e15) {
+        out->skipped = (size_t)skipped->valuedouble;
+        copy_printable(out->skipped_shown, sizeof out->skipped_shown,
+                       cJSON_GetObjectItemCaseSensitive(object, "skipped_shown"));
+    }
+    copy_printable(out->truncated, sizeof out->truncated, cJSON_GetObjectItemCaseSensitive(object, "truncated"));
+}
+
 bool repo_meta_load_tree(const char *dir, const hub_repo *repo, const char *commit, hub_tree *out)
 {
     char leaf[64];
     snprintf(leaf, sizeof leaf, "tree-%.40s.json", commit);
     size_t len = 0;
     char *text = read_whole(dir, repo, leaf, MAX_TREE_JSON, &len);
-    cJSON *array = text ? cJSON_ParseWithLength(text, len) : NULL;
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
     free(text);
+    memset(out, 0, sizeof *out);
+    if (cJSON_IsObject(root))
+        load_listing_gaps(root, out);
+    /* A bare array: a cache written before the gaps were kept. */
+    const cJSON *array = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "entries") : root;
     bool ok = cJSON_IsArray(array);
     size_t count = ok ? (size_t)cJSON_GetArraySize(array) : 0;
     out->entries = calloc(count ? count : 1, sizeof *out->entries);
@@ -297,9 +330,11 @@ bool repo_meta_load_tree(const char *dir, const hub_repo *repo, const char *comm
         }
         out->count++;
     }
-    cJSON_Delete(array);
-    if (!ok)
+    cJSON_Delete(root);
+    if (!ok) {
         repo_meta_tree_free(out);
+        memset(out, 0, sizeof *out);
+    }
     return ok;
 }
 

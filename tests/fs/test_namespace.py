@@ -207,6 +207,50 @@ def test_times_are_the_commit_date_on_every_mount(hub, tmp_path):
     assert hub.log() == []
 
 
+def test_a_kept_file_list_keeps_its_gaps_and_older_ones_still_serve(hub, tmp_path):
+    """The file list a remount takes from the cache's metadata: one written before the gaps of
+    the listing were kept (a bare array) still serves without asking the Hub for the tree, and
+    the gaps it keeps reach the log as one printable line whatever the file says."""
+    repo = f"{ORG}/kept-list"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "config.json").write_text('{"v": 1}\n')
+    (source / "a.txt").write_text("a\n")
+    import_repo(hub.root, repo, str(source))
+    cache = str(tmp_path / "cache")
+    try:
+        with Mount(hub.hub_url, cache_dir=cache) as first:
+            assert sorted(os.listdir(os.path.join(first.path, repo))) == ["a.txt", "config.json"]
+        kept = [os.path.join(d, n) for d, _, ns in os.walk(cache) for n in ns if n.startswith("tree-")]
+        assert len(kept) == 1, kept
+        with open(kept[0]) as f:
+            entries = json.load(f)["entries"]
+        assert sorted(e["path"] for e in entries) == ["a.txt", "config.json"]
+
+        with open(kept[0], "w") as f:
+            json.dump(entries, f)                 # the older format
+        hub.clear_log()
+        with Mount(hub.hub_url, cache_dir=cache) as older:
+            assert sorted(os.listdir(os.path.join(older.path, repo))) == ["a.txt", "config.json"]
+            with open(os.path.join(older.path, repo, "a.txt")) as f:
+                assert f.read() == "a\n"
+            log = older.log_text()
+        assert [e["path"] for e in api_requests(hub)] == [f"/api/models/{repo}/revision/main"]
+        assert "file list incomplete" not in log
+
+        with open(kept[0], "w") as f:
+            json.dump({"entries": entries, "truncated": "more than 2 entries\nhubfs: forged line"}, f)
+        with Mount(hub.hub_url, cache_dir=cache) as gapped:
+            assert sorted(os.listdir(os.path.join(gapped.path, repo))) == ["a.txt", "config.json"]
+            log = gapped.log_text()
+        gaps = [line for line in log.splitlines() if "file list incomplete" in line]
+        assert gaps == [f"hubfs: {repo}@main: file list incomplete: entries past the first 2 left out "
+                        "(the list has more than 2 entries?hubfs: forged line)"], log
+        assert "\nhubfs: forged line" not in log
+    finally:
+        shutil.rmtree(repo_dir(hub.root, "model", repo))
+
+
 def test_a_remount_asks_the_hub_only_for_the_revision(hub, tmp_path):
     """A commit's file list never changes and an org with a repo pinned before exists: a remount
     on the same cache asks only which commit main is now, and still sees a new commit."""
