@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -643,6 +644,40 @@ static int directory_with_tree(fs_namespace *names, uint64_t ino, fs_node **dir_
     }
     *dir_out = dir;
     return 0;
+}
+
+/* Writes the name of the shard after `name` ("PREFIX-00002-of-00004SUFFIX", counters of one
+ * width) into out; false when name is no such shard or the last one. */
+static bool next_shard_name(const char *name, char *out, size_t size)
+{
+    const char *of = strstr(name, "-of-");
+    if (!of || of == name)
+        return false;
+    const char *digits = of;
+    while (digits > name && digits[-1] >= '0' && digits[-1] <= '9')
+        digits--;
+    size_t width = (size_t)(of - digits), total_width = strspn(of + 4, "0123456789");
+    if (width == 0 || width > 9 || total_width != width)
+        return false;
+    unsigned long index = strtoul(digits, NULL, 10), total = strtoul(of + 4, NULL, 10);
+    if (index + 1 > total)
+        return false;
+    int n = snprintf(out, size, "%.*s%0*lu%s", (int)(digits - name), name, (int)width, index + 1, of);
+    return n > 0 && (size_t)n < size;
+}
+
+remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino)
+{
+    remote_file *next = NULL;
+    pthread_mutex_lock(&names->lock);
+    fs_node *node = inode_table_find(&names->nodes, ino);
+    char name[NAME_MAX + 1];
+    if (node && node->kind == NODE_FILE && next_shard_name(node->name, name, sizeof name)) {
+        fs_node *sibling = find_child(names, node->parent, name);
+        next = sibling && sibling->kind == NODE_FILE ? sibling->file : NULL;
+    }
+    pthread_mutex_unlock(&names->lock);
+    return next;
 }
 
 int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_node **out)

@@ -81,6 +81,11 @@ fs_node *namespace_get(fs_namespace *names, uint64_t ino);
  * kernel. */
 int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_node **out);
 
+/* The shard after file ino's in a sharded checkpoint, in the same folder
+ * ("model-00002-of-00004.safetensors": "model-00003-of-00004.safetensors"); NULL when there is
+ * none. Counts no kernel reference (remote files live until unmount) and asks the Hub nothing. */
+remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino);
+
 /* The kernel dropped count references to ino (FUSE forget): a node nobody needs goes. */
 void namespace_forget(fs_namespace *names, uint64_t ino, uint64_t count);
 

@@ -66,6 +66,7 @@ struct open_file {
 typedef struct read_request read_request;
 
 static void fetch_header(remote_file *file, int depth);
+static void warm_next_shard(remote_file *reading);
 
 /* The part of a read that lies in one block. */
 typedef struct request_part {
@@ -110,6 +111,7 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
     planner_streams_init(&handle->streams);
     remote_file_opened(node->file);
     fetch_header(node->file, 0);
+    warm_next_shard(node->file);
     *out = handle;
     return 0;
 }
@@ -277,6 +279,25 @@ static planner_pattern *copy_pattern(fs_repo *repo)
     return copy;
 }
 
+/* A repo read whole has the shard after the one being read resolved and its head fetched now:
+ * a loader or `cat` goes through the shards one after the other, and each opening paid the
+ * /resolve round trip, the header's, and one per read of the first tensor's first 512 KiB (the
+ * evidence that it is read whole) before its read-ahead began: over the WAN profile 100-250 ms a
+ * shard, on the Hub (redirects, more distant) more. Within the budget, behind every other fetch;
+ * the shard's open finds its head in memory. */
+#define NEXT_SHARD_HEAD_BYTES (4u << 20)
+
+static void warm_next_shard(remote_file *reading)
+{
+    if (!reading->is_safetensors || !atomic_load(&reading->repo->bulk_reading))
+        return;
+    remote_file *next = namespace_next_shard(reading->context->names, reading->source.id);
+    uint64_t probe_end = next && next->repo == reading->repo ? remote_file_header_probe_end(next) : 0;
+    uint64_t head = next && next->source.size < NEXT_SHARD_HEAD_BYTES ? next->source.size : NEXT_SHARD_HEAD_BYTES;
+    if (probe_end)
+        schedule_range(next, 0, probe_end > head ? probe_end : head, FETCH_BACKGROUND, true, false);
+}
+
 static bool start_repo_bulk(remote_file *reading)
 {
     fs_context *context = reading->context;
@@ -308,8 +329,12 @@ static void schedule_plan(open_file *handle, const read_plan *plan)
     /* Once per repo: two readers racing here would each hand a window of every shard out. */
     if (plan->prefetch_count && !atomic_load(&file->repo->bulk_reading) &&
         remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS &&
-        !atomic_exchange(&file->repo->bulk_reading, true) && !start_repo_bulk(file))
-        atomic_store(&file->repo->bulk_reading, false);   /* no order yet: a later read tries again */
+        !atomic_exchange(&file->repo->bulk_reading, true)) {
+        if (start_repo_bulk(file))
+            warm_next_shard(file);
+        else
+            atomic_store(&file->repo->bulk_reading, false);   /* no order yet: a later read tries again */
+    }
     if (plan->ahead.end > plan->ahead.begin)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);
     if (plan->rest.end > plan->rest.begin)

@@ -522,19 +522,37 @@ void remote_file_learn_header(remote_file *file)
     take_header(file, header_end);
 }
 
+/* Whether the header is still to be fetched. The file's lock is held. */
+static bool header_unknown(const remote_file *file)
+{
+    /* A header too long to be planned with is left to its readers. */
+    return file->is_safetensors && !file->map && !file->map_failed && !file->not_safetensors &&
+           !file->header_fetching && file->source.size >= 8 && file->header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER;
+}
+
+static uint64_t header_fetch_end(const remote_file *file)
+{
+    uint64_t probe = file->context->planner.header_probe;
+    return file->header_end ? file->header_end : probe < file->source.size ? probe : file->source.size;
+}
+
 bool remote_file_header_fetch_start(remote_file *file, uint64_t *begin, uint64_t *end)
 {
     pthread_mutex_lock(&file->lock);
-    /* A header too long to be planned with is left to its readers. */
-    bool wanted = file->is_safetensors && !file->map && !file->map_failed && !file->not_safetensors &&
-                  !file->header_fetching && file->open_count && file->source.size >= 8 &&
-                  file->header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER;
-    uint64_t probe = file->context->planner.header_probe;
+    bool wanted = header_unknown(file) && file->open_count;
     *begin = 0;
-    *end = file->header_end ? file->header_end : probe < file->source.size ? probe : file->source.size;
+    *end = header_fetch_end(file);
     file->header_fetching = wanted;
     pthread_mutex_unlock(&file->lock);
     return wanted;
+}
+
+uint64_t remote_file_header_probe_end(remote_file *file)
+{
+    pthread_mutex_lock(&file->lock);
+    uint64_t end = header_unknown(file) && !file->open_count ? header_fetch_end(file) : 0;
+    pthread_mutex_unlock(&file->lock);
+    return end;
 }
 
 void remote_file_header_fetch_over(remote_file *file)

@@ -99,6 +99,9 @@ void remote_file_prefetch_refused(remote_file *file, plan_range range);
  * way: the bytes to fetch ([0, probe) first, then [0, header end)), and true; the caller must
  * call remote_file_header_fetch_over once they have arrived or failed. */
 bool remote_file_header_fetch_start(remote_file *file, uint64_t *begin, uint64_t *end);
+/* For a file nobody opened yet: the end of the header probe to fetch ahead of its opening; 0 when
+ * its header is known, being fetched, or it is no safetensors file. */
+uint64_t remote_file_header_probe_end(remote_file *file);
 void remote_file_header_fetch_over(remote_file *file);
 
 /* Plans a read with what the file knows (header end, tensor order), under the file's lock. */

@@ -37,11 +37,13 @@ from mount import HUBFS, Mount  # noqa: E402
 
 WIDE_REPO = "test-org/wide-llama"    # few, large tensors: slices and tensor-parallel loads
 DEEP_REPO = "test-org/deep-llama"    # 1,800 small tensors: headers longer than a 64 KiB probe
+SHARDED_REPO = "test-org/sharded-llama"   # 4 shards of ~45 MB, 1-17 MB tensors: read shard by shard
 GGUF_REPO = "test-org/llama-gguf"
 GGUF_FILE = "model-f16.gguf"
 # f16, so that safetensors' numpy framework can slice it; the slices are 0.5-2.8 MB.
 WIDE = dict(preset="small", layers=2, hidden=2048, intermediate=5632, shards=4, dtype="f16", seed=11)
 DEEP = dict(preset="tiny", layers=200, shards=2, seed=12)
+SHARDED = dict(preset="small", hidden=1024, intermediate=2816, shards=4, dtype="f16", seed=13)
 COLWISE = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
 ROWWISE = ("o_proj", "down_proj")
 VOCAB = ("embed_tokens", "lm_head")
@@ -88,7 +90,8 @@ def write_gguf(path, layers=20, hidden=512, intermediate=1408, vocab=8000, seed=
 def models(tmp_path_factory):
     gguf_dir = str(tmp_path_factory.mktemp("gguf-src"))
     write_gguf(os.path.join(gguf_dir, GGUF_FILE))
-    yield {WIDE_REPO: hubemu.cached_model(**WIDE), DEEP_REPO: hubemu.cached_model(**DEEP), GGUF_REPO: gguf_dir}
+    yield {WIDE_REPO: hubemu.cached_model(**WIDE), DEEP_REPO: hubemu.cached_model(**DEEP),
+           SHARDED_REPO: hubemu.cached_model(**SHARDED), GGUF_REPO: gguf_dir}
     shutil.rmtree(gguf_dir, ignore_errors=True)
 
 
@@ -453,6 +456,28 @@ def test_stats_report_per_repo_what_the_kernel_asked_and_what_was_fetched(hub, m
     assert wide_stats["bytes_fetched"] == fetched_bytes(log, WIDE_REPO), (wide_stats, fetched_by_file(log, WIDE_REPO))
     assert deep_stats["bytes_fetched"] == fetched_bytes(log, DEEP_REPO), (deep_stats, fetched_by_file(log, DEEP_REPO))
     assert stats["bytes_served"] == wide_stats["bytes_served"] + deep_stats["bytes_served"]
+
+
+def test_a_model_read_shard_by_shard_has_the_next_shards_head_ahead_of_its_open(hub, models):
+    """`cat` of a sharded model: once the reader is seen reading tensors whole, the next shard by
+    name is resolved and its first 4 MiB fetched while the current one is read, so that its open
+    and first reads wait for nothing; nothing of the shards after it, and no byte twice."""
+    model = models[SHARDED_REPO]
+    names = shard_names(model)
+    sizes = [os.path.getsize(os.path.join(model, n)) for n in names]
+    assert len(names) == 4 and min(sizes) > 4 << 20
+    with fresh_mount(hub) as m:
+        repo_dir = os.path.join(m.path, SHARDED_REPO)
+        for i, name in enumerate(names):
+            with open(os.path.join(repo_dir, name), "rb") as f, open(os.path.join(model, name), "rb") as src:
+                assert f.read() == src.read(), name
+            settle(m)
+            fetched = fetched_by_file(hub.log(), SHARDED_REPO)
+            report = request_listing(hub.log(), SHARDED_REPO)
+            assert [fetched.get(n, 0) for n in names[:i + 1]] == sizes[:i + 1], report
+            if i + 1 < len(names):
+                assert fetched.get(names[i + 1], 0) == 4 << 20, report   # before its open
+            assert all(fetched.get(n, 0) == 0 for n in names[i + 2:]), report
 
 
 def cached_bytes(path):
