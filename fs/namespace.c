@@ -646,9 +646,7 @@ static int directory_with_tree(fs_namespace *names, uint64_t ino, fs_node **dir_
     return 0;
 }
 
-/* Writes the name of the shard after `name` ("PREFIX-00002-of-00004SUFFIX", counters of one
- * width) into out; false when name is no such shard or the last one. */
-static bool next_shard_name(const char *name, char *out, size_t size)
+bool namespace_next_shard_name(const char *name, char *out, size_t size)
 {
     const char *of = strstr(name, "-of-");
     if (!of || of == name)
@@ -672,7 +670,7 @@ remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino)
     pthread_mutex_lock(&names->lock);
     fs_node *node = inode_table_find(&names->nodes, ino);
     char name[NAME_MAX + 1];
-    if (node && node->kind == NODE_FILE && next_shard_name(node->name, name, sizeof name)) {
+    if (node && node->kind == NODE_FILE && namespace_next_shard_name(node->name, name, sizeof name)) {
         fs_node *sibling = find_child(names, node->parent, name);
         next = sibling && sibling->kind == NODE_FILE ? sibling->file : NULL;
     }

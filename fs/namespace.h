@@ -81,6 +81,11 @@ fs_node *namespace_get(fs_namespace *names, uint64_t ino);
  * kernel. */
 int namespace_lookup(fs_namespace *names, uint64_t parent, const char *name, fs_node **out);
 
+/* Writes the name of the shard after `name` in a sharded checkpoint ("PREFIX-00002-of-00004SUFFIX",
+ * both counters of one width, at most 9 digits) into out; false when name is no such shard, the
+ * last one, or out is too small. */
+bool namespace_next_shard_name(const char *name, char *out, size_t size);
+
 /* The shard after file ino's in a sharded checkpoint, in the same folder
  * ("model-00002-of-00004.safetensors": "model-00003-of-00004.safetensors"); NULL when there is
  * none. Counts no kernel reference (remote files live until unmount) and asks the Hub nothing. */
