@@ -285,10 +285,11 @@ static void *map_lazily(void *at, size_t bytes, int flags)
 /* Claimed spans of whole 2 MiB pages are backed by transparent huge pages: one fault and one
  * zeroing per 2 MiB instead of 512, and the kernel pins them whole where the FUSE reply and the
  * disk cache's O_DIRECT write take them (a cold 3 GB cat: page faults 66k -> 25k, daemon CPU
- * 3-8 % less in alternating runs). Nowhere else: a huge page faulted in for a few claimed pages (or filled in later by
- * khugepaged around pages that stayed) makes up to 2 MiB resident that the budget never charged
- * (from_pretrained with huge pages everywhere: peak RSS 745 MiB at a 224 MiB budget). So a new
- * buffer opts out whatever the system's default, and pages given up opt out again. */
+ * 3-8 % less in alternating runs). Nowhere else: a huge page faulted in for a few claimed pages
+ * (or filled in later by khugepaged around pages that stayed) makes up to 2 MiB resident that
+ * the budget never charged (from_pretrained with huge pages everywhere: peak RSS 745 MiB at a
+ * 224 MiB budget). So a new buffer opts out whatever the system's default, and pages given up
+ * opt out again. */
 #define HUGE_PAGE_BYTES ((uintptr_t)2 << 20)
 
 static void advise_huge(const page_run *run)

@@ -293,9 +293,10 @@ static void warm_next_shard(remote_file *reading)
         return;
     remote_file *next = namespace_next_shard(reading->context->names, reading->source.id);
     uint64_t probe_end = next && next->repo == reading->repo ? remote_file_header_probe_end(next) : 0;
-    uint64_t head = next && next->source.size < NEXT_SHARD_HEAD_BYTES ? next->source.size : NEXT_SHARD_HEAD_BYTES;
-    if (probe_end)
-        schedule_range(next, 0, probe_end > head ? probe_end : head, FETCH_BACKGROUND, true, false);
+    if (!probe_end)
+        return;   /* no next shard, or its header is known or on its way (it was opened) */
+    uint64_t head = next->source.size < NEXT_SHARD_HEAD_BYTES ? next->source.size : NEXT_SHARD_HEAD_BYTES;
+    schedule_range(next, 0, probe_end > head ? probe_end : head, FETCH_BACKGROUND, true, false);
 }
 
 static bool start_repo_bulk(remote_file *reading)

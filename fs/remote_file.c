@@ -527,7 +527,8 @@ static bool header_unknown(const remote_file *file)
 {
     /* A header too long to be planned with is left to its readers. */
     return file->is_safetensors && !file->map && !file->map_failed && !file->not_safetensors &&
-           !file->header_fetching && file->source.size >= 8 && file->header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER;
+           !file->header_fetching && file->source.size >= 8 &&
+           file->header_end <= 8 + (uint64_t)TENSOR_MAP_MAX_HEADER;
 }
 
 static uint64_t header_fetch_end(const remote_file *file)

@@ -301,7 +301,8 @@ static void load_listing_gaps(const cJSON *object, hub_tree *out)
         copy_printable(out->skipped_shown, sizeof out->skipped_shown,
                        cJSON_GetObjectItemCaseSensitive(object, "skipped_shown"));
     }
-    copy_printable(out->truncated, sizeof out->truncated, cJSON_GetObjectItemCaseSensitive(object, "truncated"));
+    copy_printable(out->truncated, sizeof out->truncated,
+                   cJSON_GetObjectItemCaseSensitive(object, "truncated"));
 }
 
 bool repo_meta_load_tree(const char *dir, const hub_repo *repo, const char *commit, hub_tree *out)

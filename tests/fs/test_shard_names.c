@@ -13,7 +13,8 @@ static void check_next(const char *name, const char *expected)
     bool found = namespace_next_shard_name(name, out, sizeof out);
     bool right = found == (expected != NULL) && (!found || strcmp(out, expected) == 0);
     if (!right)
-        fprintf(stderr, "after %s: %s, expected %s\n", name, found ? out : "none", expected ? expected : "none");
+        fprintf(stderr, "after %s: %s, expected %s\n", name, found ? out : "none",
+                expected ? expected : "none");
     CHECK(right);
 }
 
