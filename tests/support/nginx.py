@@ -56,12 +56,20 @@ class NginxProcess:
                                          env=self.env, start_new_session=True)
         _live.add(self)
         deadline = time.time() + timeout
-        while not os.path.exists(self.pid_file) or os.path.getsize(self.pid_file) == 0:
+        while not self._pid_written():
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.argv[0]} did not start: {self.stderr_text()[-2000:]}")
             time.sleep(0.02)
         return self
+
+    def _pid_written(self):
+        """`nginx -t` (run by scripts/cluster-cache.sh before it execs nginx) leaves an empty pid
+        file that the script then removes, so the file can vanish between two looks at it."""
+        try:
+            return os.path.getsize(self.pid_file) > 0
+        except FileNotFoundError:
+            return False
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
