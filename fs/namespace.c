@@ -646,7 +646,14 @@ static int directory_with_tree(fs_namespace *names, uint64_t ino, fs_node **dir_
     return 0;
 }
 
-bool namespace_next_shard_name(const char *name, char *out, size_t size)
+/* "PREFIX-00002-of-00004SUFFIX": where the counter starts, its width and both numbers. */
+typedef struct shard_name {
+    const char *digits, *of;
+    int width;
+    unsigned long index, total;
+} shard_name;
+
+static bool parse_shard_name(const char *name, shard_name *out)
 {
     const char *of = strstr(name, "-of-");
     if (!of || of == name)
@@ -657,20 +664,30 @@ bool namespace_next_shard_name(const char *name, char *out, size_t size)
     size_t width = (size_t)(of - digits), total_width = strspn(of + 4, "0123456789");
     if (width == 0 || width > 9 || total_width != width)
         return false;
-    unsigned long index = strtoul(digits, NULL, 10), total = strtoul(of + 4, NULL, 10);
-    if (index + 1 > total)
+    *out = (shard_name){digits, of, (int)width, strtoul(digits, NULL, 10), strtoul(of + 4, NULL, 10)};
+    return true;
+}
+
+bool namespace_next_shard_name(const char *name, char *out, size_t size)
+{
+    shard_name shard;
+    if (!parse_shard_name(name, &shard) || shard.index + 1 > shard.total)
         return false;
-    int n = snprintf(out, size, "%.*s%0*lu%s", (int)(digits - name), name, (int)width, index + 1, of);
+    int n = snprintf(out, size, "%.*s%0*lu%s", (int)(shard.digits - name), name, shard.width, shard.index + 1,
+                     shard.of);
     return n > 0 && (size_t)n < size;
 }
 
-remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino)
+remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino, bool *is_first)
 {
     remote_file *next = NULL;
+    *is_first = false;
     pthread_mutex_lock(&names->lock);
     fs_node *node = inode_table_find(&names->nodes, ino);
     char name[NAME_MAX + 1];
+    shard_name shard;
     if (node && node->kind == NODE_FILE && namespace_next_shard_name(node->name, name, sizeof name)) {
+        *is_first = parse_shard_name(node->name, &shard) && shard.index <= 1;
         fs_node *sibling = find_child(names, node->parent, name);
         next = sibling && sibling->kind == NODE_FILE ? sibling->file : NULL;
     }

@@ -88,8 +88,9 @@ bool namespace_next_shard_name(const char *name, char *out, size_t size);
 
 /* The shard after file ino's in a sharded checkpoint, in the same folder
  * ("model-00002-of-00004.safetensors": "model-00003-of-00004.safetensors"); NULL when there is
- * none. Counts no kernel reference (remote files live until unmount) and asks the Hub nothing. */
-remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino);
+ * none. *is_first: file ino is the checkpoint's first shard. Counts no kernel reference (remote
+ * files live until unmount) and asks the Hub nothing. */
+remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino, bool *is_first);
 
 /* The kernel dropped count references to ino (FUSE forget): a node nobody needs goes. */
 void namespace_forget(fs_namespace *names, uint64_t ino, uint64_t count);

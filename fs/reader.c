@@ -284,18 +284,23 @@ static planner_pattern *copy_pattern(fs_repo *repo)
  * /resolve round trip, the header's, and one per read of the first tensor's first 512 KiB (the
  * evidence that it is read whole) before its read-ahead began: over the WAN profile 100-250 ms a
  * shard, on the Hub (redirects, more distant) more. Within the budget, behind every other fetch;
- * the shard's open finds its head in memory. */
+ * the shard's open finds its head in memory. Only along a run of shards from the first: one
+ * shard read whole by itself (a `cat` of the third) is no sign that the fourth comes next. */
 #define NEXT_SHARD_HEAD_BYTES (4u << 20)
 
 static void warm_next_shard(remote_file *reading)
 {
     if (!reading->is_safetensors || !atomic_load(&reading->repo->bulk_reading))
         return;
-    remote_file *next = namespace_next_shard(reading->context->names, reading->source.id);
-    uint64_t probe_end = next && next->repo == reading->repo ? remote_file_header_probe_end(next) : 0;
+    bool reading_first;
+    remote_file *next = namespace_next_shard(reading->context->names, reading->source.id, &reading_first);
+    if (!next || next->repo != reading->repo || !(reading_first || atomic_load(&reading->head_warmed)))
+        return;
+    uint64_t probe_end = remote_file_header_probe_end(next);
     if (!probe_end)
-        return;   /* no next shard, or its header is known or on its way (it was opened) */
+        return;   /* its header is known or on its way (it was opened) */
     uint64_t head = next->source.size < NEXT_SHARD_HEAD_BYTES ? next->source.size : NEXT_SHARD_HEAD_BYTES;
+    atomic_store(&next->head_warmed, true);
     schedule_range(next, 0, probe_end > head ? probe_end : head, FETCH_BACKGROUND, true, false);
 }
 
@@ -327,14 +332,19 @@ static bool start_repo_bulk(remote_file *reading)
 static void schedule_plan(open_file *handle, const read_plan *plan)
 {
     remote_file *file = handle->file;
-    /* Once per repo: two readers racing here would each hand a window of every shard out. */
-    if (plan->prefetch_count && !atomic_load(&file->repo->bulk_reading) &&
-        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS &&
-        !atomic_exchange(&file->repo->bulk_reading, true)) {
-        if (start_repo_bulk(file))
+    /* Once per repo: two readers racing here would each hand a window of every shard out. A
+     * start put off for want of an order is tried again at every read until the order shows:
+     * reads that plan a prefetch can be few (one in a shard `cat` read, before its order was
+     * known), and the next shard's head then came only at its open. */
+    fs_repo *repo = file->repo;
+    if ((plan->prefetch_count || atomic_load(&repo->bulk_deferred)) && !atomic_load(&repo->bulk_reading) &&
+        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS && !atomic_exchange(&repo->bulk_reading, true)) {
+        bool started = start_repo_bulk(file);
+        atomic_store(&repo->bulk_deferred, !started);
+        if (started)
             warm_next_shard(file);
         else
-            atomic_store(&file->repo->bulk_reading, false);   /* no order yet: a later read tries again */
+            atomic_store(&repo->bulk_reading, false);
     }
     if (plan->ahead.end > plan->ahead.begin)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);

@@ -11,6 +11,7 @@
 #include "tensor_map.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct remote_file {
     fs_context *context;
@@ -19,6 +20,8 @@ typedef struct remote_file {
     block_source source;         /* id, size, context = this */
     char etag[80];
     bool is_safetensors;
+    /* Its head was fetched ahead of its open: the shard before it was read whole (reader.c). */
+    atomic_bool head_warmed;
 
     pthread_mutex_t lock;        /* guards everything below */
     hub_file *handle;

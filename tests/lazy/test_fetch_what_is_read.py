@@ -483,6 +483,20 @@ def test_a_model_read_shard_by_shard_has_the_next_shards_head_ahead_of_its_open(
             assert all(fetched.get(n, 0) == 0 for n in names[i + 2:]), report
 
 
+def test_one_shard_read_whole_by_itself_fetches_nothing_of_the_next(hub, models):
+    """`cat` of the third shard alone is no run of shards from the first: the fourth stays
+    unfetched (it would cost 4 MiB nobody reads)."""
+    model = models[SHARDED_REPO]
+    names = shard_names(model)
+    with fresh_mount(hub) as m:
+        with open(os.path.join(m.path, SHARDED_REPO, names[2]), "rb") as f, \
+                open(os.path.join(model, names[2]), "rb") as src:
+            assert f.read() == src.read()
+        settle(m)
+        fetched = fetched_by_file(hub.log(), SHARDED_REPO)
+    assert fetched == {names[2]: os.path.getsize(os.path.join(model, names[2]))}, fetched
+
+
 def cached_bytes(path):
     return int(os.getxattr(path, "user.hubfs.cached_bytes"))
 
