@@ -226,11 +226,11 @@ def test_offline_reads_what_is_cached_and_says_what_is_not(hub, tmp_path):
 @pytest.mark.skipif(SANITIZED, reason="a time comparison; under a sanitizer it measures the sanitizer "
                     "(the suite's plain run makes it)")
 def test_the_wan_load_is_no_slower_than_through_a_mount(hub, tmp_path):
-    """Each with an empty cache, best of three (the machine is shared: the best run is the one
+    """Each with an empty cache, best of five (the machine is shared: the best run is the one
     least disturbed)."""
     hub.config(**WAN)
     direct, through_mount = [], []
-    for run in range(3):
+    for run in range(5):
         there, mounted = tmp_path / f"hf{run}.safetensors", tmp_path / f"mounted{run}.safetensors"
         started = time.monotonic()
         ok(hubfs(hub, tmp_path / f"home{run}", "load", f"hf://{REPO}", "--tp", WORLD, "--rank", RANK,
@@ -243,9 +243,10 @@ def test_the_wan_load_is_no_slower_than_through_a_mount(hub, tmp_path):
         assert same_file(there, mounted)
     print(f"hf:// {min(direct):.2f} s (of {direct}), mount {min(through_mount):.2f} s (of {through_mount})")
     # Since the mount pushes what it holds into the page cache, reading through it costs about
-    # what the direct path does for a model this small (0.36-0.40 s each): within noise, hf://
-    # must not be slower.
-    assert min(direct) <= 1.15 * min(through_mount)
+    # what the direct path does for a model this small (0.30-0.40 s each): within noise, hf://
+    # must not be slower. The noise: with the suite running two tests at once, a best of three
+    # was once 0.40 s direct against 0.32 s through the mount (both 0.30-0.31 s when idle).
+    assert min(direct) <= 1.15 * min(through_mount) + 0.05
 
 
 # ---- the persistent cache, shared with mounts and huggingface_hub --------------------------------
