@@ -668,14 +668,19 @@ static bool parse_shard_name(const char *name, shard_name *out)
     return true;
 }
 
+static bool format_next_shard_name(const char *name, const shard_name *shard, char *out, size_t size)
+{
+    if (shard->index + 1 > shard->total)
+        return false;
+    int n = snprintf(out, size, "%.*s%0*lu%s", (int)(shard->digits - name), name, shard->width, shard->index + 1,
+                     shard->of);
+    return n > 0 && (size_t)n < size;
+}
+
 bool namespace_next_shard_name(const char *name, char *out, size_t size)
 {
     shard_name shard;
-    if (!parse_shard_name(name, &shard) || shard.index + 1 > shard.total)
-        return false;
-    int n = snprintf(out, size, "%.*s%0*lu%s", (int)(shard.digits - name), name, shard.width, shard.index + 1,
-                     shard.of);
-    return n > 0 && (size_t)n < size;
+    return parse_shard_name(name, &shard) && format_next_shard_name(name, &shard, out, size);
 }
 
 remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino, bool *is_first)
@@ -686,8 +691,9 @@ remote_file *namespace_next_shard(fs_namespace *names, uint64_t ino, bool *is_fi
     fs_node *node = inode_table_find(&names->nodes, ino);
     char name[NAME_MAX + 1];
     shard_name shard;
-    if (node && node->kind == NODE_FILE && namespace_next_shard_name(node->name, name, sizeof name)) {
-        *is_first = parse_shard_name(node->name, &shard) && shard.index <= 1;
+    if (node && node->kind == NODE_FILE && parse_shard_name(node->name, &shard) &&
+        format_next_shard_name(node->name, &shard, name, sizeof name)) {
+        *is_first = shard.index <= 1;
         fs_node *sibling = find_child(names, node->parent, name);
         next = sibling && sibling->kind == NODE_FILE ? sibling->file : NULL;
     }
