@@ -1,6 +1,8 @@
 /* fetcher.c — per-file queues of claimed runs, served round robin by priority; a FIFO of stores. */
 #include "fetcher.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 typedef struct job {
     page_run run;
+    int64_t queued_ns;           /* stores: when it joined the queue */
     struct job *next;
 } job;
 
@@ -185,6 +188,7 @@ static void queue_store(fetcher *pool, const page_run *run)
         return;
     }
     item->run = *run;
+    item->queued_ns = monotonic_ns();
     pthread_mutex_lock(&pool->lock);
     list_push(&pool->stores, item);
     pool->counters.stores_queued++;
@@ -192,11 +196,29 @@ static void queue_store(fetcher *pool, const page_run *run)
     pthread_mutex_unlock(&pool->lock);
 }
 
+/* Whether the disk keeps up with the network: no store has waited in the queue longer than the
+ * lag allowed. Each run waiting there keeps its pages in memory, out of read-ahead's reach, so a
+ * disk far slower than the network (a cloud volume of 125-250 MB/s behind a 10 Gbit/s link)
+ * would set the pace of every cold read; runs fetched meanwhile are not stored (counted), and the
+ * next read of them fetches them again. */
+static bool disk_keeps_up(fetcher *pool, const page_run *run)
+{
+    if (pool->config.store_lag_max_ns <= 0)
+        return true;
+    int64_t now = monotonic_ns();
+    pthread_mutex_lock(&pool->lock);
+    bool keeps_up = !pool->stores.head || now - pool->stores.head->queued_ns <= pool->config.store_lag_max_ns;
+    if (!keeps_up)
+        pool->counters.stores_skipped_bytes += block_run_length(run);
+    pthread_mutex_unlock(&pool->lock);
+    return keeps_up;
+}
+
 static void run_job(fetcher *pool, job *item)
 {
     bool from_network = false;
     int error = pool->config.load(block_source_of(item->run.blk)->context, &item->run, &from_network);
-    bool store = !error && from_network && pool->config.store;
+    bool store = !error && from_network && pool->config.store && disk_keeps_up(pool, &item->run);
     if (store)   /* pinned before completing: the pages must stay while they are written */
         queue_store(pool, &item->run);
     block_cache_complete(pool->cache, &item->run, error);

@@ -29,6 +29,11 @@
 #define FUSE_IDLE_THREADS 16
 #define FUSE_MAX_THREADS 64
 #define STORE_THREADS 4   /* the persistent cache syncs each run: overlap them */
+/* How far the persistent cache may fall behind the network (fetcher.h). On this VM's disk, shared
+ * with the bench's server reading the model, a cold loopback read of 3 GB kept its oldest queued
+ * store under 250 ms (100 ms was exceeded); behind a disk throttled to 150 MB/s it grew without
+ * bound and the read went at the disk's pace, 2x slower. */
+#define STORE_LAG_MAX_NS INT64_C(500000000)
 /* What the first read of a safetensors file fetches: most headers fit, so inspecting a model
  * costs one round trip per shard. */
 #define SAFETENSORS_HEADER_PROBE (64u << 10)
@@ -140,6 +145,7 @@ static int build_context(fs_context *context, startup *s)
     if (context->disk) {
         fetch.store = remote_file_store_run;
         fetch.store_threads = STORE_THREADS;
+        fetch.store_lag_max_ns = STORE_LAG_MAX_NS;
     }
     context->fetch_pool = context->blocks ? fetcher_new(context->blocks, &fetch) : NULL;
     context->names = namespace_new(context);

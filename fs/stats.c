@@ -45,6 +45,7 @@ static void add_fetches(cJSON *root, const fetcher_counters *fetches)
     add_number(root, "bytes_queued_background", fetches->queued_bytes[FETCH_BACKGROUND]);
     add_number(root, "runs_running", fetches->running);
     add_number(root, "runs_promoted", fetches->promoted);
+    add_number(root, "disk_store_skipped_bytes", fetches->stores_skipped_bytes);
 }
 
 char *stats_render_json(const fs_stats *stats, const block_cache_counters *memory, const fetcher_counters *fetches,

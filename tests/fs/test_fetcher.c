@@ -1,7 +1,7 @@
 /* The fetch scheduler: a file whose loads hang cannot take every thread from the others;
  * DEMAND runs overtake read-ahead, files take turns, a promoted run goes first; only runs from
- * the network are stored, and their block stays pinned meanwhile; stopping cancels what is
- * queued. Waits have deadlines: a scheduler that starves a run fails a check, never hangs. */
+ * the network are stored, and their block stays pinned meanwhile, unless the disk lags too far
+ * behind; stopping cancels what is queued. Waits have deadlines: a scheduler that starves a run fails a check, never hangs. */
 #include "blocks.h"
 #include "check.h"
 #include "fetcher.h"
@@ -461,6 +461,51 @@ static void stores_keep_their_block(void)
     gate_destroy(&store_hold);
 }
 
+/* A disk far behind the network: a run completed while the oldest queued store has waited longer
+ * than the lag allowed is not stored (its bytes counted), so that no reader waits for the disk;
+ * once the queue moves again, runs are stored again. */
+static void a_lagging_disk_is_not_waited_for(void)
+{
+    journal_reset();
+    block_cache *cache = block_cache_new(64 * BS, BS);
+    gate store_hold;
+    gate_init(&store_hold);
+    pthread_mutex_lock(&journal.lock);
+    journal.store_hold = &store_hold;
+    pthread_mutex_unlock(&journal.lock);
+    fake_file a;
+    fake_file_init(&a, 81, NULL);
+    a.network = true;
+    fetcher_config config = {.threads = 2, .per_file_cap = 2, .load = fake_load, .store = fake_store,
+                             .store_threads = 1, .store_lag_max_ns = 50 * 1000 * 1000};
+    fetcher *pool = fetcher_new(cache, &config);
+    CHECK(pool != NULL);
+
+    pending_read read;
+    for (uint64_t index = 0; index < 2; index++) {   /* stored: the queue is young */
+        start_read(cache, pool, &a, index, 0, 4, FETCH_DEMAND, &read);
+        CHECK_EQ_INT(finish_read(cache, &read), 0);
+    }
+    struct timespec pause = {.tv_nsec = 120 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    start_read(cache, pool, &a, 2, 0, 4, FETCH_DEMAND, &read);   /* the disk lags: not stored */
+    CHECK_EQ_INT(finish_read(cache, &read), 0);
+    CHECK_EQ_INT(counters_of(pool).stores_skipped_bytes, 4 * PAGE);
+
+    gate_open(&store_hold);
+    CHECK(journal_wait(&journal.store_count, 2));
+    start_read(cache, pool, &a, 3, 0, 4, FETCH_DEMAND, &read);   /* caught up: stored again */
+    CHECK_EQ_INT(finish_read(cache, &read), 0);
+    CHECK(journal_wait(&journal.store_count, 3));
+    fetcher_free(pool);
+    CHECK_EQ_INT(journal.store_count, 3);
+    CHECK_EQ_INT(journal.wrong_stores, 0);
+    for (int i = 0; i < journal.store_count; i++)
+        CHECK(journal.stored[i].file == 81 && journal.stored[i].index != 2);
+    block_cache_free(cache);
+    gate_destroy(&store_hold);
+}
+
 static void *free_pool_main(void *pool)
 {
     fetcher_free(pool);
@@ -507,6 +552,7 @@ int main(void)
     files_take_turns();
     promoted_runs_go_first();
     stores_keep_their_block();
+    a_lagging_disk_is_not_waited_for();
     stopping_cancels_queued_runs();
     return check_finish("test_fetcher");
 }
