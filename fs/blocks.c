@@ -936,6 +936,14 @@ uint64_t block_cache_present_bytes(block_cache *cache, uint64_t source_id, uint6
     return bytes;
 }
 
+uint64_t block_cache_bytes_over_budget(block_cache *cache)
+{
+    pthread_mutex_lock(&cache->lock);
+    uint64_t over = cache->counters.memory_used > cache->budget ? cache->counters.memory_used - cache->budget : 0;
+    pthread_mutex_unlock(&cache->lock);
+    return over;
+}
+
 void block_cache_get_counters(block_cache *cache, block_cache_counters *out)
 {
     pthread_mutex_lock(&cache->lock);

@@ -145,6 +145,9 @@ size_t block_length(const block *blk);
 uint64_t block_index(const block *blk);
 const block_source *block_source_of(const block *blk);
 
+/* How far memory_used exceeds the budget (readers' claims went past it: nothing was evictable). */
+uint64_t block_cache_bytes_over_budget(block_cache *cache);
+
 void block_cache_get_counters(block_cache *cache, block_cache_counters *out);
 
 #endif

@@ -196,15 +196,50 @@ static void queue_store(fetcher *pool, const page_run *run)
     pthread_mutex_unlock(&pool->lock);
 }
 
+/* Gives up the oldest stores not yet begun, at least bytes of them or all (their runs were
+ * fetched; the disk just won't have them): their blocks may go. Returns the bytes given up. */
+static uint64_t drop_queued_stores(fetcher *pool, uint64_t bytes)
+{
+    job *dropped = NULL, **tail = &dropped;
+    uint64_t given_up = 0;
+    pthread_mutex_lock(&pool->lock);
+    while (given_up < bytes && pool->stores.head) {
+        job *item = list_pop(&pool->stores);
+        pool->counters.stores_queued--;
+        pool->counters.stores_skipped_bytes += block_run_length(&item->run);
+        given_up += block_run_length(&item->run);
+        *tail = item;
+        tail = &item->next;
+    }
+    *tail = NULL;
+    pthread_mutex_unlock(&pool->lock);
+    for (job *item = dropped, *next; item; item = next) {
+        next = item->next;
+        block_cache_put(pool->cache, item->run.blk);
+        free(item);
+    }
+    return given_up;
+}
+
 /* Whether the disk keeps up with the network: no store has waited in the queue longer than the
- * lag allowed. Each run waiting there keeps its pages in memory, out of read-ahead's reach, so a
- * disk far slower than the network (a cloud volume of 125-250 MB/s behind a 10 Gbit/s link)
- * would set the pace of every cold read; runs fetched meanwhile are not stored (counted), and the
- * next read of them fetches them again. */
+ * lag allowed, and the memory cache is within its budget. Each run waiting there keeps its pages
+ * in memory, out of read-ahead's reach and out of eviction's, so a disk far slower than the
+ * network (a cloud volume of 125-250 MB/s behind a 10 Gbit/s link) would set the pace of every
+ * cold read, and readers' claims, never refused, would take the memory past its budget (8 ranks
+ * loading at once: 640-840 MiB of a 224 MiB budget). Runs fetched meanwhile are not stored, and
+ * over the budget as many queued ones are given up as it is over, the run itself when they were
+ * too few (counted); the next read of them fetches them again. */
 static bool disk_keeps_up(fetcher *pool, const page_run *run)
 {
     if (pool->config.store_lag_max_ns <= 0)
         return true;
+    uint64_t over_budget = block_cache_bytes_over_budget(pool->cache);
+    if (over_budget && drop_queued_stores(pool, over_budget) < over_budget) {
+        pthread_mutex_lock(&pool->lock);
+        pool->counters.stores_skipped_bytes += block_run_length(run);
+        pthread_mutex_unlock(&pool->lock);
+        return false;
+    }
     int64_t now = monotonic_ns();
     pthread_mutex_lock(&pool->lock);
     bool keeps_up = !pool->stores.head || now - pool->stores.head->queued_ns <= pool->config.store_lag_max_ns;

@@ -32,8 +32,9 @@ typedef struct fetcher_config {
     int threads;
     int per_file_cap;            /* runs of one file running at once */
     int store_threads;           /* 0 with no store function */
-    /* A run completed while the oldest queued store has waited longer than this is not stored
-     * (the disk is far behind the network); 0: every run from the network is. */
+    /* A run completed while the oldest queued store has waited longer than this, or while the
+     * block cache is over its budget, is not stored (the disk is far behind the network); 0:
+     * every run from the network is. */
     int64_t store_lag_max_ns;
     run_load_fn load;
     run_store_fn store;          /* NULL: nothing is stored */

@@ -43,7 +43,7 @@ void fs_options_print_help(FILE *out)
           "                        like local files: no per-read verification, no --trace-reads lines)\n"
           "  --memory-budget SIZE  memory for read-ahead, prefetch and cached blocks, all files\n"
           "                        together; what the kernel's page cache holds is not kept twice\n"
-          "                        (default 224M, or 4 blocks if larger: the daemon stays under 256 MiB;\n"
+          "                        (default 208M, or 4 blocks if larger: the daemon stays under 256 MiB;\n"
           "                        more lets a loader that reads a model in its own order have more\n"
           "                        of it prefetched)\n"
           "  --block-size SIZE     unit of the memory cache's bookkeeping (default 8M); reads fetch\n"
@@ -243,8 +243,11 @@ static void set_defaults(fs_options *o)
     o->disk_cache_enabled = true;
     o->passthrough = true;
     /* Everything in flight and ahead of readers, with the daemon under 256 MiB in all: pages the
-     * kernel was served are not kept, hints and prefetch windows are shares of it. */
-    o->memory_budget = 224 * MIB;
+     * kernel was served are not kept, hints and prefetch windows are shares of it. The rest of
+     * the daemon takes 30-48 MiB more (libraries, FUSE threads' stacks and buffers, malloc
+     * arenas, curl's buffers), the most with 8 ranks loading at once: at 216 MiB they peaked at
+     * 257-263 MiB, at 224 MiB from_pretrained at 262-265 MiB. */
+    o->memory_budget = 208 * MIB;
     o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
     /* Ranges in flight: a CDN connection carries ~50 MB/s after tens of ms, so a shard read

@@ -87,6 +87,7 @@ static struct {
     run_id stored[JOURNAL_MAX];
     int store_count;
     int wrong_stores;
+    int stores_entered;          /* stores begun, held or not */
     gate *store_hold;
 } journal = {.lock = PTHREAD_MUTEX_INITIALIZER, .moved = PTHREAD_COND_INITIALIZER};
 
@@ -98,7 +99,7 @@ static run_id id_of(const page_run *run)
 static void journal_reset(void)
 {
     pthread_mutex_lock(&journal.lock);
-    journal.start_count = journal.store_count = journal.wrong_stores = 0;
+    journal.start_count = journal.store_count = journal.wrong_stores = journal.stores_entered = 0;
     journal.store_hold = NULL;
     pthread_mutex_unlock(&journal.lock);
 }
@@ -147,6 +148,8 @@ static void fake_store(void *context, const page_run *run)
     (void)context;
     pthread_mutex_lock(&journal.lock);
     gate *hold = journal.store_hold;
+    journal.stores_entered++;
+    pthread_cond_broadcast(&journal.moved);
     pthread_mutex_unlock(&journal.lock);
     if (hold)
         gate_pass(hold);
@@ -506,6 +509,49 @@ static void a_lagging_disk_is_not_waited_for(void)
     gate_destroy(&store_hold);
 }
 
+/* Readers' claims, never refused, took the memory cache past its budget (what waits for the disk
+ * cannot be evicted): the stores not yet begun are given up, and a run completed then is not kept
+ * for the disk either. */
+static void an_overfull_memory_cache_is_not_held_for_the_disk(void)
+{
+    journal_reset();
+    block_cache *cache = block_cache_new(BS, BS);
+    gate store_hold;
+    gate_init(&store_hold);
+    pthread_mutex_lock(&journal.lock);
+    journal.store_hold = &store_hold;
+    pthread_mutex_unlock(&journal.lock);
+    fake_file a;
+    fake_file_init(&a, 91, NULL);
+    a.network = true;
+    fetcher_config config = {.threads = 2, .per_file_cap = 2, .load = fake_load, .store = fake_store,
+                             .store_threads = 1, .store_lag_max_ns = 3600 * INT64_C(1000000000)};
+    fetcher *pool = fetcher_new(cache, &config);
+    CHECK(pool != NULL);
+    pending_read read;
+    start_read(cache, pool, &a, 0, 0, 4, FETCH_DEMAND, &read);    /* being stored, held */
+    CHECK_EQ_INT(finish_read(cache, &read), 0);
+    CHECK(journal_wait(&journal.stores_entered, 1));
+    start_read(cache, pool, &a, 0, 8, 12, FETCH_DEMAND, &read);   /* queued behind it */
+    CHECK_EQ_INT(finish_read(cache, &read), 0);
+    CHECK_EQ_INT(counters_of(pool).stores_queued, 1);
+    start_read(cache, pool, &a, 1, 0, 16, FETCH_DEMAND, &read);   /* a whole budget more */
+    CHECK_EQ_INT(finish_read(cache, &read), 0);
+    fetcher_counters c = counters_of(pool);
+    CHECK_EQ_INT(c.stores_skipped_bytes, (4 + 16) * PAGE);
+    CHECK_EQ_INT(c.stores_queued, 0);
+    gate_open(&store_hold);
+    fetcher_free(pool);
+    CHECK(journal.store_count == 1 && journal.stored[0].file == 91 && journal.stored[0].index == 0 &&
+          journal.stored[0].first_page == 0);
+    /* Nothing holds block 0 any more: a claim that needs the room evicts it. */
+    load_block(cache, &a, 2);
+    uint8_t byte;
+    CHECK(!block_cache_copy_present(cache, 91, 0, 0, 1, &byte));
+    block_cache_free(cache);
+    gate_destroy(&store_hold);
+}
+
 static void *free_pool_main(void *pool)
 {
     fetcher_free(pool);
@@ -553,6 +599,7 @@ int main(void)
     promoted_runs_go_first();
     stores_keep_their_block();
     a_lagging_disk_is_not_waited_for();
+    an_overfull_memory_cache_is_not_held_for_the_disk();
     stopping_cancels_queued_runs();
     return check_finish("test_fetcher");
 }

@@ -202,7 +202,7 @@ def test_stats(hub, mnt):
     assert stats["requests"] >= 1 and stats["pages_in_flight"] == 0
     assert stats["memory_misses"] >= 1 and stats["disk_misses"] >= 1
     # Blocks the kernel was served whole are not kept (its page cache has them).
-    assert 0 <= stats["memory_used"] <= stats["memory_budget"] == 224 * MIB
+    assert 0 <= stats["memory_used"] <= stats["memory_budget"] == 208 * MIB
     repo = stats["repos"][f"{TINY_REPO}@main"]
     assert repo["reads"] >= 1 and repo["bytes_fetched"] == stats["bytes_fetched"]
     # What the kernel was answered is the file, once (the page cache keeps it afterwards).

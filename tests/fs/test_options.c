@@ -118,7 +118,7 @@ static void default_cache_dir_follows_hf_home(void)
     CHECK_EQ_INT(fs_options_parse(2, argv, false, &o, error, sizeof error), 0);
     CHECK(o.cache_dir && strcmp(o.cache_dir, "/srv/hf/hubfs") == 0);
     CHECK_EQ_INT(o.block_size, 8 * MIB);
-    CHECK_EQ_INT(o.memory_budget, 224 * MIB);
+    CHECK_EQ_INT(o.memory_budget, 208 * MIB);
     CHECK_EQ_INT(o.threads, 32);
     fs_options_clear(&o);
 }
