@@ -406,16 +406,32 @@ static void load_block(block_cache *cache, fake_file *file, uint64_t index)
     block_cache_put(cache, blk);
 }
 
+/* Stores wait at store_hold until it opens. */
+static void hold_stores(gate *store_hold)
+{
+    gate_init(store_hold);
+    pthread_mutex_lock(&journal.lock);
+    journal.store_hold = store_hold;
+    pthread_mutex_unlock(&journal.lock);
+}
+
+/* A pool of 2 fetch threads and 1 store thread that gives up stores as fetcher.h says. */
+static fetcher *new_storing_pool(block_cache *cache, int64_t store_lag_max_ns)
+{
+    fetcher_config config = {.threads = 2, .per_file_cap = 2, .load = fake_load, .store = fake_store,
+                             .store_threads = 1, .store_lag_max_ns = store_lag_max_ns};
+    fetcher *pool = fetcher_new(cache, &config);
+    CHECK(pool != NULL);
+    return pool;
+}
+
 /* Runs from the network are stored, nothing else; a block being stored cannot be evicted. */
 static void stores_keep_their_block(void)
 {
     journal_reset();
     block_cache *cache = block_cache_new(2 * BS, BS);
     gate store_hold;
-    gate_init(&store_hold);
-    pthread_mutex_lock(&journal.lock);
-    journal.store_hold = &store_hold;
-    pthread_mutex_unlock(&journal.lock);
+    hold_stores(&store_hold);
     fake_file a, failing;
     fake_file_init(&a, 61, NULL);
     a.network = true;
@@ -472,17 +488,11 @@ static void a_lagging_disk_is_not_waited_for(void)
     journal_reset();
     block_cache *cache = block_cache_new(64 * BS, BS);
     gate store_hold;
-    gate_init(&store_hold);
-    pthread_mutex_lock(&journal.lock);
-    journal.store_hold = &store_hold;
-    pthread_mutex_unlock(&journal.lock);
+    hold_stores(&store_hold);
     fake_file a;
     fake_file_init(&a, 81, NULL);
     a.network = true;
-    fetcher_config config = {.threads = 2, .per_file_cap = 2, .load = fake_load, .store = fake_store,
-                             .store_threads = 1, .store_lag_max_ns = 50 * 1000 * 1000};
-    fetcher *pool = fetcher_new(cache, &config);
-    CHECK(pool != NULL);
+    fetcher *pool = new_storing_pool(cache, 50 * 1000 * 1000);
 
     pending_read read;
     for (uint64_t index = 0; index < 2; index++) {   /* stored: the queue is young */
@@ -517,17 +527,11 @@ static void an_overfull_memory_cache_is_not_held_for_the_disk(void)
     journal_reset();
     block_cache *cache = block_cache_new(BS, BS);
     gate store_hold;
-    gate_init(&store_hold);
-    pthread_mutex_lock(&journal.lock);
-    journal.store_hold = &store_hold;
-    pthread_mutex_unlock(&journal.lock);
+    hold_stores(&store_hold);
     fake_file a;
     fake_file_init(&a, 91, NULL);
     a.network = true;
-    fetcher_config config = {.threads = 2, .per_file_cap = 2, .load = fake_load, .store = fake_store,
-                             .store_threads = 1, .store_lag_max_ns = 3600 * INT64_C(1000000000)};
-    fetcher *pool = fetcher_new(cache, &config);
-    CHECK(pool != NULL);
+    fetcher *pool = new_storing_pool(cache, 3600 * INT64_C(1000000000));
     pending_read read;
     start_read(cache, pool, &a, 0, 0, 4, FETCH_DEMAND, &read);    /* being stored, held */
     CHECK_EQ_INT(finish_read(cache, &read), 0);
