@@ -32,9 +32,10 @@ typedef struct fetcher_config {
     int threads;
     int per_file_cap;            /* runs of one file running at once */
     int store_threads;           /* 0 with no store function */
-    /* A run completed while the oldest queued store has waited longer than this, or while the
-     * block cache is over its budget, is not stored (the disk is far behind the network); 0:
-     * every run from the network is. */
+    /* A run completed while the oldest queued store has waited longer than this is not stored
+     * (the disk is far behind the network); while the block cache is over its budget, the
+     * oldest queued stores are given up, as many bytes as it is over, and the run too when they
+     * were fewer. 0: every run from the network is stored. */
     int64_t store_lag_max_ns;
     run_load_fn load;
     run_store_fn store;          /* NULL: nothing is stored */
@@ -46,7 +47,7 @@ typedef struct fetcher_counters {
     uint64_t running;
     uint64_t promoted;
     uint64_t stores_queued;
-    uint64_t stores_skipped_bytes;              /* fetched while the disk lagged: not stored */
+    uint64_t stores_skipped_bytes;              /* not stored: the disk lagged, or memory was over */
 } fetcher_counters;
 
 fetcher *fetcher_new(block_cache *cache, const fetcher_config *config);
