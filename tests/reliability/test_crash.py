@@ -77,7 +77,10 @@ def test_cache_disk_full(hub, figures):
         # the cache met the full disk: it refused or evicted (it cannot hold the model)
         assert stats["disk_write_failures"] + stats["disk_evictions"] > 0, stats
         with harness.mount(hub, args, cache_dir=cache_dir) as m:
-            third = read_all(all_pairs(hub, m), READ_DEADLINE_S, figures)
+            # Newest first: read in the first mount's order, each file would evict from the
+            # full cache the ones read after it before their turn (LRU under a scan; once no
+            # hit at all, in CI).
+            third = read_all(all_pairs(hub, m)[::-1], READ_DEADLINE_S, figures)
             stats = m.stats()
         print("disk full, second mount:", stats)
         assert_correct_or_eio(third, allow_eio=False)
