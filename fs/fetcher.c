@@ -234,15 +234,11 @@ static bool disk_keeps_up(fetcher *pool, const page_run *run)
     if (pool->config.store_lag_max_ns <= 0)
         return true;
     uint64_t over_budget = block_cache_bytes_over_budget(pool->cache);
-    if (over_budget && drop_queued_stores(pool, over_budget) < over_budget) {
-        pthread_mutex_lock(&pool->lock);
-        pool->counters.stores_skipped_bytes += block_run_length(run);
-        pthread_mutex_unlock(&pool->lock);
-        return false;
-    }
+    bool back_in_budget = over_budget == 0 || drop_queued_stores(pool, over_budget) >= over_budget;
     int64_t now = monotonic_ns();
     pthread_mutex_lock(&pool->lock);
-    bool keeps_up = !pool->stores.head || now - pool->stores.head->queued_ns <= pool->config.store_lag_max_ns;
+    bool keeps_up = back_in_budget && (!pool->stores.head ||
+                                       now - pool->stores.head->queued_ns <= pool->config.store_lag_max_ns);
     if (!keeps_up)
         pool->counters.stores_skipped_bytes += block_run_length(run);
     pthread_mutex_unlock(&pool->lock);
