@@ -94,6 +94,9 @@ METHOD = {
                "or all through one scripts/cluster-cache.sh (nginx, started empty for the measurement, on "
                "loopback like a site's cache near its nodes): bytes the data plane sent and the wall time until "
                "the last reader is done.",
+    "all_ranks": "Every tensor-parallel rank's `hubfs load --device cpu` started at once on one fresh hubfs mount "
+                 "(empty cache): wall time until the last is done, bytes fetched ÷ the model's files, the daemon's "
+                 "peak RSS.",
     "no_mount": "Loading without a mount: `hubfs load hf://` (a fresh HF_HOME: empty persistent cache) against "
                 "the same rank through a hubfs mount and against downloading every file the load reads "
                 "(curl --parallel) then loading the local copy; bytes and seconds cover the whole command.",
@@ -539,6 +542,33 @@ class Bench:
         add_cpu(entry, entry["cpu_s"], needed)
         return entry
 
+    def all_ranks(self, condition, run, system):
+        """Every rank's `hubfs load` at once on one mount, as a node's GPUs start together: the time
+        until the last is done, the bytes fetched against the model's, and the daemon's peak RSS
+        (its memory bound under the heaviest load a node puts on it)."""
+        tp = self.profile["tp"]
+        model_bytes = sum(self.model["sizes"][s] for s in self.model["shards"])
+        marks = self.marks()
+        mounted = self.with_mount(system, "ranks")
+
+        def load(m, rank):
+            cmd = [self.args.hubfs, "load", m.model, "--tp", str(tp), "--rank", str(rank), "--device", "cpu"]
+            child = run_child(cmd, LOAD_TIMEOUT_S, m)
+            if child.rc != 0:
+                raise RuntimeError(f"hubfs load of rank {rank} failed ({child.rc}): {child.err.strip()[-500:]}")
+            return child
+
+        def work(m):
+            started = time.monotonic()
+            with ThreadPoolExecutor(tp) as pool:
+                children = list(pool.map(lambda rank: load(m, rank), range(tp)))
+            return {"seconds": time.monotonic() - started, "complete": True, "bytes_needed": model_bytes,
+                    "reader_cpu_s": sum(c.cpu_s for c in children)}
+        entry = self.finish(condition, run, "all_ranks", system, marks, mounted, work)
+        entry["fetched_over_model"] = entry["traffic"]["data_bytes"] / model_bytes
+        add_cpu(entry, entry["cpu_s"], model_bytes)
+        return entry
+
     # -- loading without a mount ---------------------------------------------------------------
     def direct_systems(self):
         found = [systems.HubfsHfLoad(self.args.hubfs, self.emulator.hub_url, REPO_ID),
@@ -694,6 +724,8 @@ class Bench:
                 self.attempt("random reads", condition, run, system, "random", self.random)
             if want("tp_load") and isinstance(system, systems.Hubfs):
                 self.attempt("hubfs load", condition, run, system, "tp_load", self.hubfs_load)
+            if want("all_ranks") and isinstance(system, systems.Hubfs):
+                self.attempt("every rank at once", condition, run, system, "all_ranks", self.all_ranks)
         if want("cluster"):
             for system in [s for s in mounts if type(s) is systems.Hubfs] + self.cluster_systems():
                 self.attempt("N mounts at once", condition, run, system, "cluster", self.cluster)
@@ -969,7 +1001,7 @@ def parse_args(argv):
                                           "httpdirfs_cache,rclone_off,rclone_full,hubfs,hubfs_cache,hubfs_hf,"
                                           "curl_load)")
     parser.add_argument("--workloads", help="comma-separated: cold_seq,warm_seq,inspect,tp_colwise,"
-                                            "tp_slices,tp_load,hf_load,cluster,random,loader,loaders (--smoke "
+                                            "tp_slices,tp_load,all_ranks,hf_load,cluster,random,loader,loaders (--smoke "
                                             "runs loader and loaders only when named)")
     parser.add_argument("--libhubfs", help="libhubfs.so for the loader section (default: the one built beside "
                                            "--hubfs, BUILD/libhubfs/libhubfs.so)")

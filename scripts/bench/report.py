@@ -12,6 +12,8 @@ SYSTEM_LABELS = {"curl": "curl", "aria2c": "aria2c -x8", "httpdirfs": "httpdirfs
                  "rclone_full": "rclone (vfs full)", "hubfs": "hubfs", "hubfs_cache": "hubfs via cluster cache",
                  "hubfs_hf": "hubfs load hf://",
                  "curl_load": "curl, then load", "local": "local file"}
+# The daemon's memory bound at default settings (what tests/fs/test_large.py holds it to).
+DAEMON_RSS_BOUND_MIB = 256
 REFERENCES = {"local"}  # shown, but not a peer
 # The system a row is about, when not the mount: its ratio column is that system ÷ best peer.
 SUBJECTS = {"hf_load_s": "hubfs_hf", "hf_load_mb": "hubfs_hf", "hf_load_cpu": "hubfs_hf",
@@ -44,6 +46,12 @@ ROWS = [
      "lower", "cpu_s_per_gb", {"*": "tp_slices", "hubfs": "tp_load"}),
     ("tp_load_rss", "TP rank: `hubfs load` vs peers' get_slice: peak RSS of the filesystem's daemon", "MiB",
      "lower", "peak_rss_mib", {"*": "tp_slices", "hubfs": "tp_load"}),
+    ("all_ranks_s", "Every TP rank's `hubfs load` at once on one mount: time until the last is done", "s", "lower",
+     "seconds", {"*": "all_ranks"}),
+    ("all_ranks_ratio", "Every TP rank at once: fetched ÷ the model", "×", "lower", "fetched_over_model",
+     {"*": "all_ranks"}),
+    ("all_ranks_rss", "Every TP rank at once: peak RSS of the filesystem's daemon", "MiB", "lower", "peak_rss_mib",
+     {"*": "all_ranks"}),
     ("hf_load_s", "TP rank without a mount: `hubfs load hf://` vs `hubfs load` on a mount vs download then load: "
      "time (ratio: hf:// ÷ best of the others)", "s", "lower", "seconds", {"*": "hf_load", "hubfs": "tp_load"}),
     ("hf_load_mb", "TP rank without a mount: fetched (ratio: hf:// ÷ best of the others)", "MB", "lower",
@@ -169,6 +177,8 @@ def targets(results):
         if c == "loopback":
             add("cold sequential ≥ 1.0× curl", c, _run_ratios(meas, c, "cold_seq", "mb_per_s", "hubfs", ["curl"],
                                                               "higher"), 1.0, True)
+            add("cold sequential CPU per GB ≤ 1.5× curl", c, _run_ratios(meas, c, "cold_seq", "cpu_s_per_gb", "hubfs",
+                                                                       ["curl"], "lower"), 1.5, False)
         if c == "wan":
             add("cold sequential ≥ 0.9× aria2c", c, _run_ratios(meas, c, "cold_seq", "mb_per_s", "hubfs",
                                                                 ["aria2c"], "higher"), 0.9, True)
@@ -178,6 +188,10 @@ def targets(results):
                                                               ["httpdirfs", "httpdirfs_cache"], "higher"), 10.0, True)
         add("warm re-read ≥ 0.8× local file", c, _run_ratios(meas, c, "warm_seq", "mb_per_s", "hubfs", ["local"],
                                                              "higher"), 0.8, True)
+        for workload, what in (("cold_seq", "a cold sequential read"), ("all_ranks", "every TP rank at once")):
+            add(f"daemon peak RSS ≤ {DAEMON_RSS_BOUND_MIB} MiB: {what}", c,
+                [m["peak_rss_mib"] for m in meas if m["condition"] == c and m["workload"] == workload
+                 and m["system"] == "hubfs" and m.get("peak_rss_mib")], DAEMON_RSS_BOUND_MIB, False)
         shards = len(results["meta"]["model"]["shards"])
         header = results["meta"]["model"]["header_bytes"]
         inspect = [m for m in meas if m["condition"] == c and m["workload"] == "inspect" and m["system"] == "hubfs"]

@@ -25,7 +25,8 @@ SMOKE_TP, SMOKE_RANK = 2, 1  # the --smoke profile's tensor-parallel rank
 
 EXPECTED_ROWS = {"cold_seq", "cold_seq_cpu", "cold_seq_rss", "warm_seq", "warm_seq_cpu", "inspect_kib",
                  "inspect_requests", "inspect_s", "tp_colwise_ratio", "tp_colwise_s", "tp_slices_ratio", "tp_slices_s",
-                 "tp_load_ratio", "tp_load_s", "tp_load_cpu", "tp_load_rss", "hf_load_s", "hf_load_mb", "hf_load_cpu",
+                 "tp_load_ratio", "tp_load_s", "tp_load_cpu", "tp_load_rss", "all_ranks_s", "all_ranks_ratio",
+                 "all_ranks_rss", "hf_load_s", "hf_load_mb", "hf_load_cpu",
                  "cluster_mb", "cluster_s", "random", "random_cpu", "rss"}
 LOADERS = ("from_pretrained", "load_file", "safe_open")
 
@@ -226,6 +227,20 @@ def test_the_load_without_a_mount_fetches_its_rank_and_the_download_everything(s
             assert m["traffic"]["data_bytes"] <= 1.25 * m["needed_whole_bytes"]
 
 
+def test_every_rank_at_once_fetches_the_model_once(smoke):
+    """All ranks' loads on one mount need every tensor byte between them, and the mount fetches
+    each once: between the tensors' bytes (the safetensors package's arrays) and 1.05x the shards."""
+    directory = model_dir(smoke)
+    shards = sum(os.path.getsize(os.path.join(directory, n)) for n in shards_of(directory))
+    tensors = sum(a.nbytes for n in shards_of(directory) for a in load_file(os.path.join(directory, n)).values())
+    runs = [m for m in smoke["results"]["measurements"] if m["workload"] == "all_ranks"]
+    assert [m["system"] for m in runs] == ["hubfs"] * smoke["results"]["meta"]["profile"]["runs"]
+    for m in runs:
+        assert m["complete"] and m["seconds"] > 0 and m["reader_cpu_s"] > 0
+        assert tensors <= m["traffic"]["data_bytes"] <= 1.05 * shards, (tensors, shards, m["traffic"])
+        assert m["fetched_over_model"] == pytest.approx(m["traffic"]["data_bytes"] / shards)
+
+
 def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
     """N mounts reading the same shard: each fetches it on its own, or the cache fetches it once."""
     results = smoke["results"]
@@ -294,7 +309,7 @@ def test_cpu_per_gb_counts_the_systems_processes_and_the_reader(smoke):
 
 def test_hubfs_daemon_peak_rss_is_in_the_cold_read_and_rank_load_rows(smoke):
     results = smoke["results"]
-    for row_id, workload in (("cold_seq_rss", "cold_seq"), ("tp_load_rss", "tp_load")):
+    for row_id, workload in (("cold_seq_rss", "cold_seq"), ("tp_load_rss", "tp_load"), ("all_ranks_rss", "all_ranks")):
         daemon = sorted(m["peak_rss_kib"] / 1024 for m in results["measurements"]
                         if m["workload"] == workload and m["system"] == "hubfs")
         row = next(r for r in results["rows"] if r["id"] == row_id)
