@@ -241,6 +241,29 @@ def test_every_rank_at_once_fetches_the_model_once(smoke):
         assert m["fetched_over_model"] == pytest.approx(m["traffic"]["data_bytes"] / shards)
 
 
+def test_targets_check_the_cpu_per_gb_and_the_daemons_memory_bound():
+    """The targets table holds the cold read's CPU per GB to 1.5x curl's within each run, and the
+    daemon's peak RSS to 256 MiB in the cold read and with every rank at once."""
+    def measured(run, workload, system, **figures):
+        return {"condition": "loopback", "run": run, "workload": workload, "system": system, **figures}
+    measurements = [measured(1, "cold_seq", "curl", cpu_s_per_gb=1.0, mb_per_s=1000),
+                    measured(1, "cold_seq", "hubfs", cpu_s_per_gb=1.4, mb_per_s=900, peak_rss_mib=230),
+                    measured(2, "cold_seq", "curl", cpu_s_per_gb=0.5, mb_per_s=1000),
+                    measured(2, "cold_seq", "hubfs", cpu_s_per_gb=1.0, mb_per_s=1100, peak_rss_mib=240),
+                    measured(1, "all_ranks", "hubfs", peak_rss_mib=250),
+                    measured(2, "all_ranks", "hubfs", peak_rss_mib=300)]
+    results = {"meta": {"conditions": {"loopback": {}}, "model": {"shards": ["a"], "header_bytes": 1}},
+               "measurements": measurements}
+    found = {t["target"]: t for t in bench.report.targets(results)}
+    cpu = found["cold sequential CPU per GB ≤ 1.5× curl"]
+    assert [cpu["min"], cpu["max"], cpu["median"]] == pytest.approx([1.4, 2.0, 1.7]) and not cpu["pass"]
+    cold = found["daemon peak RSS ≤ 256 MiB: a cold sequential read"]
+    assert (cold["median"], cold["pass"]) == (235, True)
+    ranks = found["daemon peak RSS ≤ 256 MiB: every TP rank at once"]
+    assert (ranks["max"], ranks["median"], ranks["pass"]) == (300, 275, False)
+    assert found["cold sequential ≥ 1.0× curl"]["median"] == pytest.approx(1.0)
+
+
 def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
     """N mounts reading the same shard: each fetches it on its own, or the cache fetches it once."""
     results = smoke["results"]
