@@ -1085,6 +1085,8 @@ def run_bench(args, profile, only, work, started, steady):
             results["loaders"] = mount_loaders.build(bench.loaders_measurements, bench.loaders_model(),
                                                      profile["conditions"])
             results["loaders"]["markdown"] = mount_loaders.markdown(results["loaders"])
+            if not args.smoke:   # stated for the full model, like the main table's
+                results["targets"] += report.loaders_targets(results["loaders"])
         os.makedirs(args.out, exist_ok=True)
         paths = report.write(results, args.out, chart_png=not args.smoke)
         print(report.markdown(results))

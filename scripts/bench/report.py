@@ -217,6 +217,28 @@ def targets(results):
     return out
 
 
+# A loader on the mount against a cold `cat` of every shard and against download-then-load.
+LOADERS_TARGETS = (("mount_over_cat", 1.2, "a cold `cat`"), ("mount_over_download_then_load", 0.7,
+                                                              "snapshot_download + the same load"))
+
+
+def loaders_targets(section):
+    """The loaders section's targets (bench/mount_loaders.py's rows), in targets()'s form: each
+    loader on a fresh mount against the reference and the download (rows lacking either ratio,
+    the reference's and the download's own, have none)."""
+    out = []
+    for row in section["rows"]:
+        if not row.get("mount_over_cat") or not row.get("mount_over_download_then_load"):
+            continue
+        for key, threshold, reference in LOADERS_TARGETS:
+            cell = row[key]
+            out.append({"target": f"{section['labels'][row['loader']]} ≤ {threshold}× {reference}",
+                        "condition": row["condition"], "median": cell["median"], "min": cell["min"],
+                        "max": cell["max"], "threshold": threshold, "at_least": False,
+                        "pass": cell["median"] <= threshold})
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------

@@ -264,6 +264,26 @@ def test_targets_check_the_cpu_per_gb_and_the_daemons_memory_bound():
     assert found["cold sequential ≥ 1.0× curl"]["median"] == pytest.approx(1.0)
 
 
+def test_loaders_targets_hold_each_loader_to_the_cat_and_the_download_within_each_run():
+    """A loader passes at ≤ 1.2x a cold cat and ≤ 0.7x download-then-load, both taken within each
+    run; the reference and the download alone get no target of their own."""
+    def measured(run, where, loader, seconds):
+        return {"condition": "wan", "run": run, "where": where, "loader": loader, "seconds": seconds,
+                "fetched_mb": 1, "cpu_s_per_gb": 1, "peak_rss_mib": 1}
+    measurements = [measured(1, "mount", "cat", 10), measured(2, "mount", "cat", 5),
+                    measured(1, "mount", "load_file", 11), measured(2, "mount", "load_file", 7),
+                    measured(1, "download", "snapshot_download", 20), measured(2, "download", "snapshot_download", 20),
+                    measured(1, "copy", "load_file", 2), measured(2, "copy", "load_file", 2)]
+    section = bench.mount_loaders.build(measurements, {}, ["wan"])
+    found = {t["target"]: t for t in bench.report.loaders_targets(section)}
+    assert len(found) == 2 and all(t["condition"] == "wan" for t in found.values())
+    over_cat = found["safetensors load_file per shard + sum ≤ 1.2× a cold `cat`"]
+    assert [over_cat["min"], over_cat["max"], over_cat["median"]] == pytest.approx([1.1, 1.4, 1.25])
+    assert not over_cat["pass"]
+    over_download = found["safetensors load_file per shard + sum ≤ 0.7× snapshot_download + the same load"]
+    assert [over_download["min"], over_download["max"]] == pytest.approx([7 / 22, 11 / 22]) and over_download["pass"]
+
+
 def test_mounts_behind_the_cluster_cache_fetch_the_shard_once(smoke):
     """N mounts reading the same shard: each fetches it on its own, or the cache fetches it once."""
     results = smoke["results"]
