@@ -518,6 +518,17 @@ class Bench:
         add_cpu(entry, entry["cpu_s"], done)
         return entry
 
+    def rank_load(self, mounted, rank):
+        """`hubfs load` of one rank from the mount into host memory; its child, or an error."""
+        cmd = [self.args.hubfs, "load", mounted.model, "--tp", str(self.profile["tp"]), "--rank", str(rank),
+               "--device", "cpu"]
+        child = run_child(cmd, LOAD_TIMEOUT_S, mounted)
+        if child.rc is None:
+            raise RuntimeError(f"hubfs load of rank {rank} did not finish in {LOAD_TIMEOUT_S} s")
+        if child.rc != 0:
+            raise RuntimeError(f"hubfs load of rank {rank} failed ({child.rc}): {child.err.strip()[-500:]}")
+        return child
+
     def hubfs_load(self, condition, run, system):
         plan = workloads.tp_plan(self.model["dir"], self.profile["tp"], self.profile["rank"])
         needed = sum(p["bytes"] for p in plan)
@@ -525,13 +536,7 @@ class Bench:
         mounted = self.with_mount(system, "load")
 
         def work(m):
-            cmd = [self.args.hubfs, "load", m.model, "--tp", str(self.profile["tp"]), "--rank",
-                   str(self.profile["rank"]), "--device", "cpu"]
-            child = run_child(cmd, LOAD_TIMEOUT_S, m)
-            if child.rc is None:
-                raise RuntimeError(f"hubfs load did not finish in {LOAD_TIMEOUT_S} s")
-            if child.rc != 0:
-                raise RuntimeError(f"hubfs load failed ({child.rc}): {child.err.strip()[-500:]}")
+            child = self.rank_load(m, self.profile["rank"])
             return {"seconds": child.seconds, "complete": True, "bytes_needed": needed,
                     "tool_output": child.out[-1500:], "reader_cpu_s": child.cpu_s,
                     "loader_peak_rss_kib": child.peak_rss_kib}
@@ -551,17 +556,10 @@ class Bench:
         marks = self.marks()
         mounted = self.with_mount(system, "ranks")
 
-        def load(m, rank):
-            cmd = [self.args.hubfs, "load", m.model, "--tp", str(tp), "--rank", str(rank), "--device", "cpu"]
-            child = run_child(cmd, LOAD_TIMEOUT_S, m)
-            if child.rc != 0:
-                raise RuntimeError(f"hubfs load of rank {rank} failed ({child.rc}): {child.err.strip()[-500:]}")
-            return child
-
         def work(m):
             started = time.monotonic()
             with ThreadPoolExecutor(tp) as pool:
-                children = list(pool.map(lambda rank: load(m, rank), range(tp)))
+                children = list(pool.map(lambda rank: self.rank_load(m, rank), range(tp)))
             return {"seconds": time.monotonic() - started, "complete": True, "bytes_needed": model_bytes,
                     "reader_cpu_s": sum(c.cpu_s for c in children)}
         entry = self.finish(condition, run, "all_ranks", system, marks, mounted, work)

@@ -144,6 +144,14 @@ def build(meta, measurements):
     return results
 
 
+def _target(name, condition, summary, threshold, at_least):
+    """A target's line: its median (min–max) over the runs against the threshold."""
+    median = summary["median"]
+    return {"target": name, "condition": condition, "median": median, "min": summary["min"], "max": summary["max"],
+            "threshold": threshold, "at_least": at_least,
+            "pass": median >= threshold if at_least else median <= threshold}
+
+
 def _run_ratios(measurements, condition, workload, metric, system, others, better):
     """Per run: system's value ÷ the best of `others` in the same run."""
     by_run = {}
@@ -166,12 +174,8 @@ def targets(results):
     conditions = list(results["meta"]["conditions"])
 
     def add(name, condition, values, threshold, at_least):
-        if not values:
-            return
-        median = statistics.median(values)
-        out.append({"target": name, "condition": condition, "median": median, "min": min(values),
-                    "max": max(values), "threshold": threshold, "at_least": at_least,
-                    "pass": median >= threshold if at_least else median <= threshold})
+        if values:
+            out.append(_target(name, condition, _summary(values), threshold, at_least))
 
     for c in conditions:
         if c == "loopback":
@@ -231,11 +235,8 @@ def loaders_targets(section):
         if not row.get("mount_over_cat") or not row.get("mount_over_download_then_load"):
             continue
         for key, threshold, reference in LOADERS_TARGETS:
-            cell = row[key]
-            out.append({"target": f"{section['labels'][row['loader']]} ≤ {threshold}× {reference}",
-                        "condition": row["condition"], "median": cell["median"], "min": cell["min"],
-                        "max": cell["max"], "threshold": threshold, "at_least": False,
-                        "pass": cell["median"] <= threshold})
+            out.append(_target(f"{section['labels'][row['loader']]} ≤ {threshold}× {reference}", row["condition"],
+                               row[key], threshold, False))
     return out
 
 
