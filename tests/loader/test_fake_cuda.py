@@ -59,8 +59,8 @@ def test_device_slices_equal_numpy_and_the_host_load(model, tmp_path, tp, extra,
         assert "byte-identical to a host load" in result.stdout
         assert_clean(report, [device])
         assert report["pinned_peak"] <= PINNED_MAX
-        # narrow row pieces go as one copy each: the engine's per-row cost stays marginal
-        assert report["row_overhead_ns"] * 20 < report["engine_ns"], report
+        # row-parallel pieces go as 2-D copies from the rows read whole (none moved by a CPU)
+        assert (report["copies_2d"] > 0) == (tp > 1), report
         saved = read_safetensors(out)
         assert sorted(saved) == sorted(tensors)
         for name, (dtype, source) in tensors.items():

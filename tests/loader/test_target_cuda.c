@@ -1,6 +1,6 @@
 /* The CUDA target (loader/target_cuda.c) against the strict stand-in for the runtime
  * (fake_cudart.c): no context on a device the load did not ask for, the caller's device put
- * back, readers that sleep while copies are slow, narrow row pieces sent as one copy, a
+ * back, readers that sleep while copies are slow, row pieces sent as 2-D copies in place, a
  * bounded pinned ring, progress that counts landed bytes, errors reported — and first, that
  * the stand-in catches what these checks rely on it to catch. Each scenario runs in a fresh
  * thread, because the current device is per thread. Bytes are checked against a pattern
@@ -309,7 +309,7 @@ static void test_waiting_readers_sleep(void)
     check_contexts_and_rules(1);
 }
 
-/* ---- finding 4: narrow row pieces are one copy ---- */
+/* ---- finding 4: row pieces land in place, as one 2-D copy each ---- */
 
 typedef struct row_case {
     size_t pitch, width, rows, src_offset;
@@ -360,17 +360,21 @@ static void *row_pieces_land_in_place(void *unused)
     return NULL;
 }
 
-static void test_narrow_row_pieces_are_one_copy(void)
+/* No CPU moves the pieces together first: on a real GPU the copy engine's 2-D copy is faster
+ * than that at every width gpu_check.sh measures, and reader threads have reading to do. */
+static void test_row_pieces_are_2d_copies(void)
 {
-    configure("HUBFS_FAKE_CUDA_JITTER_US=0", NULL); /* 25 GB/s, 2 us a copy, 40 ns a row */
+    configure("HUBFS_FAKE_CUDA_JITTER_US=0", NULL);
     run_in_fresh_thread(row_pieces_land_in_place, NULL);
     check_contexts_and_rules(1);
     fake_cuda_stats s;
     fake_cuda_get_stats(&s);
-    printf("row pieces: %llu copies (%llu 2-D, %llu rows); copy engine %.1f us, of which %.1f us "
-           "per-row overhead\n", (unsigned long long)s.copies, (unsigned long long)s.copies_2d,
-           (unsigned long long)s.rows_2d, s.engine_ns / 1e3, s.row_overhead_ns / 1e3);
-    CHECK(s.row_overhead_ns * 20 < s.engine_ns); /* under 5% of the engine's time */
+    size_t pieces = 0, rows = 0;
+    for (size_t k = 0; k < sizeof row_cases / sizeof row_cases[0]; k++)
+        if (row_cases[k].pitch != row_cases[k].width) pieces++, rows += row_cases[k].rows;
+    CHECK_EQ_INT(s.copies, sizeof row_cases / sizeof row_cases[0]);
+    CHECK_EQ_INT(s.copies_2d, pieces);
+    CHECK_EQ_INT(s.rows_2d, rows);
 }
 
 /* ---- finding 5: the pinned ring is bounded ---- */
@@ -587,7 +591,7 @@ int main(void)
     test_no_context_on_a_device_not_asked_for();
     test_the_callers_device_is_put_back();
     test_waiting_readers_sleep();
-    test_narrow_row_pieces_are_one_copy();
+    test_row_pieces_are_2d_copies();
     test_the_pinned_ring_is_bounded();
     test_a_load_reports_what_landed();
     test_errors_are_reported();
