@@ -9,9 +9,18 @@
 #   - a load to the last of those GPUs makes a context on it alone: asked inside the process
 #     (cuDevicePrimaryCtxGetState) and seen from outside (nvidia-smi --query-compute-apps);
 #   - with two GPUs, a thread working on cuda:0 that loads to cuda:1 is on cuda:0 afterwards;
+#   - rank 3 of 8 from the local Hub emulator (gpu_check_hub.py), hf:// and a mount where FUSE
+#     works, verified against a host load and numpy;
+#   - compute-sanitizer (memcheck, leak check) finds no CUDA API error nor leak in a load;
+#   - the Python package with PyTorch (gpu_check_torch.py): zero-copy tensors on each GPU whose
+#     bytes are numpy's slices, freed with the last tensor; iter_tensors; DLPack to torch/CuPy;
+#     its figures on a 4 GB Llama in 4 shards (8 layers, hidden 4096);
 #   - figures: pinned host-to-device GB/s with 1 and 4 streams (pageable for reference), next
-#     to the loader's GB/s from the page cache to host memory and to each GPU, and what a 2-D
-#     copy costs per row by width against compacting the rows and copying once.
+#     to the loader's GB/s from the page cache to host memory and to each GPU, what a 2-D
+#     copy costs per row by width against compacting the rows and copying once, and the
+#     package's load_rank next to safetensors.torch.load_file to the GPU.
+# With HUBFS_PREBUILT=1, $BUILD_DIR already holds fs/hubfs, tests/loader/hubfs_cuda_check and
+# libhubfs/libhubfs.so built with the CUDA target (a machine without the build's libraries).
 # Prints the figures as a table. Exit status 0 only when every check passed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,16 +38,16 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 figure() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$work/figures"; }
 
 echo "== build ($build)"
-if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$work/cmake.log" 2>&1; then
+if [ "${HUBFS_PREBUILT:-0}" = 1 ]; then
+  echo "  prebuilt"
+elif ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$work/cmake.log" 2>&1; then
   cat "$work/cmake.log"
   exit 1
-fi
-if ! grep -q "CUDA toolkit .* found" "$work/cmake.log"; then
+elif ! grep -q "CUDA toolkit .* found" "$work/cmake.log"; then
   grep -i cuda "$work/cmake.log" || true
   echo "gpu_check: cmake found no CUDA toolkit (put nvcc on PATH or set CUDAToolkit_ROOT)"
   exit 1
-fi
-if ! cmake --build "$build" -j "$(nproc)" --target hubfs hubfs_cuda_check >"$work/build.log" 2>&1; then
+elif ! cmake --build "$build" -j "$(nproc)" --target hubfs hubfs_cuda_check hubfs_shared >"$work/build.log" 2>&1; then
   tail -40 "$work/build.log"
   exit 1
 fi
@@ -154,6 +163,55 @@ if [ "$gpus" -ge 2 ]; then
 else
   echo "== one GPU: the cuda:1 checks (no context on GPU 0, the caller's device put back) need two"
 fi
+
+echo "== from the Hub emulator to cuda:$last: hf:// and a mount, cold"
+mkdir -p "$work/hub"
+hub_ok=0
+PYTHONUNBUFFERED=1 python3 tests/loader/gpu_check_hub.py "$work/model" "$hubfs" "cuda:$last" "$work/hub" \
+  >"$work/hub.out" 2>&1 || hub_ok=$?
+grep -v '^figure' "$work/hub.out" || true
+grep '^figure' "$work/hub.out" | cut -f2- >>"$work/figures" || true
+if [ "$hub_ok" -ne 0 ]; then
+  fail "a load from the Hub emulator to cuda:$last"
+else
+  for saved in "$work"/hub/*.safetensors; do
+    same_as_numpy "$saved" 8 3 || fail "$(basename "$saved" .safetensors) load to cuda:$last differs from numpy"
+  done
+fi
+
+echo "== compute-sanitizer"
+if command -v compute-sanitizer >/dev/null; then
+  if timeout 300 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+    "$hubfs" load "$work/model" --tp 8 --rank 3 --device "cuda:$last" >"$work/sanitizer.out" 2>&1; then
+    echo "  memcheck: no error, no leak"
+  else
+    tail -30 "$work/sanitizer.out"
+    fail "compute-sanitizer found errors in a load to cuda:$last"
+  fi
+else
+  echo "  compute-sanitizer is not on PATH: left out"
+fi
+
+echo "== a 4 GB model for the Python figures"
+python3 - "$work/large" <<'PY'
+import sys
+sys.path.insert(0, "tests/loader")
+from loader_models import llama_config, llama_tensors, write_model
+config = llama_config(layers=8, hidden=4096, intermediate=14336, vocab=32000, heads=32, kv_heads=8)
+write_model(sys.argv[1], config, llama_tensors(config), shards=4)
+PY
+cat "$work"/large/*.safetensors >/dev/null
+for d in $devices; do
+  echo "== PyTorch on cuda:$d"
+  if HUBFS_LIBRARY="$build/libhubfs/libhubfs.so" PYTHONPATH="python${PYTHONPATH:+:$PYTHONPATH}" \
+    timeout 300 python3 tests/loader/gpu_check_torch.py "$work/model" "$d" "$work/large" >"$work/torch.out" 2>&1; then
+    :
+  else
+    fail "the Python package on cuda:$d"
+  fi
+  grep -v '^figure' "$work/torch.out" || true
+  grep '^figure' "$work/torch.out" | cut -f2- >>"$work/figures" || true
+done
 
 echo "== copies"
 for d in $devices; do
