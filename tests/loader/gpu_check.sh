@@ -20,7 +20,8 @@
 #     copy costs per row by width against compacting the rows and copying once, and the
 #     package's load_rank next to safetensors.torch.load_file to the GPU.
 # With HUBFS_PREBUILT=1, $BUILD_DIR already holds fs/hubfs, tests/loader/hubfs_cuda_check and
-# libhubfs/libhubfs.so built with the CUDA target (a machine without the build's libraries).
+# libhubfs/libhubfs.so built with the CUDA target: gpu_stage.sh prepares that, with the
+# libraries, for a GPU machine that lacks the build's.
 # Prints the figures as a table. Exit status 0 only when every check passed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
