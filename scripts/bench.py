@@ -329,6 +329,9 @@ class Bench:
         self.loader_measurements = []
         self.loaders_measurements = []
 
+    def has_measurements(self):
+        return bool(self.measurements or self.loader_measurements or self.loaders_measurements)
+
     # -- servers -------------------------------------------------------------------------------
     def start_servers(self, condition):
         shaping = CONDITIONS[condition]
@@ -1061,37 +1064,16 @@ def run_bench(args, profile, only, work, started, steady):
                     bench.run_condition(condition, run, only)
             finally:
                 bench.stop_servers()
-        meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
-                "duration_s": round(time.time() - started, 1), "profile": profile,
-                "conditions": {c: CONDITIONS[c] for c in profile["conditions"]},
-                "model": {"repo": REPO_ID, "layout": args.model_layout, "shards": model["shards"], "sizes": model["sizes"],
-                          "total_bytes": sum(model["sizes"].values()), "seq_file": bench.seq_file(),
-                          "header_bytes": bench.header_bytes()},
-                "tp_plan": tp_plan_summary(model, profile),
-                "page_cache_dropped_for_warm": bench.page_cache_dropped,
-                "failures": bench.failures,
-                "method": METHOD,
-                "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
-                "machine": machine_facts(memory_rates, steady), "hubfs": args.hubfs}
-        results = report.build(meta, bench.measurements)
-        if bench.loader_measurements:
-            results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],
-                                             profile["rank"])
-            results["loader"]["markdown"] = loader.markdown(results["loader"])
-        if bench.loaders_measurements:
-            results["loaders"] = mount_loaders.build(bench.loaders_measurements, bench.loaders_model(),
-                                                     profile["conditions"])
-            results["loaders"]["markdown"] = mount_loaders.markdown(results["loaders"])
-            if not args.smoke:   # stated for the full model, like the main table's
-                results["targets"] += report.loaders_targets(results["loaders"])
-        os.makedirs(args.out, exist_ok=True)
-        paths = report.write(results, args.out, chart_png=not args.smoke)
-        print(report.markdown(results))
-        log("wrote " + ", ".join(paths))
+        write_results(args, profile, bench, started, memory_rates, steady)
         return 0
     except Interrupted as e:
         log(f"interrupted ({e}); cleaning up")
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # what was measured is written whole
+            signal.signal(sig, signal.SIG_IGN)
+        systems.cleanup_all()
+        if bench is not None and bench.has_measurements():
+            # A time-boxed run (a lent machine, CI) still leaves the runs it finished.
+            write_results(args, profile, bench, started, memory_rates, steady, interrupted=str(e))
         return 130
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # cleaning up is not interrupted
@@ -1099,6 +1081,42 @@ def run_bench(args, profile, only, work, started, steady):
         systems.cleanup_all()
         if bench is not None:
             bench.stop_servers()
+
+
+def write_results(args, profile, bench, started, memory_rates, steady, interrupted=None):
+    """The report of what `bench` measured: JSON, markdown (also printed) and chart. An
+    interrupted run says so, and by when (its last log line names the step it was in)."""
+    model = bench.model
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
+            "duration_s": round(time.time() - started, 1), "profile": profile,
+            "conditions": {c: CONDITIONS[c] for c in profile["conditions"]},
+            "model": {"repo": REPO_ID, "layout": args.model_layout, "shards": model["shards"], "sizes": model["sizes"],
+                      "total_bytes": sum(model["sizes"].values()), "seq_file": bench.seq_file(),
+                      "header_bytes": bench.header_bytes()},
+            "tp_plan": tp_plan_summary(model, profile),
+            "page_cache_dropped_for_warm": bench.page_cache_dropped,
+            "failures": bench.failures,
+            "method": METHOD,
+            "data_plane": "emulator CDN" if args.smoke else "nginx (sendfile, Range, autoindex)",
+            "machine": machine_facts(memory_rates, steady), "hubfs": args.hubfs}
+    if interrupted:
+        meta["interrupted"] = interrupted
+    results = report.build(meta, bench.measurements)
+    if bench.loader_measurements:
+        results["loader"] = loader.build(bench.loader_measurements, bench.loader_rank_bytes, profile["tp"],
+                                         profile["rank"])
+        results["loader"]["markdown"] = loader.markdown(results["loader"])
+    if bench.loaders_measurements:
+        results["loaders"] = mount_loaders.build(bench.loaders_measurements, bench.loaders_model(),
+                                                 profile["conditions"])
+        results["loaders"]["markdown"] = mount_loaders.markdown(results["loaders"])
+        if not args.smoke:   # stated for the full model, like the main table's
+            results["targets"] += report.loaders_targets(results["loaders"])
+    os.makedirs(args.out, exist_ok=True)
+    paths = report.write(results, args.out, chart_png=not args.smoke)
+    print(report.markdown(results))
+    log("wrote " + ", ".join(paths) + (" (interrupted: what was measured before)" if interrupted else ""))
 
 
 if __name__ == "__main__":

@@ -275,6 +275,10 @@ def markdown(results):
     lines = [f"hubfs benchmark ({results['meta']['mode']}, {results['meta']['profile']['runs']} run(s) per figure: "
              "median (min–max); † = capped: a run hit its time limit; its figure covers what it read, "
              "and a time is projected from its pace)", ""]
+    if results["meta"].get("interrupted"):
+        lines[1:1] = [f"**Interrupted ({results['meta']['interrupted']}) after "
+                      f"{results['meta']['duration_s']:.0f} s: the figures are what the runs measured until then, "
+                      "fewer runs than stated for the later workloads.**", ""]
     head = ["Workload", "Condition"] + [labels.get(s, s) for s in systems] + ["hubfs ÷ best peer"]
     if results["rows"]:  # none when only a separate section ran
         lines.append("| " + " | ".join(head) + " |")
