@@ -45,9 +45,11 @@ def main():
             if not os.access("/dev/fuse", os.R_OK | os.W_OK):
                 print("  no usable /dev/fuse here: the mount load is left out", flush=True)
                 return 0 if ok else 1
+            mount = Mount(hub.hub_url, program=hubfs)
             try:
-                mount = Mount(hub.hub_url, program=hubfs).start()
+                mount.start()
             except (RuntimeError, OSError) as e:
+                mount.cleanup()
                 print(f"  no mount could be made here ({str(e)[:300]}): the mount load is left out", flush=True)
                 return 0 if ok else 1
             try:
@@ -58,8 +60,8 @@ def main():
                     print(f"figure\thubfs load from a cold mount (emulator, loopback) -> {device}, TP 8 rank 3\t"
                           f"{speed.group(1)}\tGB/s", flush=True)
             finally:
-                status = mount.stop()
-                ok &= status == 0
+                ok &= mount.stop() == 0
+                mount.cleanup()   # its mount point, cache and home
     return 0 if ok else 1
 
 
