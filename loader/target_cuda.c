@@ -224,9 +224,9 @@ static void cuda_release(load_target *t, void *staging)
 }
 
 /* Row pieces (a row-parallel slice) go as one 2-D copy straight from the rows read whole: on an
- * H200 the copy engine takes them at under 2 ns per row, 34 GB/s for 64-byte pieces and
- * 50 GB/s from 512 bytes, while moving them together on a CPU first ran at 0.5 to 5 GB/s per
- * thread (gpu_check.sh's "2-D copy" figures), time the reader threads owe to reading. */
+ * H200 the copy engine takes them at under 2 ns per row, 34-42 GB/s for 64-byte pieces and
+ * 48-55 GB/s from 512 bytes, while moving them together on a CPU first ran at 0.5 to 11 GB/s
+ * per thread (gpu_check.sh's "2-D copy" figures), time the reader threads owe to reading. */
 static cudaError_t enqueue_copy(const uint8_t *staging, const copy_2d *copy, uint8_t *dst,
                                 cudaStream_t stream)
 {
