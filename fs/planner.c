@@ -38,10 +38,14 @@
  * how many heads then; a head is what the kernel reads around a touch at a tensor's start. */
 #define TOUCHES_BEFORE_HEADS 3
 #define HEADS_AHEAD 16
-/* Heads ahead double for every HEADS_AHEAD touches the order holds, this many times (16 to 128):
- * a loader touches a head in about a millisecond and a head takes a round trip or more to come,
- * so sixteen ahead left its touches waiting over a 20 ms link. */
+/* Heads ahead double for every HEADS_DOUBLE_AFTER touches the order holds, this many times (16
+ * to 128): a loader touches a head in about a millisecond and a head takes a round trip or more
+ * to come, so heads fewer than ~30 ahead leave its touches waiting over a 20 ms link (doubling
+ * every 16 touches: from_pretrained waited a round trip every second layer, 25 times). A file
+ * that takes its order from the repo's other files starts at the most: the order is proven. */
+#define HEADS_DOUBLE_AFTER 8
 #define HEADS_DOUBLINGS 3
+#define TOUCHES_FOR_MOST_HEADS (TOUCHES_BEFORE_HEADS + HEADS_DOUBLE_AFTER * HEADS_DOUBLINGS)
 /* A head: the kernel reads 128 KiB around a faulting page, from the page 64 KiB before it;
  * read(2) at a tensor's start reads on from there. Every byte a head holds past what the touch
  * reads stays in memory, unread, until the loader comes back for the tensor (seconds later, in
@@ -682,7 +686,7 @@ static bool passed_by_toucher(const planner_order *order, size_t tensor)
 /* How many heads to have asked for ahead of a touch, after touches in a row in one order. */
 static size_t heads_ahead(unsigned touches)
 {
-    unsigned doublings = (touches - TOUCHES_BEFORE_HEADS) / HEADS_AHEAD;
+    unsigned doublings = (touches - TOUCHES_BEFORE_HEADS) / HEADS_DOUBLE_AFTER;
     return (size_t)HEADS_AHEAD << (doublings < HEADS_DOUBLINGS ? doublings : HEADS_DOUBLINGS);
 }
 
@@ -708,9 +712,9 @@ static void plan_heads(planner_order *order, size_t tensor, const planner_file *
         bool own_order = order->file_order_touches >= TOUCHES_BEFORE_HEADS ||
                          order->name_order_touches >= TOUCHES_BEFORE_HEADS;
         if (!own_order && file->repo_touching == TOUCHING_FILE_ORDER)
-            order->file_order_touches = TOUCHES_BEFORE_HEADS;
+            order->file_order_touches = TOUCHES_FOR_MOST_HEADS;
         if (!own_order && file->repo_touching == TOUCHING_NAME_ORDER)
-            order->name_order_touches = TOUCHES_BEFORE_HEADS;
+            order->name_order_touches = TOUCHES_FOR_MOST_HEADS;
     }
     order->last_touched = tensor;
     plan->touched = true;
