@@ -22,6 +22,9 @@
 static const char INDEX_MAGIC[8] = {'H', 'U', 'B', 'F', 'S', 'I', 'X', '1'};
 static const char PREFIX_MAGIC[8] = {'H', 'U', 'B', 'F', 'S', 'P', 'F', '2'};
 enum { INDEX_VERSION = 2, INDEX_ETAG_OFFSET = 32, RECORDS_PER_READ = 4096 };
+/* Flags follow the etag's room; headers written before they existed hold zeros there. */
+enum { INDEX_FLAGS_OFFSET = INDEX_ETAG_OFFSET + CACHE_MAX_ETAG_LEN, INDEX_FLAG_UNSYNCED = 1 };
+_Static_assert(INDEX_FLAGS_OFFSET + 4 <= CACHE_INDEX_HEADER_SIZE, "the flags lie inside the header");
 /* "PRES": a record is present only with this exact marker, never by a stray non-zero byte. */
 #define RECORD_PRESENT UINT32_C(0x53455250)
 
@@ -116,6 +119,7 @@ void cache_encode_index_header(const cache_index_header *header, uint8_t out[CAC
     put_u64(out + 16, header->blob_size);
     put_u32(out + 24, (uint32_t)etag_len);
     memcpy(out + INDEX_ETAG_OFFSET, header->etag, etag_len);
+    put_u32(out + INDEX_FLAGS_OFFSET, header->unsynced ? INDEX_FLAG_UNSYNCED : 0);
     put_u32(out + 28, cache_checksum(out, CACHE_INDEX_HEADER_SIZE));  /* checksum taken with this field 0 */
 }
 
@@ -133,6 +137,7 @@ bool cache_decode_index_header(const uint8_t in[CACHE_INDEX_HEADER_SIZE], cache_
     header->blob_size = get_u64(in + 16);
     memcpy(header->etag, in + INDEX_ETAG_OFFSET, etag_len);
     header->etag[etag_len] = '\0';
+    header->unsynced = (get_u32(in + INDEX_FLAGS_OFFSET) & INDEX_FLAG_UNSYNCED) != 0;
     return strlen(header->etag) == etag_len && header->block_size > 0;
 }
 
@@ -292,6 +297,13 @@ static int write_file_atomically(int dir_fd, const char *final_name, const void 
     if (err)
         unlinkat(dir_fd, temp_name, 0);
     return err;
+}
+
+int cache_write_index_header(int index_fd, const cache_index_header *header)
+{
+    uint8_t encoded[CACHE_INDEX_HEADER_SIZE];
+    cache_encode_index_header(header, encoded);
+    return cache_pwrite_all(index_fd, encoded, sizeof encoded, 0);
 }
 
 int cache_create_index(int dir_fd, const char *stem, const cache_index_header *header,

@@ -6,8 +6,11 @@
  *
  *   STEM.data    sparse; unit i at offset i * block_size
  *   STEM.index   a 512-byte header {magic "HUBFSIX1", version, block (unit) size, blob size,
- *                etag, checksum of the header} then one 8-byte record per unit {marker, checksum of
- *                the unit}; the marker is RECORD_PRESENT only once the unit's data is durable.
+ *                etag, checksum of the header, flags} then one 8-byte record per unit {marker,
+ *                checksum of the unit}; the marker is RECORD_PRESENT once the unit's data was
+ *                written, not necessarily flushed: the UNSYNCED flag, flushed before the first
+ *                such write, says a crash may have left records ahead of their data (caches of
+ *                earlier versions flushed every unit and have no flags).
  *                Sparse: a hole reads as absent records
  *   STEM.prefix  {magic "HUBFSPF2", length, checksum of the bytes seeded with the length} then the bytes;
  *                replaced whole by renaming a temporary file
@@ -44,6 +47,7 @@ typedef struct cache_index_header {
     uint32_t block_size;
     uint64_t blob_size;
     char etag[CACHE_MAX_ETAG_LEN + 1];
+    bool unsynced;               /* units may be recorded present ahead of their data */
 } cache_index_header;
 
 /* The stem for (etag, size); etag must be at most CACHE_MAX_ETAG_LEN characters. */
@@ -60,6 +64,9 @@ uint64_t cache_block_count(uint64_t blob_size, uint32_t block_size);
 void cache_encode_index_header(const cache_index_header *header, uint8_t out[CACHE_INDEX_HEADER_SIZE]);
 /* False when the bytes are not a valid header of this version. */
 bool cache_decode_index_header(const uint8_t in[CACHE_INDEX_HEADER_SIZE], cache_index_header *header);
+/* Rewrites the header of an open index in place (one sector: a torn write fails its checksum,
+ * and the blob's cache is dropped). Returns 0 or an errno value. */
+int cache_write_index_header(int index_fd, const cache_index_header *header);
 
 /* Writes the records of units [first, first + count) with one pwrite. Returns 0 or an errno
  * value. */

@@ -3,10 +3,10 @@
  * Blobs are keyed by their etag (sha256 for LFS files, git sha1 otherwise) and size, so the
  * same content is shared across repos and revisions. Each blob has a sparse data file holding
  * whole aligned units (block_size bytes; the last unit of a blob may be shorter), and an index
- * recording which units are present with a checksum per unit; a unit is only ever recorded
- * present after its bytes are durably written, so a crash never makes a torn unit visible, and
- * every unit is verified whole when read through this interface (a blob held whole may also be
- * handed to the kernel to read itself, disk_cache_open_whole: then it is trusted as stored). A
+ * recording which units are present with a checksum per unit. Units are not flushed one by one:
+ * every unit is verified whole when read through this interface, so a crash that left a record
+ * ahead of its data never serves a torn unit. A blob held whole may also be handed to the kernel
+ * to read itself (disk_cache_open_whole, unverified): only once sealed, its data flushed whole. A
  * size cap is enforced with LRU eviction of whole blobs. Files are created 0600 inside a 0700
  * directory that must be the daemon user's own, on a path nobody else controls
  * (disk_cache_path.h).
@@ -71,7 +71,7 @@ size_t disk_cache_read_range(disk_cache *cache, const disk_cache_blob_key *key, 
                              size_t len);
 
 /* Stores the units lying COMPLETELY inside [offset, offset+len) (the last unit of the blob may
- * be short), with one fdatasync for the whole call and then the records: 0 or an errno value
+ * be short), then their records; the write that completes a blob seals it: 0 or an errno value
  * (ENOSPC, EIO, EFBIG for a blob of more than 2^24 units, EINVAL). A unit covered in part at
  * an edge is kept in memory (a few dozen at most, the least recently written go first) until
  * other writes cover the rest of it, and then stored: a reader's consecutive runs store every
@@ -101,9 +101,10 @@ int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, c
                             size_t len);
 
 /* A new read-only descriptor of a file holding the whole blob at its offsets: our data file once
- * every unit is present, else a verified complete huggingface_hub blob of the key's repo folder;
- * -1 when neither. For the kernel to read on its own: units read through it are not verified
- * again (they were when stored; a huggingface_hub blob is hashed once). */
+ * every unit is present and the blob is sealed, else a verified complete huggingface_hub blob of
+ * the key's repo folder; -1 when neither. For the kernel to read on its own: units read through
+ * it are not verified again (they were when stored; a huggingface_hub blob is hashed once). A
+ * whole blob that a run which died left unsealed is read and verified here first, once. */
 int disk_cache_open_whole(disk_cache *cache, const disk_cache_blob_key *key);
 
 /* Bytes of the blob available locally (for the user.hubfs.cached_bytes xattr): the whole blob's

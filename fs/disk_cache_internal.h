@@ -76,6 +76,9 @@ struct blob {
     int direct_fd;                /* the data file again, with O_DIRECT; -1 where refused */
     unit_flight *flights;
     uint64_t block_bytes;         /* sum of present units' lengths */
+    bool unsynced;                /* the index's UNSYNCED flag (disk_cache.c, "Crash safety") */
+    bool unsynced_before;         /* ... found set when the index was opened: left by another run */
+    uint64_t writes_started;      /* unit writes begun: a seal holds only if none began meanwhile */
     uint64_t prefix_bytes;        /* size of STEM.prefix */
     int64_t persisted_access_ns;  /* last access written as the index's mtime */
 };

@@ -6,7 +6,7 @@
  *   disk_cache_probe counters DIR HF_HUB_CACHE REPO_FOLDER ETAG SIZE BLOCK_SIZE
  *       reads the whole blob, then prints the cache's counters as key=value lines
  *   disk_cache_probe bench DIR UNIT_KIB CALL_KIB TOTAL_MIB
- *       MB/s of write_range (one fdatasync per call) and of verified read_range, cold and warm,
+ *       MB/s of write_range (units not flushed) and of verified read_range, cold and warm,
  *       with units of UNIT_KIB in calls of CALL_KIB
  *
  * HF_HUB_CACHE and REPO_FOLDER "-" mean none.
@@ -83,13 +83,14 @@ static int probe_counters(char **argv)
     return 0;
 }
 
-/* Drops the file's pages from the page cache (they are clean after fdatasync). */
+/* Drops the file's pages from the page cache (flushed first: only clean pages are dropped). */
 static void evict_page_cache(const char *dir)
 {
     char path[512];
     if (!find_file(dir, "", ".data", path, sizeof path))
         return;
     int fd = open(path, O_RDONLY);
+    (void)fdatasync(fd);
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
 }

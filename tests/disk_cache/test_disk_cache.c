@@ -1,5 +1,6 @@
-/* The persistent block cache: round trips, damaged and truncated files, prefixes, the size cap
- * with LRU eviction (also across restarts), permissions, odd etags and the directory lock.
+/* The persistent block cache: round trips, damaged and truncated files, sealing whole blobs,
+ * prefixes, the size cap with LRU eviction (also across restarts), permissions, odd etags and
+ * the directory lock.
  * Every read is compared with the deterministic generator of dc_test_util.h. */
 #include "check.h"
 #include "cache_files.h"
@@ -259,6 +260,99 @@ static void test_truncated_files(void)
     remove_tree(dir);
 }
 
+/* The UNSYNCED flag of a blob's index header, read from the file. */
+static bool header_unsynced(const char *index_path)
+{
+    uint8_t encoded[CACHE_INDEX_HEADER_SIZE];
+    cache_index_header header;
+    int fd = open(index_path, O_RDONLY);
+    bool read_whole = fd >= 0 && pread(fd, encoded, sizeof encoded, 0) == (ssize_t)sizeof encoded;
+    if (fd >= 0)
+        close(fd);
+    CHECK(read_whole && cache_decode_index_header(encoded, &header));
+    return header.unsynced;
+}
+
+/* Sets the flag by hand, as a run that died between a write and the blob's seal leaves it. */
+static void forge_unsynced(const char *index_path, const test_blob *blob)
+{
+    cache_index_header header = {.block_size = BS, .blob_size = blob->size, .unsynced = true};
+    snprintf(header.etag, sizeof header.etag, "%s", blob->etag);
+    int fd = open(index_path, O_RDWR);
+    CHECK_EQ_INT(cache_write_index_header(fd, &header), 0);
+    close(fd);
+}
+
+/* Whether the cache hands the blob out whole (disk_cache_open_whole); its bytes must then be
+ * the blob's. */
+static bool whole_file_matches(disk_cache *cache, const test_blob *blob)
+{
+    int fd = disk_cache_open_whole(cache, &blob->key);
+    if (fd < 0)
+        return false;
+    uint8_t *buf = malloc(BS);
+    bool same = true;
+    for (uint64_t i = 0; same && i < block_count(blob->size, BS); i++) {
+        size_t len = block_len(blob->size, BS, i);
+        same = pread(fd, buf, len, (off_t)(i * BS)) == (ssize_t)len && block_matches(blob->seed, i, buf, len);
+    }
+    free(buf);
+    close(fd);
+    CHECK(same);
+    return true;
+}
+
+/* Units are not flushed one by one, and the kernel reads a blob handed out whole unverified: so
+ * it is handed out only sealed (flushed whole; verified first after a run that died unsealed). */
+static void test_whole_blob_sealing(void)
+{
+    char dir[64], data_path[512], index_path[512];
+    make_scratch_dir(dir);
+    disk_cache *cache = open_test_cache(dir, BS, 0, NULL);
+    test_blob blob;
+    make_blob(&blob, 30, 5 * BS + 123);
+    for (uint64_t i = 0; i < 5; i++)
+        CHECK_EQ_INT(write_block(cache, &blob, i), 0);
+    CHECK(find_file(dir, blob.etag, ".index", index_path, sizeof index_path));
+    CHECK(find_file(dir, blob.etag, ".data", data_path, sizeof data_path));
+    /* Flagged on the disk before the first unflushed write; not whole, not handed out. */
+    CHECK(header_unsynced(index_path));
+    CHECK(!whole_file_matches(cache, &blob));
+    /* The last unit completes it: flushed and sealed by the write itself. */
+    CHECK_EQ_INT(write_block(cache, &blob, 5), 0);
+    CHECK(!header_unsynced(index_path));
+    CHECK(whole_file_matches(cache, &blob));
+    disk_cache_close(cache);
+
+    /* A run died after writing, before sealing, and a unit's data never reached the disk: the
+     * whole blob is verified before it is handed out, and the bad unit dropped. */
+    forge_unsynced(index_path, &blob);
+    CHECK(flip_byte(data_path, 2 * BS + 5));
+    cache = open_test_cache(dir, BS, 0, NULL);
+    CHECK(!whole_file_matches(cache, &blob));
+    disk_cache_counters counters;
+    disk_cache_get_counters(cache, &counters);
+    CHECK_EQ_INT(counters.checksum_failures, 1);
+    CHECK_EQ_INT(disk_cache_cached_bytes(cache, &blob.key), 4 * BS + 123);
+    CHECK(header_unsynced(index_path));
+    /* Fetched again, the blob is whole: verified once more (its other units came from the run
+     * that died), then sealed. */
+    CHECK_EQ_INT(write_block(cache, &blob, 2), 0);
+    CHECK(whole_file_matches(cache, &blob));
+    CHECK(!header_unsynced(index_path));
+    disk_cache_close(cache);
+
+    /* The same left-over flag over intact data: verified, sealed, handed out. */
+    forge_unsynced(index_path, &blob);
+    cache = open_test_cache(dir, BS, 0, NULL);
+    CHECK(whole_file_matches(cache, &blob));
+    CHECK(!header_unsynced(index_path));
+    disk_cache_get_counters(cache, &counters);
+    CHECK_EQ_INT(counters.checksum_failures, 0);
+    disk_cache_close(cache);
+    remove_tree(dir);
+}
+
 static void test_prefix(void)
 {
     char dir[64], prefix_path[512];
@@ -503,6 +597,7 @@ int main(void)
     test_round_trip();
     test_corrupt_data();
     test_truncated_files();
+    test_whole_blob_sealing();
     test_prefix();
     test_cap_and_lru();
     test_permissions_and_lock();
