@@ -776,7 +776,7 @@ static bool seal_blob(disk_cache *cache, const disk_cache_blob_key *key, blob *b
  * b->mutex held. */
 static int open_whole_data_file(disk_cache *cache, blob *b)
 {
-    if (b->block_bytes != b->size || b->flights || b->unsynced || load_blob(cache, b, false) != 0)
+    if (load_blob(cache, b, false) != 0 || b->block_bytes != b->size || b->flights || b->unsynced)
         return -1;
     char name[CACHE_NAME_MAX];
     cache_file_name(name, b->stem, ".data");

@@ -751,12 +751,14 @@ void planner_order_note_read(planner_order *order, uint64_t offset, uint64_t end
  * touch of the next tensor). Not a read that began in the header (it reaches the first tensor),
  * nor a tensor start past the read's middle page: the kernel reads around a faulting page, half
  * a window on each side, so what lies past it was read ahead (after a small tensor is touched,
- * the read reaches the next tensor's head). A read(2) touches at its start. */
+ * the read reaches the next tensor's head). The window may start a page early (HEAD_BEFORE):
+ * from_pretrained's first touch in a shard went uncounted so, and its order was learnt a round
+ * trip later. A read(2) touches at its start. */
 static bool touches_tensor_start(const planner_order *order, const planner_file *file, size_t tensor,
                                  uint64_t offset, uint64_t end)
 {
     const tensor_extent *t = &order->map->tensors[tensor];
-    uint64_t middle_page_end = offset + (end - offset) / 2 + BLOCK_PAGE_BYTES;
+    uint64_t middle_page_end = offset + (end - offset) / 2 + 2 * BLOCK_PAGE_BYTES;
     return order->read_prefix[tensor] == 0 && !is_small(t) && offset >= file->header_end && t->begin >= offset &&
            t->begin < middle_page_end;
 }

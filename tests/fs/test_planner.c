@@ -905,6 +905,31 @@ static void heads_ahead_grow_with_the_order(void)
     test_file_clear(&f);
 }
 
+/* The kernel's window around a fault may start a page before half a window (HEAD_BEFORE): the
+ * tensor beginning in the faulting page is still touched, and three such touches in file order
+ * are an order, whose next heads come ahead. */
+static void touch_windows_a_page_early(void)
+{
+    test_file f;
+    test_model_init(&f, 3, LAYOUT_MODULE_ORDER);
+    planner_streams streams;
+    planner_streams_init(&streams);
+    plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
+    size_t touches = 0;
+    for (size_t i = 0; i < f.map->count && touches < 4; i++) {
+        const tensor_extent *t = &f.map->tensors[i];
+        uint64_t fault = t->begin / PAGE * PAGE;
+        if (t->end - t->begin <= 384 * KIB || fault < 64 * KIB + PAGE || f.read[fault / PAGE])
+            continue;
+        read_plan plan = plan_read(&f, &streams, fault - 64 * KIB - PAGE, 128 * KIB);
+        CHECK(plan.touched);
+        touches++;
+    }
+    CHECK_EQ_INT(touches, 4);
+    CHECK(f.heads > 0);
+    test_file_clear(&f);
+}
+
 /* A loader that touched one shard's tensors in name order goes on to the next shard: when the
  * repo's other files are being touched so, a touch in a file with no order of its own (its
  * first, or one out of order: transformers touches lm_head before the layers) already asks for
@@ -1080,6 +1105,7 @@ int main(void)
     zero_padded_layers();
     touches_fetch_no_tensor_data();
     heads_ahead_grow_with_the_order();
+    touch_windows_a_page_early();
     repo_touching_starts_heads_at_once();
     prefetch_window();
     window_grows_with_confidence_and_room();
