@@ -108,6 +108,9 @@ def test_no_passthrough_reads_the_cache_through_the_daemon(hub, tmp_path):
         stats = m.stats()
     assert stats["passthrough_opens"] == 0
     assert stats["disk_hits"] > 0 and stats["bytes_served"] >= os.path.getsize(source)
+    # Every unit verified against the checksum the first mount took as its bytes landed: a unit
+    # that failed would have been fetched again.
+    assert stats["bytes_fetched"] == 0
 
 
 def test_opens_agree_while_a_file_completes(hub, tmp_path):
