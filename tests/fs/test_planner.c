@@ -783,6 +783,14 @@ static void zero_padded_layers(void)
     test_file_clear(&f);
 }
 
+/* A model of the given layers whose header a reader has just read: the state a toucher starts in. */
+static void model_with_header_read(test_file *f, int layers, model_layout layout, planner_streams *streams)
+{
+    test_model_init(f, layers, layout);
+    planner_streams_init(streams);
+    plan_read(f, streams, 0, 64 * KIB);
+}
+
 /* Touches of each tensor's first byte only, as a meta-device load or a shape probe through mmap
  * does: a page the kernel's cache lacks faults, and the fault reads the missing pages of a
  * window around it (window PAGE: the page alone, as with MADV_RANDOM). They earn no read-ahead,
@@ -824,13 +832,11 @@ static void touches_fetch_no_tensor_data(void)
      * of the tensor before it; eight layers: the order must hold from layer to layer). */
     for (int variant = 0; variant < 5; variant++) {
         test_file f;
-        test_model_init(&f, variant == 4 ? 8 : 3, variant < 3 ? LAYOUT_BY_NAME : LAYOUT_MODULE_ORDER);
+        planner_streams streams;
+        model_with_header_read(&f, variant == 4 ? 8 : 3, variant < 3 ? LAYOUT_BY_NAME : LAYOUT_MODULE_ORDER, &streams);
         size_t order[MODEL_MAX_TENSORS];
         for (size_t i = 0; i < f.map->count; i++)
             order[i] = variant >= 3 ? f.map->by_name[i] : i;
-        planner_streams streams;
-        planner_streams_init(&streams);
-        plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
         size_t predicted = touch_each_tensor(&f, &streams, order, variant == 1 || variant == 4 ? 128 * KIB : PAGE);
         CHECK(predicted >= f.map->count / 2);   /* after a few touches, the heads come ahead */
         if (variant == 2) {   /* the page after each first page too, through another handle */
@@ -889,10 +895,8 @@ static size_t touch_in_name_order(test_file *f, planner_streams *streams, size_t
 static void heads_ahead_grow_with_the_order(void)
 {
     test_file f;
-    test_model_init(&f, 13, LAYOUT_MODULE_ORDER);
     planner_streams streams;
-    planner_streams_init(&streams);
-    plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
+    model_with_header_read(&f, 13, LAYOUT_MODULE_ORDER, &streams);
     size_t early = touch_in_name_order(&f, &streams, 0, 10);
     size_t soon = touch_in_name_order(&f, &streams, 10, 20);
     size_t most = touch_in_name_order(&f, &streams, 30, f.map->count - 30);
@@ -911,10 +915,8 @@ static void heads_ahead_grow_with_the_order(void)
 static void touch_windows_a_page_early(void)
 {
     test_file f;
-    test_model_init(&f, 3, LAYOUT_MODULE_ORDER);
     planner_streams streams;
-    planner_streams_init(&streams);
-    plan_read(&f, &streams, 0, 64 * KIB);   /* the header */
+    model_with_header_read(&f, 3, LAYOUT_MODULE_ORDER, &streams);
     size_t touches = 0;
     for (size_t i = 0; i < f.map->count && touches < 4; i++) {
         const tensor_extent *t = &f.map->tensors[i];
