@@ -675,7 +675,10 @@ int disk_cache_write_prefix(disk_cache *cache, const disk_cache_blob_key *key, c
         /* Under the mutex (prefixes are small and written once): see disk_cache_read_prefix. */
         pthread_mutex_lock(&b->mutex);
         err = load_blob(cache, b, true); /* the index makes the blob known and evictable */
-        if (!err)
+        /* A blob's header never changes, and a damaged prefix file is dropped when read: one of
+         * this length is this one (every remount learns the header again). */
+        bool stored_already = b->prefix_bytes == file_size;
+        if (!err && !stored_already)
             err = cache_write_prefix(cache->dir_fd, b->stem, buf, len, atomic_fetch_add(&cache->temp_seq, 1));
         int64_t delta = err ? 0 : (int64_t)file_size - (int64_t)b->prefix_bytes;
         if (!err)

@@ -325,16 +325,22 @@ static void hubfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     reader_handle *handle = calloc(1, sizeof *handle);
-    int error = handle ? reader_open(context, node, &handle->reader) : ENOMEM;
+    if (!handle) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    passthrough_choose(context->passthrough, ino, remote_file_open_whole, node->file, &handle->mode);
+    bool kernel_reads = handle->mode.backing_id >= 0;
+    int error = reader_open(context, node, !kernel_reads, &handle->reader);
     if (error) {
+        passthrough_release(context->passthrough, &handle->mode);
         free(handle);
         fuse_reply_err(req, error);
         return;
     }
     handle->context = context;
     atomic_fetch_add_explicit(&context->stats.files_open, 1, memory_order_relaxed);
-    passthrough_choose(context->passthrough, ino, remote_file_open_whole, node->file, &handle->mode);
-    if (handle->mode.backing_id >= 0)
+    if (kernel_reads)
         atomic_fetch_add_explicit(&context->stats.passthrough_opens, 1, memory_order_relaxed);
     fs_handle_track(context, &handle->link, close_file_handle);
     fi->fh = (uint64_t)(uintptr_t)handle;

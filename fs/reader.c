@@ -98,7 +98,7 @@ struct read_request {
     request_part parts[];
 };
 
-int reader_open(fs_context *context, fs_node *node, open_file **out)
+int reader_open(fs_context *context, fs_node *node, bool daemon_reads, open_file **out)
 {
     open_file *handle = calloc(1, sizeof *handle);
     if (!handle)
@@ -110,7 +110,8 @@ int reader_open(fs_context *context, fs_node *node, open_file **out)
     pthread_mutex_init(&handle->failed.lock, NULL);
     planner_streams_init(&handle->streams);
     remote_file_opened(node->file);
-    fetch_header(node->file, 0);
+    if (daemon_reads)   /* the kernel reading the cached file itself needs no plan */
+        fetch_header(node->file, 0);
     warm_next_shard(node->file);
     *out = handle;
     return 0;

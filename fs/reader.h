@@ -16,8 +16,9 @@
 
 typedef struct open_file open_file;
 
-/* Opens a file node; fetches nothing. 0 or an errno value. */
-int reader_open(fs_context *context, fs_node *node, open_file **out);
+/* Opens a file node. When the daemon serves its reads (no passthrough), the header is fetched
+ * to plan them. 0 or an errno value. */
+int reader_open(fs_context *context, fs_node *node, bool daemon_reads, open_file **out);
 
 /* Answers req (a FUSE read of size bytes at offset), now or later from another thread. */
 void reader_read(open_file *handle, fuse_req_t req, uint64_t offset, size_t size);

@@ -121,11 +121,22 @@ static char *read_whole(const char *dir, const hub_repo *repo, const char *leaf,
     return data;
 }
 
+/* Every remount confirms the same revision→commit and commit date: rewriting them would cost
+ * an fsync on the first open's path each time. */
+static int save_unless_same(const char *dir, const hub_repo *repo, const char *leaf, const char *data, size_t len)
+{
+    size_t stored_len = 0;
+    char *stored = read_whole(dir, repo, leaf, len, &stored_len);
+    bool same = stored && stored_len == len && memcmp(stored, data, len) == 0;
+    free(stored);
+    return same ? 0 : write_atomically(dir, repo, leaf, data, len);
+}
+
 int repo_meta_save_commit(const char *dir, const hub_repo *repo, const char *revision, const char *commit)
 {
     char leaf[600] = "rev-";
     hex_encode(leaf + 4, sizeof leaf - 4, revision);
-    return write_atomically(dir, repo, leaf, commit, strlen(commit));
+    return save_unless_same(dir, repo, leaf, commit, strlen(commit));
 }
 
 bool repo_meta_load_commit(const char *dir, const hub_repo *repo, const char *revision,
@@ -147,7 +158,7 @@ int repo_meta_save_date(const char *dir, const hub_repo *repo, const char *commi
     char leaf[64], text[32];
     snprintf(leaf, sizeof leaf, "date-%.40s", commit);
     int n = snprintf(text, sizeof text, "%" PRId64 "\n", date);
-    return write_atomically(dir, repo, leaf, text, (size_t)n);
+    return save_unless_same(dir, repo, leaf, text, (size_t)n);
 }
 
 bool repo_meta_load_date(const char *dir, const hub_repo *repo, const char *commit, int64_t *date_out)

@@ -381,6 +381,13 @@ static void test_prefix(void)
     CHECK(disk_cache_read_prefix(cache, &blob.key, buf, sizeof buf, &len));
     CHECK_EQ_INT(len, sizeof header);
     CHECK(memcmp(buf, header, sizeof header) == 0);
+    /* The same header learnt again after a restart: the file stays as it is. */
+    struct stat before, after;
+    CHECK(find_file(dir, blob.etag, ".prefix", prefix_path, sizeof prefix_path));
+    CHECK(stat(prefix_path, &before) == 0);
+    CHECK_EQ_INT(disk_cache_write_prefix(cache, &blob.key, header, sizeof header), 0);
+    CHECK(stat(prefix_path, &after) == 0);
+    CHECK(before.st_ino == after.st_ino);
     /* Replaced by a shorter one. */
     CHECK_EQ_INT(disk_cache_write_prefix(cache, &blob.key, "short", 5), 0);
     CHECK(disk_cache_read_prefix(cache, &blob.key, buf, sizeof buf, &len));

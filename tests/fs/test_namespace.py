@@ -251,6 +251,13 @@ def test_a_kept_file_list_keeps_its_gaps_and_older_ones_still_serve(hub, tmp_pat
         shutil.rmtree(repo_dir(hub.root, "model", repo))
 
 
+def metadata_files(cache, repo):
+    """{name: (inode, mtime_ns)} of the repo's metadata files in the cache."""
+    folder = os.path.join(cache, "repos", "models--" + repo.replace("/", "--"))
+    return {name: (st.st_ino, st.st_mtime_ns)
+            for name in os.listdir(folder) for st in [os.stat(os.path.join(folder, name))]}
+
+
 def test_a_remount_asks_the_hub_only_for_the_revision(hub, tmp_path):
     """A commit's file list never changes and an org with a repo pinned before exists: a remount
     on the same cache asks only which commit main is now, and still sees a new commit."""
@@ -265,10 +272,14 @@ def test_a_remount_asks_the_hub_only_for_the_revision(hub, tmp_path):
             with open(os.path.join(first.path, repo, "config.json")) as f:
                 assert json.load(f) == {"v": 1}
         hub.clear_log()
+        meta = metadata_files(cache, repo)
+        assert any(name.startswith("rev-") for name in meta) and any(name.startswith("date-") for name in meta)
         with Mount(hub.hub_url, cache_dir=cache) as second:
             with open(os.path.join(second.path, repo, "config.json")) as f:
                 assert json.load(f) == {"v": 1}
         assert [e["path"] for e in api_requests(hub)] == [f"/api/models/{repo}/revision/main"]
+        # What the Hub confirmed unchanged is not written again (an fsync on the first open's path).
+        assert metadata_files(cache, repo) == meta
         (source / "config.json").write_text('{"v": 2}\n')
         (source / "new.txt").write_text("new\n")
         import_repo(hub.root, repo, str(source))
@@ -279,5 +290,7 @@ def test_a_remount_asks_the_hub_only_for_the_revision(hub, tmp_path):
             assert sorted(os.listdir(os.path.join(third.path, repo))) == ["config.json", "new.txt"]
         paths = [e["path"] for e in api_requests(hub)]
         assert paths[0] == f"/api/models/{repo}/revision/main" and any("/tree/" in p for p in paths)
+        rewritten = metadata_files(cache, repo)
+        assert rewritten["rev-6d61696e"] != meta["rev-6d61696e"]   # hex of "main": it moved
     finally:
         shutil.rmtree(repo_dir(hub.root, "model", repo))
