@@ -96,7 +96,7 @@ def test_warm_reread_makes_no_request(hub, mnt):
     path = os.path.join(mnt.path, TINY_REPO, "model-00001-of-00003.safetensors")
     want = sha256_of(os.path.join(hub.sources[TINY_REPO], "model-00001-of-00003.safetensors"))
     assert sha256_of(path) == want
-    hits_before = mnt.stats()["memory_hits"]
+    before = mnt.stats()
     hub.clear_log()
     assert sha256_of(path) == want                       # the kernel's page cache (keep_cache)
     fd = os.open(path, os.O_RDONLY)
@@ -104,7 +104,10 @@ def test_warm_reread_makes_no_request(hub, mnt):
     os.close(fd)
     assert sha256_of(path) == want
     assert data_requests(hub.log()) == []
-    assert mnt.stats()["memory_hits"] > hits_before
+    # Served by the daemon's memory, or (the file whole in the cache by then) by the kernel
+    # reading the cache's file itself.
+    after = mnt.stats()
+    assert after["memory_hits"] > before["memory_hits"] or after["passthrough_opens"] > before["passthrough_opens"]
 
 
 def test_remount_reuses_the_persistent_cache(hub, tmp_path):
@@ -119,7 +122,8 @@ def test_remount_reuses_the_persistent_cache(hub, tmp_path):
             assert sha256_of(os.path.join(m.path, TINY_REPO, name)) == sha256_of(os.path.join(source, name))
         stats = m.stats()
     assert data_requests(hub.log()) == []
-    assert stats["disk_hits"] > 0 and stats["bytes_fetched"] == 0
+    # Units through the daemon, or whole files the kernel read from the cache itself.
+    assert stats["disk_hits"] + stats["passthrough_opens"] > 0 and stats["bytes_fetched"] == 0
 
 
 def test_revisions_by_tag_commit_and_encoded_branch(hub, mnt):

@@ -55,7 +55,8 @@ def test_sigkill_mid_read_then_remount_serves_only_complete_blocks(hub, figures,
         result = read_all(files, READ_DEADLINE_S)
         stats = m.stats()
     assert_correct_or_eio(result, allow_eio=False)
-    assert stats["disk_hits"] > 0, f"no block came from the cache after the crashes: {stats}"
+    # Units through the daemon, or whole files the kernel read from the cache itself.
+    assert stats["disk_hits"] + stats["passthrough_opens"] > 0, f"nothing came from the cache after the crashes: {stats}"
 
 
 def test_cache_disk_full(hub, figures):
