@@ -140,13 +140,19 @@ static int load_blob(disk_cache *cache, blob *b, bool create)
     return 0;
 }
 
+/* Rewrites the index header with the UNSYNCED flag as given (not flushed). b->mutex held. */
+static int write_unsynced_flag(const disk_cache *cache, const blob *b, bool unsynced)
+{
+    cache_index_header header = index_header(cache, b, unsynced);
+    return cache_write_index_header(b->index_fd, &header);
+}
+
 /* Sets the UNSYNCED flag on the disk before the blob's first unflushed write. b->mutex held. */
 static int mark_unsynced(const disk_cache *cache, blob *b)
 {
     if (b->unsynced)
         return 0;
-    cache_index_header header = index_header(cache, b, true);
-    int err = cache_write_index_header(b->index_fd, &header);
+    int err = write_unsynced_flag(cache, b, true);
     if (!err && fdatasync(b->index_fd) != 0)
         err = errno;
     b->unsynced = err == 0;
@@ -765,11 +771,9 @@ static bool seal_blob(disk_cache *cache, const disk_cache_blob_key *key, blob *b
     if ((verify && !verify_whole(cache, key)) || fdatasync(data_fd) != 0)
         return false;
     pthread_mutex_lock(&b->mutex);
-    if (b->unsynced && b->writes_started == writes && b->block_bytes == b->size) {
-        cache_index_header header = index_header(cache, b, false);
-        if (cache_write_index_header(b->index_fd, &header) == 0)
-            b->unsynced = b->unsynced_before = false;
-    }
+    if (b->unsynced && b->writes_started == writes && b->block_bytes == b->size &&
+        write_unsynced_flag(cache, b, false) == 0)
+        b->unsynced = b->unsynced_before = false;
     sealed = !b->unsynced;
     pthread_mutex_unlock(&b->mutex);
     return sealed;
