@@ -98,6 +98,7 @@ static int make_hub_client(fs_context *context, startup *s)
     /* Room for every fetch thread and for lookups: a connection limit below the thread count
      * would queue healthy files' transfers behind a slow one's. */
     config.max_connections = context->options.threads + 8;
+    config.receive_buffer_bytes = (long)context->options.receive_buffer;
     if (!result && hub_client_new(&config, &context->hub, &err) != HUB_OK)
         result = startup_fail(s, "cannot start the Hub client: %s", err.message);
     hub_config_clear(&config);

@@ -50,6 +50,8 @@ void fs_options_print_help(FILE *out)
           "                        what they need, pages of 4 KiB, not whole blocks\n"
           "  --readahead-max SIZE  largest read-ahead and prefetch window of one file (default 128M;\n"
           "                        0 disables both)\n"
+          "  --receive-buffer SIZE socket receive buffer of each connection (default 4M; used only where\n"
+          "                        net.core.rmem_max allows that much, else and with 0 the kernel sizes it)\n"
           "  --threads N           fetch threads; one file runs at most 3/4 of them (default 32)\n"
           "  --exact-slices        accepted for old fstab lines; does nothing (reads always fetch\n"
           "                        about what they read)\n"
@@ -174,7 +176,7 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
     if (strcmp(key, "foreground") == 0) { o->foreground = true; return 1; }
     static const char *const valued[] = {"endpoint", "fallback-endpoint", "token-file", "ca-bundle",
                                          "cache-dir", "cache-size", "memory-budget", "block-size",
-                                         "readahead-max", "threads", "trace-reads", NULL};
+                                         "readahead-max", "receive-buffer", "threads", "trace-reads", NULL};
     bool known = false;
     for (size_t i = 0; valued[i]; i++)
         known = known || strcmp(key, valued[i]) == 0;
@@ -205,6 +207,11 @@ static int apply_option(fs_options *o, const char *name, const char *value, char
         o->memory_budget_given = true;
     }
     else if (strcmp(key, "readahead-max") == 0) o->readahead_max = bytes;
+    else if (strcmp(key, "receive-buffer") == 0) {
+        if (bytes > 256 * MIB)
+            return fail(error, error_size, "--receive-buffer must be at most 256M, not '%s'", value);
+        o->receive_buffer = bytes;
+    }
     else {
         if (bytes < 64 * 1024 || bytes > 64 * MIB || (bytes & (bytes - 1)))
             return fail(error, error_size, "--block-size must be a power of two from 64K to 64M, not '%s'", value);
@@ -250,6 +257,7 @@ static void set_defaults(fs_options *o)
     o->memory_budget = 208 * MIB;
     o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
+    o->receive_buffer = 4 * MIB;   /* why: hub/http.c, hub_receive_buffer_to_ask */
     /* Ranges in flight: a CDN connection carries ~50 MB/s after tens of ms, so a shard read
      * with 16 at once, and a loader's prefetch of other shards with the rest, fill a link. */
     o->threads = 32;

@@ -1,6 +1,6 @@
 /* options.h — `hubfs mount` options, from the command line or, for the mount(8) helper
  * (`mount.hubfs SOURCE MOUNTPOINT -o opts`), from -o. Our own -o keys (cache_dir=,
- * cache_size=, memory_budget=, block_size=, readahead_max=, threads=, endpoint=,
+ * cache_size=, memory_budget=, block_size=, readahead_max=, receive_buffer=, threads=, endpoint=,
  * fallback_endpoint=, token_file=, ca_bundle=, trace_reads=, no_disk_cache, no_passthrough) are
  * taken out; the rest go to FUSE. */
 #ifndef HUBFS_OPTIONS_H
@@ -26,6 +26,7 @@ typedef struct fs_options {
     bool memory_budget_given;    /* else the default grows to hold 4 blocks of a larger --block-size */
     uint32_t block_size;
     uint64_t readahead_max;
+    uint64_t receive_buffer;     /* SO_RCVBUF asked of each connection; 0: the kernel's autotuning */
     int threads;
     bool foreground;
     bool debug;

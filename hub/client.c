@@ -27,10 +27,11 @@ static hub_status check_config(const hub_config *cfg, hub_error *err)
                         cfg->fallback_endpoint);
     if (cfg->connect_timeout_ms <= 0 || cfg->stall_timeout_ms <= 0 || cfg->max_retries < 0 ||
         cfg->backoff_initial_ms <= 0 || cfg->backoff_max_ms < cfg->backoff_initial_ms ||
-        cfg->max_connections <= 0 || cfg->min_rate_bytes_per_s < 0)
+        cfg->max_connections <= 0 || cfg->min_rate_bytes_per_s < 0 ||
+        cfg->receive_buffer_bytes < 0 || cfg->receive_buffer_bytes > HUB_RECEIVE_BUFFER_MAX)
         return hub_fail(NULL, err, HUB_ERR_INVALID_ARGUMENT, 0,
                         "invalid Hub client configuration: timeouts, backoff and connections must "
-                        "be positive and retries not negative");
+                        "be positive, retries not negative, the receive buffer at most 1 GiB");
     return HUB_OK;
 }
 

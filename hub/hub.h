@@ -51,6 +51,8 @@ typedef enum hub_endpoint_event {
     HUB_FALLBACK_REQUEST,        /* one request went to the fallback endpoint */
 } hub_endpoint_event;
 
+#define HUB_RECEIVE_BUFFER_MAX (1L << 30)   /* SO_RCVBUF is an int, and the kernel doubles it */
+
 typedef struct hub_config {
     char *endpoint;              /* HF_ENDPOINT or https://huggingface.co, no trailing '/' */
     char *token;                 /* NULL when anonymous */
@@ -71,6 +73,10 @@ typedef struct hub_config {
     long backoff_initial_ms;     /* default 1000, doubling */
     long backoff_max_ms;         /* default 8000; Retry-After/RateLimit may ask longer (capped at 60 s) */
     int max_connections;         /* per host; default 16 */
+    /* Receive buffer (SO_RCVBUF) each connection asks for, in bytes; 0 leaves the kernel's
+     * autotuning. Asked only where net.core.rmem_max grants it whole. Default 4 MiB, at most
+     * HUB_RECEIVE_BUFFER_MAX. */
+    long receive_buffer_bytes;
 
     /* TLS: certificates are always verified (peer and host name), for the Hub and the CDN. */
     char *ca_bundle;             /* CAs trusted instead of the system store (a PEM file, or a

@@ -103,6 +103,7 @@ typedef struct hub_loop {
 
 struct hub_client {
     hub_config cfg;
+    long receive_buffer;                    /* SO_RCVBUF asked of each socket; 0: autotuning */
     hub_origin endpoint_origin;
     char *user_agent;
     struct curl_slist *headers_anonymous;   /* Accept-Encoding: identity */
@@ -125,6 +126,9 @@ struct hub_client {
 bool hub_config_copy_transport(hub_config *dst, const hub_config *src);
 
 /* ---- http.c: the event loop ---- */
+/* The receive buffer to ask of each socket for `wanted` bytes: wanted where the kernel grants it
+ * whole (rmem_max, read from rmem_max_path: /proc/sys/net/core/rmem_max), else 0 (autotuning). */
+long hub_receive_buffer_to_ask(long wanted, const char *rmem_max_path);
 hub_status hub_loop_start(hub_client *client, hub_error *err);
 void hub_loop_stop(hub_client *client);
 /* Wakes the loop so that it aborts every running transfer (after client->cancelled is set). */

@@ -13,6 +13,7 @@ APT_PACKAGES+=(curl)  # the bench smoke test's download baseline
 APT_PACKAGES+=(nginx openssl)  # tests/tls: TLS + HTTP/2 in front of the emulator, a CA of the test's own
 APT_PACKAGES+=(libnginx-mod-http-set-misc)  # scripts/cluster-cache.sh: HMAC of tokens in its cache keys
 APT_PACKAGES+=(rsync)  # tests/fs: copying files of a mount (sparse-aware tools read them whole)
+APT_PACKAGES+=(iproute2)  # ss: tests/fs/test_receive_buffer.py reads the mount's socket buffers
 PIP_PACKAGES=(huggingface_hub safetensors numpy pytest)
 # The Python package's tests: torch and transformers as references (PyPI's torch; no GPU is
 # needed), scikit_build_core to build the package with pip (pyproject.toml) without fetching it.

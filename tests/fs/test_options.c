@@ -45,6 +45,15 @@ static void command_line(void)
     char *no_passthrough[] = {"mount", "/mnt/hf", "--no-passthrough", "--threads", "4", NULL};
     CHECK_EQ_INT(fs_options_parse(5, no_passthrough, false, &o, error, sizeof error), 0);
     CHECK(!o.passthrough && o.threads == 4 && o.disk_cache_enabled);
+    CHECK_EQ_INT(o.receive_buffer, 4 * MIB);   /* the default */
+    fs_options_clear(&o);
+    char *buffers[] = {"mount", "/mnt/hf", "--receive-buffer", "1M", "-o", "receive_buffer=96K", NULL};
+    CHECK_EQ_INT(fs_options_parse(6, buffers, false, &o, error, sizeof error), 0);
+    CHECK_EQ_INT(o.receive_buffer, 96 * 1024);   /* the last one given */
+    fs_options_clear(&o);
+    char *autotuned[] = {"mount", "/mnt/hf", "--receive-buffer=0", NULL};
+    CHECK_EQ_INT(fs_options_parse(3, autotuned, false, &o, error, sizeof error), 0);
+    CHECK_EQ_INT(o.receive_buffer, 0);
     fs_options_clear(&o);
 }
 
@@ -95,6 +104,10 @@ static void refusals(void)
     char *tiny_budget[] = {"mount", "/m", "--memory-budget", "16M", NULL};
     CHECK_EQ_INT(fs_options_parse(4, tiny_budget, false, &o, error, sizeof error), -1);
     CHECK_STR_CONTAINS(error, "at least 4 blocks");
+    fs_options_clear(&o);
+    char *huge_buffer[] = {"mount", "/m", "--receive-buffer", "1G", NULL};
+    CHECK_EQ_INT(fs_options_parse(4, huge_buffer, false, &o, error, sizeof error), -1);
+    CHECK_STR_CONTAINS(error, "--receive-buffer must be at most 256M");
     fs_options_clear(&o);
     char *large_blocks[] = {"mount", "/m", "--block-size", "64M", NULL};   /* the default budget makes room */
     CHECK_EQ_INT(fs_options_parse(4, large_blocks, false, &o, error, sizeof error), 0);

@@ -2,13 +2,16 @@
  * must be decided without the network (no server runs here; HF_ENDPOINT points at a closed
  * port so that an accidental request fails loudly as a network error). */
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "check.h"
 #include "hub.h"
+#include "internal.h"
 
 /* libcurl allocates through these (curl_global_init_mem), so a test can see each block libcurl
  * frees and whether it still held the token. */
@@ -82,6 +85,43 @@ static void test_bad_configs(void)
     cfg = base_config();
     cfg.backoff_max_ms = 0;
     CHECK_EQ_INT(hub_client_new(&cfg, &client, &err), HUB_ERR_INVALID_ARGUMENT);
+    cfg = base_config();
+    cfg.receive_buffer_bytes = -1;
+    CHECK_EQ_INT(hub_client_new(&cfg, &client, &err), HUB_ERR_INVALID_ARGUMENT);
+    cfg.receive_buffer_bytes = HUB_RECEIVE_BUFFER_MAX + 1;   /* past what SO_RCVBUF's int holds doubled */
+    CHECK_EQ_INT(hub_client_new(&cfg, &client, &err), HUB_ERR_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(err.message, "receive buffer");
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* A receive buffer set by hand ends the kernel's autotuning: asked only where rmem_max grants
+ * it whole, never capped. */
+static void test_receive_buffer_only_where_granted_whole(void)
+{
+    char path[] = "/tmp/hubfs-rmem-max-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    write_text(path, "4194304\n");
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(4L << 20, path), 4L << 20);
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(96 * 1024, path), 96 * 1024);
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(0, path), 0);
+    write_text(path, "212992\n");   /* Debian's default: 4 MiB would be capped, so not asked */
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(4L << 20, path), 0);
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(212992, path), 212992);
+    write_text(path, "lots\n");
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(96 * 1024, path), 0);
+    unlink(path);
+    CHECK_EQ_INT(hub_receive_buffer_to_ask(96 * 1024, path), 0);   /* no such file */
 }
 
 static void test_arguments_and_offline(void)
@@ -165,6 +205,7 @@ int main(void)
     test_token_wiped_from_curl_memory();
     test_status_names();
     test_bad_configs();
+    test_receive_buffer_only_where_granted_whole();
     test_arguments_and_offline();
     test_unreachable_endpoint();
     curl_global_cleanup();
