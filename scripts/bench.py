@@ -816,13 +816,16 @@ class Bench:
         def work(m):
             if name == mount_loaders.REFERENCE:
                 paths = [os.path.join(m.model, s) for s in self.model["shards"]]
+                ticks = mount_loaders.machine_ticks()
                 child = run_child(["sh", "-c", 'exec cat "$@" >/dev/null', "cat", *paths], LOADERS_TIMEOUT_S, m)
                 if child.rc != 0:
                     raise RuntimeError(f"cat failed ({child.rc}): {child.err.strip()[-500:]}")
-                return {"seconds": child.seconds, "complete": True, "reader_cpu_s": child.cpu_s}
+                return {"seconds": child.seconds, "complete": True, "reader_cpu_s": child.cpu_s,
+                        "machine_busy_pct": mount_loaders.busy_pct(ticks, mount_loaders.machine_ticks())}
             result = self.loaders_child({"loader": name, "path": m.model}, self.loader_env(name), m)
             return {"seconds": result["seconds"], "complete": True, "reader_cpu_s": result["cpu_s"],
-                    "weights_sum": result["weights_sum"], "loader_peak_rss_kib": result["peak_rss_kib"]}
+                    "weights_sum": result["weights_sum"], "loader_peak_rss_kib": result["peak_rss_kib"],
+                    "machine_busy_pct": result["machine_busy_pct"]}
         # Kept apart from the main table's measurements until the weights are checked.
         entry = self.finish(condition, run, "loaders", system, marks, mounted, work, into=[])
         entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
@@ -833,7 +836,8 @@ class Bench:
         result = self.loaders_child({"download": REPO_ID}, system.env(home))
         entry = {"condition": condition, "run": run, "system": system.name, "seconds": result["seconds"],
                  "complete": True, "local_path": result["path"], "cpu_s": result["cpu_s"],
-                 "peak_rss_mib": result["peak_rss_kib"] / 1024, "traffic": traffic(self, marks)}
+                 "peak_rss_mib": result["peak_rss_kib"] / 1024, "machine_busy_pct": result["machine_busy_pct"],
+                 "traffic": traffic(self, marks)}
         entry["fetched_mb"] = entry["traffic"]["data_bytes"] / MB
         return self.loaders_entry(entry, mount_loaders.DOWNLOAD, "download")
 
@@ -841,7 +845,7 @@ class Bench:
         result = self.loaders_child({"loader": name, "path": local_path}, self.loader_env(name))
         entry = {"condition": condition, "run": run, "system": system.name, "seconds": result["seconds"],
                  "complete": True, "cpu_s": result["cpu_s"], "loader_peak_rss_kib": result["peak_rss_kib"],
-                 "weights_sum": result["weights_sum"], "fetched_mb": 0.0}
+                 "weights_sum": result["weights_sum"], "fetched_mb": 0.0, "machine_busy_pct": result["machine_busy_pct"]}
         return self.loaders_entry(entry, name, "copy")
 
     # -- the loader section (scripts/bench/loader.py) ------------------------------------------

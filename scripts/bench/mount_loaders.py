@@ -101,8 +101,8 @@ def _by_run(entries, where, loader):
 
 def _costs(by_run):
     """What the mount (or the download) fetched, its CPU per GB of shards and its peak RSS."""
-    return {key: _summary([m[key] for m in by_run.values()]) for key in ("fetched_mb", "cpu_s_per_gb",
-                                                                          "peak_rss_mib")}
+    return {key: _summary([m.get(key) for m in by_run.values()]) for key in ("fetched_mb", "cpu_s_per_gb",
+                                                                              "peak_rss_mib", "machine_busy_pct")}
 
 
 def _row(entries, loader):
@@ -151,17 +151,18 @@ def markdown(section):
     runs = max((len(c["runs"]) for row in section["rows"] for c in row.values() if isinstance(c, dict)), default=0)
     head = ["Loader", "Condition", "cold on a fresh hubfs mount (s ↓)", "mount ÷ cat (↓)",
             "snapshot_download, then load (s ↓)", "mount ÷ download-then-load (↓)", "fetched (MB)",
-            "CPU (s/GB ↓)", "peak RSS (MiB ↓)"]
+            "CPU (s/GB ↓)", "peak RSS (MiB ↓)", "machine CPU busy (%)"]
     lines = [f"Loaders on the mount: {model['repo']} ({model['shard_bytes'] / 1e6:.0f} MB in {model['shards']} "
              f"shards, {model['dtype']}), every weight touched (summed in its dtype), each load cold in a fresh "
              f"process: median (min–max) of {runs} run(s). Fetched, CPU (per GB of shards) and peak RSS: hubfs's "
              "daemon (+ the loader's CPU) on the mount rows, snapshot_download's process on its row; the "
-             "downloaded copy is read from the page cache it was just written to.", "",
+             "downloaded copy is read from the page cache it was just written to. Machine CPU busy: the share of "
+             "all cores' time busy over the load (iowait counts as idle), everything running included.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in section["rows"]:
         cells = [_cell(row["mount_s"]), _cell(row["mount_over_cat"], "×"), _cell(row["download_then_load_s"]),
                  _cell(row["mount_over_download_then_load"], "×"), _cell(row["fetched_mb"]),
-                 _cell(row["cpu_s_per_gb"]), _cell(row["peak_rss_mib"])]
+                 _cell(row["cpu_s_per_gb"]), _cell(row["peak_rss_mib"]), _cell(row["machine_busy_pct"])]
         lines.append(f"| {section['labels'][row['loader']]} | {row['condition']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -185,11 +186,29 @@ def _import_loaders():
     from transformers.models.llama import modeling_llama  # noqa: F401
 
 
+def machine_ticks(stat_path="/proc/stat"):
+    """The machine's CPU time so far, all CPUs, in clock ticks: (busy, all). Waiting for I/O
+    counts as idle (a reader blocked on a page the mount is filling waits so); guest time is
+    already inside user time."""
+    with open(stat_path) as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    everything = user + nice + system + idle + iowait + irq + softirq + steal
+    return everything - idle - iowait, everything
+
+
+def busy_pct(before, after):
+    """The share of the machine's CPU time that was busy between two machine_ticks(), in percent:
+    with every core busy, a load's time follows the CPU work of everything running, not its own
+    waits."""
+    busy, everything = after[0] - before[0], after[1] - before[1]
+    return 100.0 * busy / everything if everything > 0 else None
+
+
 def _measured(fn, *args):
-    cpu, started = time.process_time(), time.monotonic()
+    ticks, cpu, started = machine_ticks(), time.process_time(), time.monotonic()
     result = fn(*args)
     return result, {"seconds": time.monotonic() - started, "cpu_s": time.process_time() - cpu,
-                    "peak_rss_kib": _peak_rss_kib()}
+                    "peak_rss_kib": _peak_rss_kib(), "machine_busy_pct": busy_pct(ticks, machine_ticks())}
 
 
 def child(spec):

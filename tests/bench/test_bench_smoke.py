@@ -334,6 +334,30 @@ def test_a_live_daemons_cpu_is_read_from_proc():
     assert bench.systems.process_cpu_s(proc.pid) is None
 
 
+def test_machine_busy_share_counts_every_busy_kind_and_iowait_as_idle(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+    stat.write_text("cpu  100 10 50 1000 200 5 15 20 7 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    before = bench.mount_loaders.machine_ticks(str(stat))
+    assert before == (200, 1400)
+    stat.write_text("cpu  160 10 80 1100 300 5 25 20 9 0\n")
+    # busy 60 + 30 + 10 = 100 of 100 + 30 + 100 + 100 + 10 = 300 ticks
+    assert bench.mount_loaders.busy_pct(before, bench.mount_loaders.machine_ticks(str(stat))) == pytest.approx(
+        100 / 3)
+    assert bench.mount_loaders.busy_pct(before, before) is None
+
+
+def test_a_cpu_burn_shows_in_the_machines_busy_ticks():
+    tick = os.sysconf("SC_CLK_TCK")
+    before, cpu = bench.mount_loaders.machine_ticks(), time.process_time()
+    while time.process_time() - cpu < 0.5:
+        pass
+    burnt = (time.process_time() - cpu) * tick
+    after = bench.mount_loaders.machine_ticks()
+    assert after[0] - before[0] >= burnt - 2   # the machine was at least as busy as this process
+    assert 0 < bench.mount_loaders.busy_pct(before, after) <= 100
+
+
 def test_cpu_per_gb_counts_the_systems_processes_and_the_reader(smoke):
     results = smoke["results"]
     cold = [m for m in results["measurements"] if m["workload"] == "cold_seq"]
@@ -409,8 +433,20 @@ def test_loaders_ratios_are_taken_within_the_run(loaders_smoke):
             seconds[("mount", loader)] / seconds[("mount", "cat")])
         assert rows[loader]["mount_over_download_then_load"]["median"] == pytest.approx(
             seconds[("mount", loader)] / then_load)
+    # Every step has the machine's busy share, the reference and the download included; a step
+    # shorter than a clock tick (the smoke's tiny model) may have none.
+    for m in section["measurements"]:
+        pct = m["machine_busy_pct"]
+        if m["seconds"] >= 0.05:
+            assert pct is not None and 0 < pct <= 100, (m["where"], m["loader"], pct)
+        else:
+            assert pct is None or 0 <= pct <= 100, (m["where"], m["loader"], pct)
+        if m["where"] == "mount" or m["loader"] == "snapshot_download":
+            assert rows[m["loader"]]["machine_busy_pct"] == (
+                None if pct is None else {"runs": [pct], "median": pct, "min": pct, "max": pct})
     table = loaders_smoke["stdout"]
     assert "| Loader | Condition | cold on a fresh hubfs mount (s ↓) | mount ÷ cat (↓) |" in table
+    assert "| peak RSS (MiB ↓) | machine CPU busy (%) |" in table
     assert "| safe_open + get_tensor in key order + sum | loopback |" in table
 
 
