@@ -1,9 +1,14 @@
 """Helpers of the filesystem tests: hashing, source walks, safetensors headers, the emulator log."""
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
+
+import numpy as np
 from files import sha256_of  # noqa: E402
+import hubemu  # noqa: E402
 
 TINY_REPO = "test-org/tiny-llama"
 PRIVATE_REPO = "test-org/private-llama"
@@ -39,3 +44,20 @@ def bytes_sent(log, origin=None):
 def data_requests(log):
     """Requests for file content: CDN range reads and Hub resolve calls."""
     return [e for e in log if e["origin"] == "cdn" or "/resolve/" in e["path"]]
+
+
+@contextlib.contextmanager
+def one_random_file_hub(tmp_path_factory, repo, name, size, seed):
+    """An emulator serving repo with one file of size random bytes; yields (hub, the file's sha256)."""
+    source = str(tmp_path_factory.mktemp("random-src"))
+    blob = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    with open(os.path.join(source, name), "wb") as f:
+        f.write(blob)
+    root = str(tmp_path_factory.mktemp("random-hub"))
+    hubemu.import_repo(root, repo, source)
+    try:
+        with hubemu.Emulator(root) as hub:
+            yield hub, hashlib.sha256(blob).hexdigest()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(source, ignore_errors=True)

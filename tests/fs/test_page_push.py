@@ -4,15 +4,12 @@ source file's bytes (sha256, numpy), the daemon's read counters and the emulator
 import hashlib
 import mmap
 import os
-import shutil
 import sys
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hubemu  # noqa: E402
-from fs_support import MIB, bytes_sent  # noqa: E402
+from fs_support import MIB, bytes_sent, one_random_file_hub  # noqa: E402
 from mount import Mount  # noqa: E402
 
 REPO = "test-org/pushed"
@@ -22,16 +19,8 @@ KERNEL_READ = 128 * 1024     # the most the kernel asks of the mount at once
 
 @pytest.fixture(scope="module")
 def pushed_hub(tmp_path_factory):
-    source = str(tmp_path_factory.mktemp("push-src"))
-    blob = np.random.default_rng(7).integers(0, 256, SIZE, dtype=np.uint8).tobytes()
-    with open(os.path.join(source, "weights.bin"), "wb") as f:
-        f.write(blob)
-    root = str(tmp_path_factory.mktemp("push-hub"))
-    hubemu.import_repo(root, REPO, source)
-    with hubemu.Emulator(root) as hub:
-        yield hub, hashlib.sha256(blob).hexdigest()
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(source, ignore_errors=True)
+    with one_random_file_hub(tmp_path_factory, REPO, "weights.bin", SIZE, seed=7) as served:
+        yield served
 
 
 def check_counts(stats, hub, asked_at_most):

@@ -4,18 +4,15 @@ whose rb is the buffer the kernel set: twice what was asked)."""
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hubemu  # noqa: E402
-from fs_support import MIB  # noqa: E402
+from fs_support import MIB, one_random_file_hub  # noqa: E402
 from mount import Mount  # noqa: E402
 
 REPO = "test-org/buffered"
@@ -26,17 +23,9 @@ DEFAULT_ASK = 4 * MIB     # fs/options.c
 
 @pytest.fixture(scope="module")
 def paced_hub(tmp_path_factory):
-    source = str(tmp_path_factory.mktemp("rcvbuf-src"))
-    blob = np.random.default_rng(11).integers(0, 256, SIZE, dtype=np.uint8).tobytes()
-    with open(os.path.join(source, "weights.bin"), "wb") as f:
-        f.write(blob)
-    root = str(tmp_path_factory.mktemp("rcvbuf-hub"))
-    hubemu.import_repo(root, REPO, source)
-    with hubemu.Emulator(root) as hub:
+    with one_random_file_hub(tmp_path_factory, REPO, "weights.bin", SIZE, seed=11) as (hub, digest):
         hub.config(bandwidth_bps=PACE_BPS)
-        yield hub, hashlib.sha256(blob).hexdigest()
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(source, ignore_errors=True)
+        yield hub, digest
 
 
 def receive_buffers(pid):
