@@ -470,7 +470,8 @@ static void *loop_main(void *arg)
 hub_status hub_loop_start(hub_client *client, hub_error *err)
 {
     hub_loop *loop = &client->loop;
-    client->receive_buffer = hub_receive_buffer_to_ask(client->cfg.receive_buffer_bytes, "/proc/sys/net/core/rmem_max");
+    client->receive_buffer =
+        hub_receive_buffer_to_ask(client->cfg.receive_buffer_bytes, "/proc/sys/net/core/rmem_max");
     pthread_mutex_init(&loop->queue_mutex, NULL);
     loop->queue_mutex_ready = true;
     loop->multi = curl_multi_init();

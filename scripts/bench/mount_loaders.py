@@ -100,7 +100,8 @@ def _by_run(entries, where, loader):
 
 
 def _costs(by_run):
-    """What the mount (or the download) fetched, its CPU per GB of shards and its peak RSS."""
+    """What the mount (or the download) fetched, its CPU per GB of shards, its peak RSS and how busy
+    the machine was."""
     return {key: _summary([m.get(key) for m in by_run.values()]) for key in ("fetched_mb", "cpu_s_per_gb",
                                                                               "peak_rss_mib", "machine_busy_pct")}
 
