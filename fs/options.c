@@ -2,6 +2,7 @@
 #include "options.h"
 
 #include "cache_dir.h"
+#include "hub.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -257,7 +258,7 @@ static void set_defaults(fs_options *o)
     o->memory_budget = 208 * MIB;
     o->block_size = CACHE_DIR_DEFAULT_BLOCK_SIZE;
     o->readahead_max = 128 * MIB;
-    o->receive_buffer = 4 * MIB;   /* why: hub/http.c, hub_receive_buffer_to_ask */
+    o->receive_buffer = HUB_RECEIVE_BUFFER_DEFAULT;
     /* Ranges in flight: a CDN connection carries ~50 MB/s after tens of ms, so a shard read
      * with 16 at once, and a loader's prefetch of other shards with the rest, fill a link. */
     o->threads = 32;

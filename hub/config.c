@@ -328,7 +328,7 @@ hub_status hub_config_from_env(hub_config *cfg, hub_error *err)
     cfg->backoff_initial_ms = 1000;
     cfg->backoff_max_ms = 8000;
     cfg->max_connections = 16;
-    cfg->receive_buffer_bytes = 4L << 20;
+    cfg->receive_buffer_bytes = HUB_RECEIVE_BUFFER_DEFAULT;
     cfg->min_rate_bytes_per_s = 16 * 1024;
     cfg->offline = env_is_true("HF_HUB_OFFLINE");
 

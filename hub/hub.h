@@ -52,6 +52,7 @@ typedef enum hub_endpoint_event {
 } hub_endpoint_event;
 
 #define HUB_RECEIVE_BUFFER_MAX (1L << 30)   /* SO_RCVBUF is an int, and the kernel doubles it */
+#define HUB_RECEIVE_BUFFER_DEFAULT (4L << 20)   /* why: hub/http.c, hub_receive_buffer_to_ask */
 
 typedef struct hub_config {
     char *endpoint;              /* HF_ENDPOINT or https://huggingface.co, no trailing '/' */
@@ -74,8 +75,8 @@ typedef struct hub_config {
     long backoff_max_ms;         /* default 8000; Retry-After/RateLimit may ask longer (capped at 60 s) */
     int max_connections;         /* per host; default 16 */
     /* Receive buffer (SO_RCVBUF) each connection asks for, in bytes; 0 leaves the kernel's
-     * autotuning. Asked only where net.core.rmem_max grants it whole. Default 4 MiB, at most
-     * HUB_RECEIVE_BUFFER_MAX. */
+     * autotuning. Asked only where net.core.rmem_max grants it whole. Default
+     * HUB_RECEIVE_BUFFER_DEFAULT, at most HUB_RECEIVE_BUFFER_MAX. */
     long receive_buffer_bytes;
 
     /* TLS: certificates are always verified (peer and host name), for the Hub and the CDN. */

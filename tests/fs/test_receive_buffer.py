@@ -18,7 +18,7 @@ from mount import Mount  # noqa: E402
 REPO = "test-org/buffered"
 SIZE = 6 * MIB
 PACE_BPS = 2 * MIB        # each response's pace: the read lasts seconds, its connections stay open
-DEFAULT_ASK = 4 * MIB     # fs/options.c
+DEFAULT_ASK = 4 * MIB     # HUB_RECEIVE_BUFFER_DEFAULT (hub/hub.h)
 
 
 @pytest.fixture(scope="module")
