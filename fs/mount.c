@@ -128,10 +128,10 @@ static int build_context(fs_context *context, startup *s)
     if (make_hub_client(context, s))
         return -1;
     open_disk_cache(context);
-    /* Several shards prefetch at once: each order's window is a quarter of the budget at most
-     * (half made from_pretrained over a 20 ms link 1.6x slower: its mispredicted tensors took
-     * the link from what it read), half once its predictions keep coming true and the budget has
-     * room (planner.c, CONFIDENT_PREDICTIONS). */
+    /* Several shards prefetch at once: each order's window is a quarter of the budget where the
+     * link answers at once, up to the whole budget over a link with a first-byte delay
+     * (remote_file.c, prefetch_window); twice that once its predictions keep coming true and the
+     * budget has room (planner.c, CONFIDENT_PREDICTIONS). */
     context->planner = (planner_config){.max_ahead = o->readahead_max, .header_probe = SAFETENSORS_HEADER_PROBE,
                                         .first_prefetch = FIRST_PREFETCH_WINDOW,
                                         .max_prefetch = o->memory_budget / 4};

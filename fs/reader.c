@@ -254,16 +254,17 @@ static void schedule_prefetch(remote_file *file, const plan_range *ranges, size_
     }
 }
 
-/* Whole tensors read from two shards' worth of evidence: the reader loads the model. Every other
- * open shard of the repo starts coming now, a window each, rather than when the reader gets
- * there (a loader visits shards one after the other; the link has room for all of them): the
- * tensors it will visit first there, by the repo's layer pattern, or the first ones in file
- * order when it reads in file order. With neither, nothing: a shard stored in name order and
- * read in module order (transformers on a checkpoint of the safetensors package) had its first
- * window in file order (layers.10 before layers.7) wait unread in memory for seconds, and its
- * load over a 20 ms link took 17 s instead of 12. */
+/* Whole tensors read from two of a shard's: the reader loads the model, and goes on to the next
+ * shard once this one is done. That shard's first window starts coming now rather than when the
+ * reader gets there (the link has room for it): the tensors it will visit first there, by the
+ * repo's layer pattern, or the first ones in file order when it reads in file order. With
+ * neither, nothing: a shard stored in name order and read in module order (transformers on a
+ * checkpoint of the safetensors package) had its first window in file order (layers.10 before
+ * layers.7) wait unread in memory for seconds, and its load over a 20 ms link took 17 s instead
+ * of 12. Only the next shard's: a window for every other open shard at once held up to three
+ * eighths of the memory budget unread until the reader came, room its own prefetch lacked. */
 #define BULK_EVIDENCE_TENSORS 2
-/* Each other shard's first window: a sixteenth of the memory budget, at most 64 MiB. */
+/* The next shard's first window: an eighth of the memory budget, at most 64 MiB. */
 #define BULK_START_WINDOW_MAX (64u << 20)
 #define BULK_START_BUDGET_SHARE 8
 #define BULK_RANGES_MAX 64
@@ -305,27 +306,24 @@ static void warm_next_shard(remote_file *reading)
     schedule_range(next, 0, probe_end > head ? probe_end : head, FETCH_BACKGROUND, true, false);
 }
 
-static bool start_repo_bulk(remote_file *reading)
+/* False while no order to start the next shard's window along is known (nor a next shard). */
+static bool start_next_shard(remote_file *reading)
 {
     fs_context *context = reading->context;
+    bool reading_first;
+    remote_file *next = namespace_next_shard(context->names, reading->source.id, &reading_first);
+    if (!next || next->repo != reading->repo || !next->is_safetensors)
+        return true;   /* nothing to start, now or later */
     planner_pattern *pattern = copy_pattern(reading->repo);
     if (!pattern && !remote_file_follows_file_order(reading))
-        return false;   /* no order to start the others along yet */
-    remote_file *others[256];
-    size_t count = 0;
-    pthread_mutex_lock(&context->open_files_lock);
-    for (remote_file *f = context->open_files; f && count < 256; f = f->open_next)
-        if (f != reading && f->repo == reading->repo && f->is_safetensors)
-            others[count++] = f;
-    pthread_mutex_unlock(&context->open_files_lock);
+        return false;
     uint64_t window = context->options.memory_budget / BULK_START_BUDGET_SHARE;
     if (window > BULK_START_WINDOW_MAX)
         window = BULK_START_WINDOW_MAX;
-    for (size_t i = 0; i < count; i++) {   /* files live until unmount; closed ones hand out nothing */
-        plan_range ranges[BULK_RANGES_MAX];
-        size_t n = remote_file_bulk_ranges(others[i], pattern, window, ranges, BULK_RANGES_MAX);
-        schedule_prefetch(others[i], ranges, n);
-    }
+    plan_range ranges[BULK_RANGES_MAX];
+    /* A shard not open yet hands out nothing (its map is unknown): its head comes instead. */
+    size_t n = remote_file_bulk_ranges(next, pattern, window, ranges, BULK_RANGES_MAX);
+    schedule_prefetch(next, ranges, n);
     free(pattern);
     return true;
 }
@@ -333,19 +331,20 @@ static bool start_repo_bulk(remote_file *reading)
 static void schedule_plan(open_file *handle, const read_plan *plan)
 {
     remote_file *file = handle->file;
-    /* Once per repo: two readers racing here would each hand a window of every shard out. A
+    /* Once per file: two readers racing here would each hand the next shard's window out. A
      * start put off for want of an order is tried again at every read until the order shows:
      * reads that plan a prefetch can be few (one in a shard `cat` read, before its order was
      * known), and the next shard's head then came only at its open. */
-    fs_repo *repo = file->repo;
-    if ((plan->prefetch_count || atomic_load(&repo->bulk_deferred)) && !atomic_load(&repo->bulk_reading) &&
-        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS && !atomic_exchange(&repo->bulk_reading, true)) {
-        bool started = start_repo_bulk(file);
-        atomic_store(&repo->bulk_deferred, !started);
-        if (started)
+    if ((plan->prefetch_count || atomic_load(&file->next_deferred)) && !atomic_load(&file->next_started) &&
+        remote_file_whole_tensors(file) >= BULK_EVIDENCE_TENSORS && !atomic_exchange(&file->next_started, true)) {
+        bool started = start_next_shard(file);
+        atomic_store(&file->next_deferred, !started);
+        if (started) {
+            atomic_store(&file->repo->bulk_reading, true);
             warm_next_shard(file);
-        else
-            atomic_store(&repo->bulk_reading, false);
+        } else {
+            atomic_store(&file->next_started, false);
+        }
     }
     if (plan->ahead.end > plan->ahead.begin)
         schedule_speculative(file, plan->ahead, FETCH_AHEAD);

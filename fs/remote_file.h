@@ -22,6 +22,10 @@ typedef struct remote_file {
     bool is_safetensors;
     /* Its head was fetched ahead of its open: the shard before it was read whole (reader.c). */
     atomic_bool head_warmed;
+    /* A reader reads its tensors whole: the next shard's first window was handed out (reader.c);
+     * deferred while no order to start it along was known. */
+    atomic_bool next_started;
+    atomic_bool next_deferred;
 
     pthread_mutex_t lock;        /* guards everything below */
     hub_file *handle;

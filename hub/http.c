@@ -414,6 +414,24 @@ static void start_transfer(hub_client *client, hub_transfer *t)
     }
 }
 
+/* Weight of the newest read in the first-byte average: an eighth (a link's delay shows within a
+ * few dozen reads; one slow answer moves it little). */
+#define FIRST_BYTE_AVERAGE_WEIGHT 8
+
+/* Folds a range read's wait for its first byte into the client's average (the loop thread is
+ * its only writer). */
+static void note_first_byte(hub_client *client, CURL *easy)
+{
+    curl_off_t sent = 0, first = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &sent) != CURLE_OK ||
+        curl_easy_getinfo(easy, CURLINFO_STARTTRANSFER_TIME_T, &first) != CURLE_OK || first <= sent)
+        return;
+    int64_t sample = (int64_t)(first - sent);
+    int64_t average = (int64_t)atomic_load_explicit(&client->first_byte_us, memory_order_relaxed);
+    average = average ? average + (sample - average) / FIRST_BYTE_AVERAGE_WEIGHT : sample;
+    atomic_store_explicit(&client->first_byte_us, (uint64_t)(average > 0 ? average : 1), memory_order_relaxed);
+}
+
 static void finish_transfer(hub_client *client, CURL *easy, CURLcode code)
 {
     hub_transfer *t = NULL;
@@ -421,6 +439,8 @@ static void finish_transfer(hub_client *client, CURL *easy, CURLcode code)
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &t->status);
     if (code == CURLE_WRITE_ERROR && t->range_done && !t->sink_problem)
         code = CURLE_OK;                  /* we stopped a 200 once our range was complete */
+    if (code == CURLE_OK && t->range_buf && t->status == 206)
+        note_first_byte(client, easy);
     curl_multi_remove_handle(client->loop.multi, easy);
     curl_easy_cleanup(easy);
     t->easy = NULL;

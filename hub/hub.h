@@ -236,9 +236,15 @@ typedef struct hub_counters {
     uint64_t resolves;
     uint64_t in_flight;
     uint64_t fallback_requests;  /* sent to the fallback endpoint while the endpoint was down */
+    uint64_t first_byte_us;      /* hub_first_byte_us */
 } hub_counters;
 
 void hub_get_counters(hub_client *client, hub_counters *out);
+
+/* How long a range read waits for its first byte once its request is sent (connecting not
+ * counted): a moving average over the latest reads, in microseconds; 0 before the first. What a
+ * reader keeping a link busy must have in flight grows with it. */
+uint64_t hub_first_byte_us(hub_client *client);
 
 const char *hub_version(void);
 

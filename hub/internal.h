@@ -117,6 +117,7 @@ struct hub_client {
     atomic_bool endpoint_down;              /* failed twice in a row, no answer since */
     _Atomic int64_t endpoint_down_until_ms; /* monotonic; requests go to the fallback until then */
     _Atomic uint64_t fallback_requests;
+    _Atomic uint64_t first_byte_us;         /* smoothed; written by the loop thread only */
 };
 
 /* ---- config.c ---- */

@@ -45,10 +45,10 @@ static void print_result(hub_status status, const hub_error *err, hub_client *cl
         hub_counters c;
         hub_get_counters(client, &c);
         printf(", \"counters\": {\"requests\": %llu, \"bytes_received\": %llu, \"retries\": %llu, "
-               "\"resolves\": %llu, \"in_flight\": %llu}",
+               "\"resolves\": %llu, \"in_flight\": %llu, \"first_byte_us\": %llu}",
                (unsigned long long)c.requests, (unsigned long long)c.bytes_received,
                (unsigned long long)c.retries, (unsigned long long)c.resolves,
-               (unsigned long long)c.in_flight);
+               (unsigned long long)c.in_flight, (unsigned long long)c.first_byte_us);
     }
     printf("}\n");
 }

@@ -257,6 +257,21 @@ def test_many_concurrent_reads(hub, probe, tmp_path):
     assert len(hub_entries(hub.log(), part="/resolve/")) == 1
 
 
+@pytest.mark.parametrize("latency_ms", [0, 40])
+def test_first_byte_wait_is_measured(hub, probe, tmp_path, latency_ms):
+    # The emulator delays every answer by latency_ms: the client's average wait for a range
+    # read's first byte (what the mount sizes its prefetch window by) must show that delay, and
+    # no more than a loopback answer's cost on top of it.
+    src = os.path.join(hub.sources[TINY], SHARD)
+    hub.config(latency_ms=latency_ms)
+    result = probe("read", "model", TINY, "main", SHARD, tmp_path / "x", "--chunk", 65536, "--length", 16 * 65536)
+    assert result["status"] == "ok", result
+    assert data_of(tmp_path / "x") == data_of(src, 0, 16 * 65536)
+    waited_ms = result["counters"]["first_byte_us"] / 1000
+    assert latency_ms * 0.9 <= waited_ms <= latency_ms + 15, result["counters"]
+    assert waited_ms > 0
+
+
 def test_queued_transfers_do_not_count_as_stalled(hub, probe, tmp_path):
     # 48 reads at once over 16 connections per host: the last wave waits ~1.2 s for a
     # connection, longer than the 1 s stall limit, yet none of them stalled
