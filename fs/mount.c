@@ -129,7 +129,7 @@ static int build_context(fs_context *context, startup *s)
         return -1;
     open_disk_cache(context);
     /* Several shards prefetch at once: each order's window is a quarter of the budget where the
-     * link answers at once, up to the whole budget over a link with a first-byte delay
+     * link answers at once, up to half of it over a link with a first-byte delay
      * (remote_file.c, prefetch_window); twice that once its predictions keep coming true and the
      * budget has room (planner.c, CONFIDENT_PREDICTIONS). */
     context->planner = (planner_config){.max_ahead = o->readahead_max, .header_probe = SAFETENSORS_HEADER_PROBE,

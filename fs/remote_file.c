@@ -574,15 +574,17 @@ static uint64_t memory_room(fs_context *context)
 
 /* The prefetch window along a learnt order grows with the link's delay: bytes in flight must
  * cover it. A quarter of the memory budget (the mount's planner config) where a first byte comes
- * at once, the whole budget from FULL_WINDOW_FIRST_BYTE_US on, in proportion between. Measured on
- * the bench model (3 GB, 4 shards; medians of 3-8 alternating runs): over loopback a quarter is
- * best (the whole budget made `cat` 7 % slower); over 20 ms and 40 MB/s a connection the whole
- * budget took `cat` 5.25 -> 4.52 s and from_pretrained 5.76 -> 4.94 s (half: 4.65, 4.87). */
+ * at once, half of it from FULL_WINDOW_FIRST_BYTE_US on, in proportion between. Measured on the
+ * bench model (3 GB, 4 shards; medians of alternating runs): over loopback a quarter is best (the
+ * whole budget made `cat` 7 % slower); over 20 ms and 40 MB/s a connection half the budget took
+ * `cat` 5.25 -> 4.65 s and from_pretrained 5.76 -> 4.87 s, and the whole budget did no better
+ * there while load_file got slower (5.5-6.7 s against 4.6-5.0: a window the budget can never
+ * hold is claimed in part, and the reader meets the holes). */
 #define FULL_WINDOW_FIRST_BYTE_US 20000u
 
 static uint64_t prefetch_window(fs_context *context)
 {
-    uint64_t least = context->planner.max_prefetch, most = context->options.memory_budget;
+    uint64_t least = context->planner.max_prefetch, most = context->options.memory_budget / 2;
     uint64_t first_byte_us = context->hub ? hub_first_byte_us(context->hub) : 0;
     if (most <= least || first_byte_us >= FULL_WINDOW_FIRST_BYTE_US)
         return most > least ? most : least;
