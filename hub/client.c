@@ -158,7 +158,10 @@ void hub_get_counters(hub_client *client, hub_counters *out)
     out->first_byte_us = hub_first_byte_us(client);
 }
 
-uint64_t hub_first_byte_us(hub_client *client) { return atomic_load_explicit(&client->first_byte_us, memory_order_relaxed); }
+uint64_t hub_first_byte_us(hub_client *client)
+{
+    return atomic_load_explicit(&client->first_byte_us, memory_order_relaxed);
+}
 
 /* GET of an API URL into t->body, following same-origin redirects (renamed repos) by hand.
  * On HUB_OK t holds the final answer, whatever its status. */
