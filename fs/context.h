@@ -32,7 +32,7 @@ typedef struct fs_repo {
     uint64_t root_ino;
     pthread_mutex_t tree_lock;   /* held while the tree is listed, once */
     bool tree_loaded;            /* under the namespace lock */
-    atomic_bool bulk_reading;    /* a reader reads its tensors whole: its shards are prefetched */
+    atomic_bool bulk_reading;    /* a reader reads its tensors whole: the next shard comes ahead */
     atomic_int touching;         /* planner_touching: the order a reader touches its shards' tensors in */
     pthread_mutex_t pattern_lock;
     planner_pattern *pattern;    /* how its readers visit layers; allocated with its first tensor
